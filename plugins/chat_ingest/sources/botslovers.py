@@ -1,0 +1,91 @@
+"""Botslovers: three ClickHouse tables per company (seed 000).
+
+Table names on the vendor side are ``<table>_<company>``; staging holds all
+companies in one table with a ``company`` column.
+"""
+
+from chat_ingest.tablespec import Column, MergeRule, TableSpec
+
+SOURCE = "botslovers"
+
+SENDER_TYPES = ("user", "bot", "system", "human")
+CHANNELS = ("whatsapp", "web")
+DIRECTIONS = ("inbound", "outbound")
+AGENT_EVENTS = (
+    "bot_assigned",
+    "agent_timeout",
+    "user_timeout",
+    "agent_joined",
+    "chat_escalated",
+    "manual_close",
+    "resolved",
+    "assigned_to_human",
+    "transferred",
+)
+AGENT_STATUSES = ("training", "offline", "break", "ending_shift", "inactive", "online")
+
+MESSAGES = TableSpec(
+    source=SOURCE,
+    name="messages",
+    description="Every message exchanged during conversations.",
+    tenant_column="company",
+    merge_rule=MergeRule.UPSERT_BY_KEY,
+    key=("id",),
+    cursor="created_at",
+    columns=(
+        Column("sender_id", "text", "String", nullable=False),
+        Column("sender_type", "text", "String", nullable=False, allowed=SENDER_TYPES),
+        Column("id", "text", "String", nullable=False),
+        Column("created_at", "timestamptz", "DateTime", nullable=False),
+        Column("channel", "text", "String", nullable=False, allowed=CHANNELS),
+        Column("session", "text", "String", nullable=False),
+        Column("direction", "text", "String", nullable=False, allowed=DIRECTIONS),
+        Column("type", "text", "String", nullable=False, allowed=DIRECTIONS),
+        Column("text", "text", "Nullable(String)", description="May hold personal data."),
+        Column("language", "text", "Nullable(String)"),
+    ),
+)
+
+CHAT_AGENT_LOG = TableSpec(
+    source=SOURCE,
+    name="chat_agent_log",
+    description="Agent events during chats; rows are updated after creation (left_at, updated_at, deleted_at).",
+    tenant_column="company",
+    merge_rule=MergeRule.UPSERT_NEWEST,
+    key=("id",),
+    cursor="updated_at",
+    version_column="updated_at",
+    columns=(
+        Column("id", "text", "String", nullable=False),
+        Column("chat_id", "text", "String", nullable=False),
+        Column("agent_id", "text", "String", nullable=False),
+        Column("joined_at", "timestamptz", "DateTime", nullable=False),
+        Column("left_at", "timestamptz", "Nullable(DateTime)"),
+        Column("event", "text", "String", nullable=False, allowed=AGENT_EVENTS),
+        Column("response_rating", "smallint", "Nullable(Int16)"),
+        Column("created_at", "timestamptz", "DateTime", nullable=False),
+        Column("updated_at", "timestamptz", "DateTime", nullable=False),
+        Column("deleted_at", "timestamptz", "Nullable(DateTime)"),
+    ),
+)
+
+AGENT_STATUS_LOGS = TableSpec(
+    source=SOURCE,
+    name="agent_status_logs",
+    description="History of agent status changes.",
+    tenant_column="company",
+    merge_rule=MergeRule.UPSERT_BY_KEY,
+    key=("id",),
+    cursor="status_changed_at",
+    columns=(
+        Column("id", "text", "String", nullable=False),
+        Column("agent_id", "text", "String", nullable=False),
+        Column("old_status", "text", "String", nullable=False, allowed=AGENT_STATUSES),
+        Column("new_status", "text", "String", nullable=False, allowed=AGENT_STATUSES),
+        Column("status_changed_at", "timestamptz", "DateTime", nullable=False),
+        Column("duration_seconds", "bigint", "Nullable(Int64)"),
+        Column("created_at", "timestamptz", "DateTime", nullable=False),
+    ),
+)
+
+TABLES = {spec.name: spec for spec in (MESSAGES, CHAT_AGENT_LOG, AGENT_STATUS_LOGS)}

@@ -1,0 +1,107 @@
+"""Table specs: the single source of truth for every source table.
+
+A spec names a vendor table's columns (with the vendor's own type and the staging
+Postgres type), its key, the column that windows an extraction, the enum sets the
+vendor documents, and the idempotency rule its landing follows.  DDL, extraction
+queries, the typed merge into staging and the Great Expectations suites are all
+derived from it, so adding a column or an enum value is a one-line change here.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+#: Lineage columns present on every staging row.
+LINEAGE_COLUMNS = ("_run_id", "_loaded_at")
+
+
+class MergeRule(enum.Enum):
+    """How a landed batch is merged into staging (see DESIGN.md, idempotency rules)."""
+
+    #: Immutable events with a unique id: dedupe by key within the batch, upsert by key.
+    UPSERT_BY_KEY = "upsert_by_key"
+    #: Rows updated after creation: upsert by key, keep the row with the newest version column.
+    UPSERT_NEWEST = "upsert_newest"
+    #: Time series without reliable ids: delete the tenant's [start, end) window, insert.
+    REPLACE_WINDOW = "replace_window"
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of a source table.
+
+    ``source_type`` is the vendor's documented type (used to build the sandbox
+    stand-in); ``pg_type`` is the staging type every value must cast to, or the
+    row is quarantined with the reason.
+    """
+
+    name: str
+    pg_type: str
+    source_type: str = "String"
+    nullable: bool = True
+    allowed: tuple[str, ...] | None = None
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    source: str
+    name: str
+    columns: tuple[Column, ...]
+    #: Name of the staging column that holds the tenant (company / bot / website);
+    #: None for a table the vendor does not partition by tenant.
+    tenant_column: str | None
+    merge_rule: MergeRule
+    #: Column whose value windows an extraction (``[start, end)``).
+    cursor: str
+    key: tuple[str, ...] = ()
+    #: For UPSERT_NEWEST: the column whose larger value wins.
+    version_column: str | None = None
+    #: Whether the source table itself holds the tenant column; if not, the tenant
+    #: comes from the extraction context (e.g. one ClickHouse table per company).
+    tenant_in_source: bool = False
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        names = [c.name for c in self.columns]
+        if len(names) != len(set(names)):
+            raise ValueError(f"{self.qualified_name}: duplicate column names")
+        for col in (*self.key, self.cursor, *filter(None, [self.version_column])):
+            if col not in names:
+                raise ValueError(f"{self.qualified_name}: {col!r} is not a column")
+        if self.merge_rule is MergeRule.UPSERT_NEWEST and not self.version_column:
+            raise ValueError(f"{self.qualified_name}: UPSERT_NEWEST needs a version_column")
+        if self.merge_rule in (MergeRule.UPSERT_BY_KEY, MergeRule.UPSERT_NEWEST) and not self.key:
+            raise ValueError(f"{self.qualified_name}: an upsert needs a key")
+
+    @property
+    def qualified_name(self) -> str:
+        return f"{self.source}.{self.name}"
+
+    @property
+    def staging_table(self) -> str:
+        return f"{self.source}_{self.name}"
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns)
+
+    def column(self, name: str) -> Column:
+        for c in self.columns:
+            if c.name == name:
+                return c
+        raise KeyError(f"{self.qualified_name} has no column {name!r}")
+
+    @property
+    def staging_columns(self) -> tuple[str, ...]:
+        """All columns of the staging table, in order: tenant, data, lineage."""
+        tenant = () if self.tenant_in_source or not self.tenant_column else (self.tenant_column,)
+        return (*tenant, *self.column_names, *LINEAGE_COLUMNS)
+
+    @property
+    def staging_key(self) -> tuple[str, ...]:
+        """The unique key of the staging table: the tenant plus the source key."""
+        if not self.key:
+            return ()
+        return tuple(dict.fromkeys((*filter(None, [self.tenant_column]), *self.key)))

@@ -1,0 +1,332 @@
+"""The sandbox: local stand-ins for the four vendors plus the warehouse.
+
+``serve()`` runs in one supervisor process (started detached by
+``python -m sandbox up``): it starts the embedded PostgreSQL (or uses
+``CHAT_INGEST_WAREHOUSE_DSN``'s server), a chdb-backed ClickHouse HTTP endpoint,
+the Ultimate export API, and a moto S3 server, loads the dataset into each,
+writes the shell-sourceable ``env`` file, and on SIGTERM stops everything it
+started.  Every server listens on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import re
+import secrets
+import shlex
+import shutil
+import signal
+import socket
+import threading
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from chat_ingest.sources import a8 as a8_source
+from chat_ingest.sources import botslovers
+from chat_ingest.tablespec import TableSpec
+
+REPO = Path(__file__).resolve().parents[1]
+UNLESS_BUCKET = "unless-conversations"
+WAREHOUSE_DB = "chat_ingest"
+A8_DB = "a8"
+AIRFLOW_DB = "airflow"
+_TENANT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+class SandboxState:
+    """Ports and credentials of one sandbox directory, kept across restarts (0600)."""
+
+    KEYS = ("postgres", "clickhouse", "ultimate", "s3")
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.path = root / "state.json"
+        data = json.loads(self.path.read_text()) if self.path.exists() else {}
+        self.ports: dict[str, int] = data.get("ports", {})
+        self.secrets: dict[str, str] = data.get("secrets", {})
+        for key in self.KEYS:
+            if key not in self.ports or not _port_free(self.ports[key]):
+                self.ports[key] = _free_port()
+        defaults = {
+            "clickhouse_user": "botslovers_reader",
+            "clickhouse_password": secrets.token_urlsafe(16),
+            "clickhouse_admin_password": secrets.token_urlsafe(16),
+            "ultimate_token": secrets.token_urlsafe(24),
+            "ultimate_organization_id": "org-" + secrets.token_hex(4),
+            "ultimate_admin_token": secrets.token_urlsafe(16),
+            "s3_access_key": "AKIA" + secrets.token_hex(8).upper(),
+            "s3_secret_key": secrets.token_urlsafe(30),
+        }
+        for k, v in defaults.items():
+            self.secrets.setdefault(k, v)
+        root.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(json.dumps({"ports": self.ports, "secrets": self.secrets}, indent=2))
+        self.path.chmod(0o600)
+
+
+def ensure_database(admin_dsn: str, name: str) -> None:
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
+def with_database(dsn: str, database: str) -> str:
+    """The same server DSN pointing at another database."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(dsn)
+    return urlunsplit(parts._replace(path="/" + database))
+
+
+def _tenants(dataset: Path, vendor: str) -> list[str]:
+    root = dataset / vendor
+    names = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    for name in names:
+        if not _TENANT_NAME.match(name):
+            raise ValueError(f"dataset folder {root / name}: tenant names must match {_TENANT_NAME.pattern}")
+    return names
+
+
+# -- loading the stand-ins ------------------------------------------------------------------------
+
+
+def clickhouse_ddl(spec: TableSpec, table: str) -> str:
+    cols = ", ".join(f"`{c.name}` {c.source_type}" for c in spec.columns)
+    order = ", ".join(f"`{c}`" for c in (spec.cursor, *spec.key))
+    return f"CREATE TABLE `{table}` ({cols}) ENGINE = MergeTree ORDER BY ({order})"
+
+
+def load_botslovers(backend, dataset: Path) -> dict[str, int]:
+    counts = {}
+    for company in _tenants(dataset, "botslovers"):
+        for spec in botslovers.TABLES.values():
+            table = f"{spec.name}_{company}"
+            backend.execute(f"DROP TABLE IF EXISTS `{table}`")
+            backend.execute(clickhouse_ddl(spec, table))
+            path = dataset / "botslovers" / company / f"{spec.name}.jsonl"
+            if path.exists() and path.stat().st_size:
+                structure = ", ".join(f"{c.name} {c.source_type}" for c in spec.columns)
+                backend.execute(
+                    f"INSERT INTO `{table}` SELECT * FROM file('{path.resolve()}', 'JSONEachRow', '{structure}')"
+                )
+            counts[table] = int(backend.execute(f"SELECT count() FROM `{table}`").decode())
+    return counts
+
+
+def a8_source_ddl(spec: TableSpec) -> sql.Composed:
+    """The vendor's table: the spec's columns, all nullable (the vendor enforces nothing)."""
+    cols = sql.SQL(", ").join(
+        sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.source_type)) for c in spec.columns
+    )
+    return sql.SQL("CREATE TABLE {} ({})").format(sql.Identifier(spec.name), cols)
+
+
+def load_a8(dsn: str, dataset: Path) -> dict[str, int]:
+    counts = {}
+    with psycopg.connect(dsn) as conn:
+        for spec in a8_source.TABLES.values():
+            conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(spec.name)))
+            conn.execute(a8_source_ddl(spec))
+            conn.execute(sql.SQL("CREATE INDEX ON {} (time)").format(sql.Identifier(spec.name)))
+            path = dataset / "a8" / f"{spec.name}.jsonl"
+            if path.exists():
+                names = spec.column_names
+                jsonb = {c.name for c in spec.columns if c.pg_type == "jsonb"}
+                copy_sql = sql.SQL("COPY {} ({}) FROM STDIN").format(
+                    sql.Identifier(spec.name), sql.SQL(", ").join(map(sql.Identifier, names))
+                )
+                with conn.cursor().copy(copy_sql) as copy, path.open(encoding="utf-8") as fh:
+                    for line in fh:
+                        rec = json.loads(line)
+                        copy.write_row([
+                            json.dumps(rec.get(n)) if n in jsonb and rec.get(n) is not None else rec.get(n)
+                            for n in names
+                        ])
+            counts[spec.name] = conn.execute(
+                sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(spec.name))
+            ).fetchone()[0]
+    return counts
+
+
+def load_unless(endpoint: str, access_key: str, secret_key: str, dataset: Path) -> int:
+    import boto3
+    from concurrent.futures import ThreadPoolExecutor
+
+    s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=access_key,
+                      aws_secret_access_key=secret_key, region_name="us-east-1")
+    s3.create_bucket(Bucket=UNLESS_BUCKET)
+    root = dataset / "unless"
+    files = [p for p in root.rglob("*.json")] if root.is_dir() else []
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda p: s3.put_object(Bucket=UNLESS_BUCKET, Key=p.relative_to(root).as_posix(),
+                                              Body=p.read_bytes()), files))
+    return len(files)
+
+
+# -- the env file ----------------------------------------------------------------------------------
+
+
+def env_vars(root: Path, state: SandboxState, server_dsn: str, dataset: Path) -> dict[str, str]:
+    ports, sec = state.ports, state.secrets
+    warehouse = with_database(server_dsn, WAREHOUSE_DB)
+    manifest = json.loads((dataset / "manifest.json").read_text()) if (dataset / "manifest.json").exists() else {}
+    airflow_db = with_database(server_dsn, AIRFLOW_DB).replace("postgresql://", "postgresql+psycopg2://", 1)
+    return {
+        "CHAT_INGEST_WAREHOUSE_DSN": warehouse,
+        "CHAT_INGEST_CONFIG": str(root / "sources.yaml"),
+        "AIRFLOW_CONN_CHAT_WAREHOUSE": warehouse,
+        "AIRFLOW_CONN_A8_TIMESCALE": with_database(server_dsn, A8_DB),
+        "AIRFLOW_CONN_BOTSLOVERS_CLICKHOUSE": json.dumps({
+            "conn_type": "clickhouse", "host": "127.0.0.1", "port": ports["clickhouse"],
+            "login": sec["clickhouse_user"], "password": sec["clickhouse_password"], "schema": "default",
+            "extra": {"secure": False},
+        }),
+        "AIRFLOW_CONN_ULTIMATE_EXPORT": json.dumps({
+            "conn_type": "http", "host": "127.0.0.1", "port": ports["ultimate"], "schema": "http",
+            "password": sec["ultimate_token"],
+            "extra": {"organization_id": sec["ultimate_organization_id"]},
+        }),
+        "AIRFLOW_CONN_UNLESS_S3": json.dumps({
+            "conn_type": "aws", "login": sec["s3_access_key"], "password": sec["s3_secret_key"],
+            "extra": {"endpoint_url": f"http://127.0.0.1:{ports['s3']}", "region_name": "us-east-1"},
+        }),
+        "SANDBOX_DIR": str(root),
+        "SANDBOX_DATASET": str(dataset),
+        "SANDBOX_DATASET_START": manifest.get("start", ""),
+        "SANDBOX_DATASET_END": manifest.get("end", ""),
+        "SANDBOX_CLICKHOUSE_URL": f"http://127.0.0.1:{ports['clickhouse']}",
+        "SANDBOX_CLICKHOUSE_USER": sec["clickhouse_user"],
+        "SANDBOX_CLICKHOUSE_PASSWORD": sec["clickhouse_password"],
+        "SANDBOX_CLICKHOUSE_ADMIN_PASSWORD": sec["clickhouse_admin_password"],
+        "SANDBOX_ULTIMATE_URL": f"http://127.0.0.1:{ports['ultimate']}",
+        "SANDBOX_ULTIMATE_ADMIN_TOKEN": sec["ultimate_admin_token"],
+        "SANDBOX_S3_ENDPOINT": f"http://127.0.0.1:{ports['s3']}",
+        "SANDBOX_UNLESS_BUCKET": UNLESS_BUCKET,
+        "AIRFLOW_HOME": str(root / "airflow"),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": airflow_db,
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+        "AIRFLOW__API__PORT": "8080",
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+        "PYTHONPATH": str(REPO / "plugins"),
+    }
+
+
+def write_sources_config(path: Path, dataset: Path, state: SandboxState) -> None:
+    """The tenants each source covers in this sandbox, in include/config's format."""
+    import yaml
+
+    manifest = json.loads((dataset / "manifest.json").read_text()) if (dataset / "manifest.json").exists() else {}
+    unless = manifest.get("unless", {})
+    config = {
+        "botslovers": {"companies": _tenants(dataset, "botslovers")},
+        "a8": {"bots": manifest.get("a8", {}).get("bots", [])},
+        "ultimate": {"bots": _tenants(dataset, "ultimate")},
+        "unless": {"bucket": UNLESS_BUCKET, "account": unless.get("account", ""),
+                   "websites": unless.get("websites", [])},
+    }
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def write_env(path: Path, values: dict[str, str]) -> None:
+    lines = ["# chat-ingest sandbox: source me (set -a; . .sandbox/env)"]
+    lines += [f"export {k}={shlex.quote(v)}" for k, v in values.items()]
+    path.write_text("\n".join(lines) + "\n")
+    path.chmod(0o600)
+
+
+# -- the supervisor ------------------------------------------------------------------------------------
+
+
+def serve(root: Path, dataset: Path) -> None:
+    """Start every stand-in, load the dataset, write ``env`` and ``ready``, run until SIGTERM."""
+    from moto.server import ThreadedMotoServer
+
+    from sandbox.clickhouse_server import ChdbBackend, ClickHouseHTTPServer
+    from sandbox.postgres import EmbeddedPostgres
+    from sandbox.ultimate_server import UltimateConfig, UltimateHTTPServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto logs every request otherwise
+    root = root.resolve()
+    dataset = dataset.resolve()
+    (root / "ready").unlink(missing_ok=True)
+    state = SandboxState(root)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+
+    external = os.environ.get("CHAT_INGEST_WAREHOUSE_DSN")
+    pg = None
+    if external:
+        server_dsn = external
+    else:
+        pg = EmbeddedPostgres(root / "pg", state.ports["postgres"])
+        pg.start()
+        server_dsn = pg.dsn("postgres")
+    servers: list = []
+    try:
+        for db in (WAREHOUSE_DB, A8_DB, AIRFLOW_DB):
+            ensure_database(server_dsn, db)
+
+        sec = state.secrets
+        chdb_path = root / "chdb"
+        shutil.rmtree(chdb_path, ignore_errors=True)
+        backend = ChdbBackend(str(chdb_path), {
+            sec["clickhouse_user"]: (sec["clickhouse_password"], True),
+            "admin": (sec["clickhouse_admin_password"], False),
+        })
+        counts = load_botslovers(backend, dataset)
+        ch = ClickHouseHTTPServer(("127.0.0.1", state.ports["clickhouse"]), backend)
+        ult = UltimateHTTPServer(("127.0.0.1", state.ports["ultimate"]), UltimateConfig(
+            export_root=dataset / "ultimate", token=sec["ultimate_token"],
+            organization_id=sec["ultimate_organization_id"], admin_token=sec["ultimate_admin_token"],
+        ))
+        for srv in (ch, ult):
+            threading.Thread(target=srv.serve_forever, daemon=True).start()
+            servers.append(srv)
+        moto = ThreadedMotoServer(ip_address="127.0.0.1", port=state.ports["s3"], verbose=False)
+        moto.start()
+        servers.append(moto)
+        counts["unless_objects"] = load_unless(f"http://127.0.0.1:{state.ports['s3']}", sec["s3_access_key"],
+                                               sec["s3_secret_key"], dataset)
+        counts.update({f"a8.{k}": v for k, v in load_a8(with_database(server_dsn, A8_DB), dataset).items()})
+
+        write_sources_config(root / "sources.yaml", dataset, state)
+        write_env(root / "env", env_vars(root, state, server_dsn, dataset))
+        (root / "loaded.json").write_text(json.dumps(counts, indent=2))
+        (root / "ready").write_text(str(os.getpid()))
+        print(f"{dt.datetime.now(dt.timezone.utc):%H:%M:%S} sandbox ready", flush=True)
+        stop.wait()
+    finally:
+        for srv in servers:
+            if hasattr(srv, "shutdown"):
+                srv.shutdown()
+            else:
+                srv.stop()
+        if pg is not None:
+            pg.stop()
+        (root / "ready").unlink(missing_ok=True)
+        print("sandbox stopped", flush=True)
