@@ -41,6 +41,8 @@ class Column:
     source_type: str = "String"
     nullable: bool = True
     allowed: tuple[str, ...] | None = None
+    #: Inclusive sane range for numeric values, checked by the validation gate.
+    value_range: tuple[float | None, float | None] | None = None
     description: str = ""
 
 

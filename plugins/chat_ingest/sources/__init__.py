@@ -1,0 +1,8 @@
+"""One module per vendor, each with its table specs in ``TABLES``."""
+
+from chat_ingest.sources import a8, botslovers
+
+TABLES_BY_SOURCE = {
+    botslovers.SOURCE: botslovers.TABLES,
+    a8.SOURCE: a8.TABLES,
+}

@@ -59,15 +59,15 @@ def _int(name: str) -> Column:
     return Column(name, "integer", "integer")
 
 
-def _num(name: str, pg_type: str = "double precision") -> Column:
-    return Column(name, pg_type, pg_type)
+def _num(name: str, pg_type: str = "double precision", value_range=None) -> Column:
+    return Column(name, pg_type, pg_type, value_range=value_range)
 
 
 USER = _spec("user", description="Users who interacted with a bot; one row when a user first connects.", columns=(
     _time(), _text("client_id", nullable=False), _text("org_id"), _text("channel"), _text("timezone"),
     _text("os"), _text("lang"), _text("url"), _text("browser_name"), _text("browser_version"),
-    _text("ip_address", description="Personal data."), _num("latitude", "numeric(9,6)"),
-    _num("longitude", "numeric(9,6)"), _text("device_name"), _int("screen_size_width"),
+    _text("ip_address", description="Personal data."), _num("latitude", "numeric(9,6)", (-90, 90)),
+    _num("longitude", "numeric(9,6)", (-180, 180)), _text("device_name"), _int("screen_size_width"),
     _int("screen_size_height"), _text("device_orientation"), _text("isp_provider"), _text("data_speed"),
     _bot_handle(), _json("custom_fields"), _json("channel_data"),
 ))
@@ -97,7 +97,7 @@ AGENT_ACTIVITIES = _spec("agent_activities", description="Agent log-ins, log-out
 ))
 A8BOT_NLP = _spec("a8bot_nlp", description="NLP metrics per user message.", columns=(
     _text("mid", nullable=False), _time(), _bool("basic_nlp_handled"), _text("nlp_provider"), _text("intent"),
-    _num("intent_score"), _json("entities"), _bool("is_spellcheck_hit"), _text("spellcheck_status"),
+    _num("intent_score", value_range=(0, 1)), _json("entities"), _bool("is_spellcheck_hit"), _text("spellcheck_status"),
     _num("spellcheck_resp_time"), _bool("is_nlp_hit"), _int("nlp_status"), _num("nlp_resp_time"),
     _text("error"), _bool("altered_query"), _bot_handle(), _text("event_triggered"),
 ))

@@ -62,7 +62,8 @@ CHAT_AGENT_LOG = TableSpec(
         Column("joined_at", "timestamptz", "DateTime", nullable=False),
         Column("left_at", "timestamptz", "Nullable(DateTime)"),
         Column("event", "text", "String", nullable=False, allowed=AGENT_EVENTS),
-        Column("response_rating", "smallint", "Nullable(Int16)"),
+        Column("response_rating", "smallint", "Nullable(Int16)", value_range=(1, 5),
+               description="Customer rating of the interaction, 1 (worst) to 5 (best)."),
         Column("created_at", "timestamptz", "DateTime", nullable=False),
         Column("updated_at", "timestamptz", "DateTime", nullable=False),
         Column("deleted_at", "timestamptz", "Nullable(DateTime)"),
@@ -83,7 +84,7 @@ AGENT_STATUS_LOGS = TableSpec(
         Column("old_status", "text", "String", nullable=False, allowed=AGENT_STATUSES),
         Column("new_status", "text", "String", nullable=False, allowed=AGENT_STATUSES),
         Column("status_changed_at", "timestamptz", "DateTime", nullable=False),
-        Column("duration_seconds", "bigint", "Nullable(Int64)"),
+        Column("duration_seconds", "bigint", "Nullable(Int64)", value_range=(0, None)),
         Column("created_at", "timestamptz", "DateTime", nullable=False),
     ),
 )

@@ -1,0 +1,62 @@
+-- Audit schema: what every run did, what it refused and why, and how validation went.
+-- Idempotent: run before every load.
+CREATE SCHEMA IF NOT EXISTS staging;
+CREATE SCHEMA IF NOT EXISTS audit;
+CREATE SCHEMA IF NOT EXISTS reporting;
+
+CREATE TABLE IF NOT EXISTS audit.load_log (
+    load_id          bigserial PRIMARY KEY,
+    run_id           text        NOT NULL,
+    source           text        NOT NULL,
+    table_name       text        NOT NULL,
+    tenant           text,
+    window_start     timestamptz NOT NULL,
+    window_end       timestamptz NOT NULL,
+    rows_extracted   bigint      NOT NULL,
+    rows_rejected    bigint      NOT NULL,
+    rows_duplicate   bigint      NOT NULL,
+    rows_landed      bigint      NOT NULL,
+    rows_unchanged   bigint      NOT NULL,
+    rows_deleted     bigint      NOT NULL,
+    duration_seconds double precision NOT NULL,
+    loaded_at        timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS load_log_source_table_idx ON audit.load_log (source, table_name, window_start);
+
+CREATE TABLE IF NOT EXISTS audit.rejected_records (
+    rejected_id bigserial PRIMARY KEY,
+    run_id      text        NOT NULL,
+    source      text        NOT NULL,
+    table_name  text        NOT NULL,
+    tenant      text,
+    payload     jsonb       NOT NULL,
+    reason      text        NOT NULL,
+    rejected_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS rejected_records_run_idx ON audit.rejected_records (source, table_name, run_id);
+
+CREATE TABLE IF NOT EXISTS audit.validation_results (
+    validation_id      bigserial PRIMARY KEY,
+    run_id             text        NOT NULL,
+    source             text        NOT NULL,
+    table_name         text        NOT NULL,
+    window_start       timestamptz NOT NULL,
+    window_end         timestamptz NOT NULL,
+    expectation        text        NOT NULL,
+    column_name        text,
+    success            boolean     NOT NULL,
+    element_count      bigint,
+    unexpected_count   bigint,
+    unexpected_values  jsonb,
+    mostly             double precision,
+    validated_at       timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS validation_results_run_idx ON audit.validation_results (source, table_name, run_id);
+
+CREATE TABLE IF NOT EXISTS audit.watermarks (
+    source     text        NOT NULL,
+    scope      text        NOT NULL,
+    watermark  timestamptz NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (source, scope)
+);

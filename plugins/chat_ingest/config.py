@@ -1,0 +1,50 @@
+"""Which tenants and tables each source covers: ``include/config/sources.yaml``.
+
+``CHAT_INGEST_CONFIG`` points at another file (the sandbox writes its own).  The
+file is small and local, so reading it while a DAG file is parsed is cheap.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from chat_ingest.project import CONFIG_DIR
+
+DEFAULT_CONFIG = CONFIG_DIR / "sources.yaml"
+
+
+def config_path() -> Path:
+    return Path(os.environ.get("CHAT_INGEST_CONFIG") or DEFAULT_CONFIG)
+
+
+def load_config() -> dict[str, Any]:
+    path = config_path()
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"chat-ingest config not found: {path} (set CHAT_INGEST_CONFIG)") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping of source name to settings")
+    return data
+
+
+def source_config(source: str) -> dict[str, Any]:
+    config = load_config()
+    if source not in config:
+        raise KeyError(f"{config_path()}: no section for source {source!r}")
+    return config[source]
+
+
+def mostly_for(source: str, table: str, column: str, expectation: str) -> float:
+    """The configured tolerance for one expectation (most specific key wins)."""
+    validation = load_config().get("validation", {})
+    overrides = validation.get("mostly", {}) or {}
+    for key in (f"{source}.{table}.{column}.{expectation}", f"{source}.{table}.{column}", f"{source}.{table}",
+                source):
+        if key in overrides:
+            return float(overrides[key])
+    return float(validation.get("default_mostly", 1.0))

@@ -1,0 +1,92 @@
+"""The shape every ingestion DAG shares, so a source's DAG file is a few lines.
+
+    resolve_window ─┐
+    select_tenants ─┴─▶ load_<table> (mapped over tenants) ─▶ validate_<table> ──▶ Asset staging.<table>
+
+One ``load_<table>`` task instance per tenant, limited by the vendor's pool; the
+validation task of a table emits the table's Asset only when its batch passed,
+which is what schedules the reporting DAG.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, Param, get_current_context, task
+
+from chat_ingest.operators.load import ExtractLoadOperator
+from chat_ingest.operators.validate import ValidateStagingOperator
+from chat_ingest.tablespec import TableSpec
+from chat_ingest.project import SQL_DIR
+
+DEFAULT_ARGS = {
+    "owner": "chat-ingest",
+    "retries": 3,
+    "retry_delay": dt.timedelta(minutes=1),
+    "retry_exponential_backoff": True,
+    "max_retry_delay": dt.timedelta(minutes=30),
+}
+START_DATE = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+
+
+def staging_asset(spec: TableSpec) -> Asset:
+    return Asset(name=f"staging.{spec.staging_table}",
+                 uri=f"postgres://warehouse/chat_ingest/staging/{spec.staging_table}")
+
+
+def ingest_params(tenant_label: str) -> dict[str, Param]:
+    return {
+        "date": Param(None, type=["null", "string"], format="date", title="Day to load (UTC)",
+                      description="Leave empty on scheduled runs; a manual run loads exactly this day."),
+        "tenants": Param([], type="array", items={"type": "string"}, title=f"Only these {tenant_label}",
+                         description=f"Empty: every configured {tenant_label[:-1] if tenant_label.endswith('s') else tenant_label}."),
+    }
+
+
+@task
+def resolve_window() -> dict[str, str]:
+    """The run's ``[start, end)``: the ``date`` param, or the data interval (the previous UTC day)."""
+    from chat_ingest.windows import resolve_window as resolve
+
+    ctx = get_current_context()
+    return resolve(ctx["params"], ctx.get("data_interval_start"), ctx.get("data_interval_end"))
+
+
+@task
+def select_tenants(configured: list[str]) -> list[str]:
+    """The configured tenants, narrowed by the ``tenants`` param; unknown names are refused."""
+    wanted = get_current_context()["params"].get("tenants") or []
+    unknown = sorted(set(wanted) - set(configured))
+    if unknown:
+        raise ValueError(f"tenants {unknown} are not configured for this source (configured: {configured})")
+    return [t for t in configured if not wanted or t in wanted]
+
+
+def ingest_dag(*, dag_id: str, source: str, doc_md: str, tenant_label: str, tenants: list[str],
+               load_operator: type[ExtractLoadOperator], pool: str, tags: list[str],
+               operator_kwargs: dict[str, Any] | None = None) -> DAG:
+    """Build the daily ingestion DAG of one source."""
+    with DAG(
+        dag_id=dag_id,
+        schedule=CronDataIntervalTimetable("@daily", timezone="UTC"),
+        start_date=START_DATE,
+        catchup=False,
+        max_active_runs=1,
+        default_args=DEFAULT_ARGS,
+        tags=["chat-ingest", "ingestion", source, *tags],
+        doc_md=doc_md,
+        params=ingest_params(tenant_label),
+        template_searchpath=[str(SQL_DIR)],
+    ) as dag:
+        window = resolve_window()
+        selected = select_tenants(tenants)
+        for table, spec in load_operator.tables.items():
+            load = load_operator.partial(
+                task_id=f"load_{table}", table=table, window=window, pool=pool, **(operator_kwargs or {}),
+            ).expand(tenant=selected)
+            load >> ValidateStagingOperator(
+                task_id=f"validate_{table}", source=source, table=table, window=window, tenants=selected,
+                outlets=[staging_asset(spec)],
+            )
+    return dag

@@ -1,0 +1,65 @@
+"""The validation gate as an operator: a failed gate fails the task and stops downstream."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from airflow.sdk import BaseOperator, BaseOperatorLink
+
+from chat_ingest.project import WAREHOUSE_CONN_ID
+
+
+class DataDocsLink(BaseOperatorLink):
+    """Operator extra link to the table's GX Data Docs site."""
+
+    name = "GX Data Docs"
+
+    def get_link(self, operator, *, ti_key) -> str:
+        from chat_ingest.validation import data_docs_index
+
+        return data_docs_index(operator.spec).as_uri()
+
+
+class ValidateStagingOperator(BaseOperator):
+    """Run the table spec's GX suite on the batch a run landed; fail with what was wrong.
+
+    Give this task the table's Asset as outlet: the Asset is only updated — and
+    the reporting DAG only triggered — when the batch passed.
+    """
+
+    template_fields: Sequence[str] = ("window", "tenants")
+    operator_extra_links = (DataDocsLink(),)
+    ui_color = "#eaffea"
+
+    def __init__(self, *, source: str, table: str, window: dict[str, str], tenants: list[str] | None = None,
+                 warehouse_conn_id: str = WAREHOUSE_CONN_ID, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.source = source
+        self.table = table
+        self.window = window
+        self.tenants = tenants
+        self.warehouse_conn_id = warehouse_conn_id
+
+    @property
+    def spec(self):
+        from chat_ingest.sources import TABLES_BY_SOURCE
+
+        return TABLES_BY_SOURCE[self.source][self.table]
+
+    def execute(self, context) -> dict[str, Any]:
+        from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+        from chat_ingest.validation import run_gate
+        from chat_ingest.warehouse import connect, ensure_schema
+        from chat_ingest.windows import parse_window
+
+        start, end = parse_window(self.window)
+        dsn = PostgresHook(postgres_conn_id=self.warehouse_conn_id).sqlalchemy_url.render_as_string(
+            hide_password=False).replace("postgresql+psycopg://", "postgresql+psycopg2://", 1)
+        with connect(self.warehouse_conn_id) as conn:
+            ensure_schema(conn, [self.spec])
+            outcomes = run_gate(conn, dsn, self.spec, run_id=context["run_id"], start=start, end=end,
+                                tenants=self.tenants or None)
+        return {"table": self.spec.staging_table, "window": self.window, "expectations": len(outcomes),
+                "rows_validated": max((o.element_count or 0 for o in outcomes), default=0)}

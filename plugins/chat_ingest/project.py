@@ -1,0 +1,15 @@
+"""Where the project's non-code files live and the Airflow names it relies on.
+
+Paths resolve from this package, so they hold in any checkout or image.  Kept
+free of heavy imports: DAG files import it while they are parsed.
+"""
+
+from pathlib import Path
+
+PROJECT_DIR = Path(__file__).resolve().parents[2]
+INCLUDE_DIR = PROJECT_DIR / "include"
+SQL_DIR = INCLUDE_DIR / "sql"
+CONFIG_DIR = INCLUDE_DIR / "config"
+
+#: The Airflow connection of the Postgres warehouse.
+WAREHOUSE_CONN_ID = "chat_warehouse"

@@ -1,0 +1,285 @@
+"""The shared staging loader: COPY a stream of Arrow batches, type it, merge it idempotently.
+
+Every source lands through here.  In one transaction the loader
+
+1. takes a per-partition advisory lock (two runs of the same table and tenant
+   serialise instead of interleaving),
+2. ``COPY``s the batches as CSV into a temp table of text columns — the fastest
+   way into PostgreSQL, and it cannot fail on a badly typed value,
+3. moves every row that does not cast to the spec's types (or misses a required
+   value) to ``audit.rejected_records`` with its raw payload and the reason,
+4. merges the typed rows into ``staging.<source>_<table>`` by the spec's rule
+   (see :class:`~chat_ingest.tablespec.MergeRule`), rewriting only rows that
+   changed, and
+5. records the load in ``audit.load_log``.
+
+A crash anywhere rolls everything back: staging shows all of a batch or none.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+from psycopg import sql
+
+from chat_ingest.tablespec import Column, MergeRule, TableSpec
+
+log = logging.getLogger(__name__)
+
+_CSV_OPTIONS = pa_csv.WriteOptions(include_header=False, quoting_style="needed")
+
+
+class SchemaDriftError(ValueError):
+    """The source no longer delivers a column the spec requires."""
+
+
+@dataclass
+class LoadResult:
+    run_id: str
+    source: str
+    table: str
+    tenant: str | None
+    window_start: str
+    window_end: str
+    rows_extracted: int = 0
+    rows_rejected: int = 0
+    rows_duplicate: int = 0
+    rows_landed: int = 0
+    rows_unchanged: int = 0
+    rows_deleted: int = 0
+    duration_seconds: float = 0.0
+    ignored_columns: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _reason_expr(spec: TableSpec, col: Column) -> sql.Composable | None:
+    """SQL that yields why a raw text value of ``col`` cannot land, or NULL when it can."""
+    ident = sql.Identifier(col.name)
+    checks = []
+    if not col.nullable:
+        checks.append(sql.SQL("WHEN {c} IS NULL THEN {msg}").format(
+            c=ident, msg=sql.Literal(f"{col.name}: required value is missing")))
+    if col.name in spec.key:
+        checks.append(sql.SQL("WHEN {c} = '' THEN {msg}").format(c=ident, msg=sql.Literal(f"{col.name}: empty key")))
+    if col.pg_type != "text":
+        checks.append(sql.SQL(
+            "WHEN {c} IS NOT NULL AND NOT pg_input_is_valid({c}, {t}) "
+            "THEN {name} || quote_literal(left({c}, 60)) || {what}"
+        ).format(c=ident, t=sql.Literal(col.pg_type), name=sql.Literal(f"{col.name}: "),
+                 what=sql.Literal(f" is not a valid {col.pg_type}")))
+    if not checks:
+        return None
+    return sql.SQL("CASE {} END").format(sql.SQL(" ").join(checks))
+
+
+class StagingLoader:
+    """Lands one batch (one table, one tenant, one window) into staging."""
+
+    def __init__(
+        self,
+        conn,
+        spec: TableSpec,
+        *,
+        run_id: str,
+        tenant: str | None,
+        window_start: dt.datetime,
+        window_end: dt.datetime,
+        progress_every_seconds: float = 30.0,
+    ) -> None:
+        self.conn = conn
+        self.spec = spec
+        self.run_id = run_id
+        self.tenant = tenant
+        self.window_start = window_start
+        self.window_end = window_end
+        self.progress_every_seconds = progress_every_seconds
+        self.target = sql.Identifier("staging", spec.staging_table)
+
+    # -- public ----------------------------------------------------------------------------------
+
+    def load(self, batches: Iterable[pa.RecordBatch]) -> LoadResult:
+        started = time.monotonic()
+        result = LoadResult(
+            run_id=self.run_id, source=self.spec.source, table=self.spec.name, tenant=self.tenant,
+            window_start=self.window_start.isoformat(), window_end=self.window_end.isoformat(),
+        )
+        with self.conn.transaction():
+            self.conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtext(%s))", (f"{self.spec.staging_table}:{self.tenant}",)
+            )
+            self._create_incoming()
+            result.rows_extracted, result.ignored_columns = self._copy(batches)
+            result.rows_rejected = self._quarantine()
+            typed = result.rows_extracted - result.rows_rejected
+            if self.spec.merge_rule is MergeRule.REPLACE_WINDOW:
+                result.rows_deleted = self._delete_window()
+                result.rows_landed = self._insert_all()
+            else:
+                distinct = self._dedupe()
+                result.rows_duplicate = typed - distinct
+                result.rows_landed = self._upsert()
+                result.rows_unchanged = distinct - result.rows_landed
+            result.duration_seconds = round(time.monotonic() - started, 3)
+            self._log(result)
+        return result
+
+    # -- steps -----------------------------------------------------------------------------------
+
+    def _create_incoming(self) -> None:
+        cols = sql.SQL(", ").join(sql.SQL("{} text").format(sql.Identifier(c)) for c in self.spec.column_names)
+        self.conn.execute(sql.SQL("CREATE TEMP TABLE _incoming ({}) ON COMMIT DROP").format(cols))
+
+    def _copy(self, batches: Iterable[pa.RecordBatch]) -> tuple[int, tuple[str, ...]]:
+        names = list(self.spec.column_names)
+        copy_sql = sql.SQL("COPY _incoming FROM STDIN (FORMAT csv)")
+        rows, ignored = 0, ()
+        last_report = time.monotonic()
+        copy_started = last_report
+        with self.conn.cursor().copy(copy_sql) as copy:
+            for batch in batches:
+                if not rows:
+                    missing = [n for n in names if n not in batch.schema.names]
+                    if missing:
+                        raise SchemaDriftError(
+                            f"{self.spec.qualified_name}: the source no longer delivers column(s) "
+                            f"{', '.join(missing)}; update the table spec or the source"
+                        )
+                    ignored = tuple(n for n in batch.schema.names if n not in names)
+                    if ignored:
+                        log.warning("%s: ignoring column(s) the spec does not know: %s",
+                                    self.spec.qualified_name, ", ".join(ignored))
+                if batch.num_rows == 0:
+                    continue
+                buf = io.BytesIO()
+                pa_csv.write_csv(batch.select(names), buf, _CSV_OPTIONS)
+                copy.write(buf.getbuffer())
+                rows += batch.num_rows
+                now = time.monotonic()
+                if now - last_report >= self.progress_every_seconds:
+                    log.info("%s [%s]: %d rows copied (%.0f rows/s)", self.spec.qualified_name, self.tenant,
+                             rows, rows / max(now - copy_started, 1e-9))
+                    last_report = now
+        return rows, ignored
+
+    def _reason(self) -> sql.Composable:
+        """Why a row of ``_incoming`` cannot land: NULL for a good row."""
+        reasons = [r for r in (_reason_expr(self.spec, c) for c in self.spec.columns) if r is not None]
+        if self.spec.merge_rule is MergeRule.REPLACE_WINDOW:
+            # A replaced window must only receive rows inside it, or a rerun could not remove them.
+            reasons.append(sql.SQL(
+                "CASE WHEN pg_input_is_valid({c}, 'timestamptz') AND NOT ({c}::timestamptz >= {s} AND "
+                "{c}::timestamptz < {e}) THEN {msg} END"
+            ).format(c=sql.Identifier(self.spec.cursor), s=sql.Literal(self.window_start),
+                     e=sql.Literal(self.window_end), msg=sql.Literal(f"{self.spec.cursor}: outside the load window")))
+        if not reasons:
+            return sql.SQL("NULL::text")
+        return sql.SQL("NULLIF(concat_ws('; ', {}), '')").format(sql.SQL(", ").join(reasons))
+
+    def _quarantine(self) -> int:
+        cur = self.conn.execute(
+            sql.SQL(
+                "INSERT INTO audit.rejected_records (run_id, source, table_name, tenant, payload, reason) "
+                "SELECT %(run_id)s, %(source)s, %(table)s, %(tenant)s, to_jsonb(i), r.reason "
+                "FROM _incoming i CROSS JOIN LATERAL (SELECT {reason} AS reason) r WHERE r.reason IS NOT NULL"
+            ).format(reason=self._reason()),
+            {"run_id": self.run_id, "source": self.spec.source, "table": self.spec.name, "tenant": self.tenant},
+        )
+        return cur.rowcount
+
+    def _good_rows(self) -> sql.Composed:
+        """The rows that passed quarantine, cast to the spec's types."""
+        typed = sql.SQL(", ").join(
+            sql.SQL("{c}::{t} AS {c}").format(c=sql.Identifier(c.name), t=sql.SQL(c.pg_type))
+            for c in self.spec.columns
+        )
+        return sql.SQL("SELECT {typed} FROM _incoming i WHERE {reason} IS NULL").format(
+            typed=typed, reason=self._reason())
+
+    def _dedupe(self) -> int:
+        """Build ``_batch``: typed rows, one per key (the newest version where the rule says so)."""
+        key = sql.SQL(", ").join(map(sql.Identifier, self.spec.key))
+        order = [sql.SQL("{} DESC").format(sql.Identifier(self.spec.version_column))] \
+            if self.spec.merge_rule is MergeRule.UPSERT_NEWEST else []
+        # Remaining columns make the pick among exact-key duplicates deterministic.
+        order += [sql.Identifier(n) for n in self.spec.column_names if n not in self.spec.key]
+        cur = self.conn.execute(sql.SQL(
+            "CREATE TEMP TABLE _batch ON COMMIT DROP AS "
+            "SELECT DISTINCT ON ({key}) * FROM ({good}) t ORDER BY {key}, {order}"
+        ).format(key=key, good=self._good_rows(), order=sql.SQL(", ").join(order)))
+        return cur.rowcount
+
+    def _lineage(self) -> tuple[list[sql.Composable], list[sql.Composable]]:
+        """Target column list and the matching SELECT list, tenant and lineage included."""
+        target, values = [], []
+        if not self.spec.tenant_in_source and self.spec.tenant_column:
+            target.append(sql.Identifier(self.spec.tenant_column))
+            values.append(sql.Literal(self.tenant))
+        target += [sql.Identifier(n) for n in self.spec.column_names]
+        values += [sql.Identifier(n) for n in self.spec.column_names]
+        target += [sql.Identifier("_run_id"), sql.Identifier("_loaded_at")]
+        values += [sql.Literal(self.run_id), sql.SQL("now()")]
+        return target, values
+
+    def _upsert(self) -> int:
+        target, values = self._lineage()
+        data = [sql.Identifier(n) for n in self.spec.column_names if n not in self.spec.staging_key]
+        changed = sql.SQL("({old}) IS DISTINCT FROM ({new})").format(
+            old=sql.SQL(", ").join(sql.SQL("t.{}").format(c) for c in data),
+            new=sql.SQL(", ").join(sql.SQL("EXCLUDED.{}").format(c) for c in data),
+        )
+        if self.spec.merge_rule is MergeRule.UPSERT_NEWEST:
+            version = sql.Identifier(self.spec.version_column)
+            condition = sql.SQL("EXCLUDED.{v} > t.{v} OR (EXCLUDED.{v} = t.{v} AND {changed})").format(
+                v=version, changed=changed)
+        else:
+            condition = changed
+        updates = sql.SQL(", ").join(
+            sql.SQL("{c} = EXCLUDED.{c}").format(c=c) for c in [*data, sql.Identifier("_run_id"),
+                                                                sql.Identifier("_loaded_at")]
+        )
+        cur = self.conn.execute(sql.SQL(
+            "INSERT INTO {target} AS t ({cols}) SELECT {values} FROM _batch "
+            "ON CONFLICT ({key}) DO UPDATE SET {updates} WHERE {condition}"
+        ).format(
+            target=self.target, cols=sql.SQL(", ").join(target), values=sql.SQL(", ").join(values),
+            key=sql.SQL(", ").join(map(sql.Identifier, self.spec.staging_key)), updates=updates,
+            condition=condition,
+        ))
+        return cur.rowcount
+
+    def _delete_window(self) -> int:
+        tenant_filter = sql.SQL("")
+        if self.spec.tenant_column and self.tenant is not None:
+            tenant_filter = sql.SQL(" AND {} = {}").format(sql.Identifier(self.spec.tenant_column),
+                                                          sql.Literal(self.tenant))
+        cur = self.conn.execute(sql.SQL("DELETE FROM {t} WHERE {c} >= %s AND {c} < %s{tenant}").format(
+            t=self.target, c=sql.Identifier(self.spec.cursor), tenant=tenant_filter,
+        ), (self.window_start, self.window_end))
+        return cur.rowcount
+
+    def _insert_all(self) -> int:
+        target, values = self._lineage()
+        cur = self.conn.execute(sql.SQL(
+            "INSERT INTO {target} ({cols}) SELECT {values} FROM ({good}) t"
+        ).format(target=self.target, cols=sql.SQL(", ").join(target), values=sql.SQL(", ").join(values),
+                 good=self._good_rows()))
+        return cur.rowcount
+
+    def _log(self, r: LoadResult) -> None:
+        self.conn.execute(
+            "INSERT INTO audit.load_log (run_id, source, table_name, tenant, window_start, window_end, "
+            "rows_extracted, rows_rejected, rows_duplicate, rows_landed, rows_unchanged, rows_deleted, "
+            "duration_seconds) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (r.run_id, r.source, r.table, r.tenant, self.window_start, self.window_end, r.rows_extracted,
+             r.rows_rejected, r.rows_duplicate, r.rows_landed, r.rows_unchanged, r.rows_deleted,
+             r.duration_seconds),
+        )

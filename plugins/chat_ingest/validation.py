@@ -1,0 +1,194 @@
+"""The Great Expectations gate: suites generated from table specs, run on a landed batch.
+
+The batch is what a run covers in staging: the table's rows inside the run's
+window (``cursor`` in ``[start, end)``) for the tenants it loaded.  That is a
+superset of the rows the run itself wrote — an idempotent rerun rewrites
+nothing, yet re-validates everything the window holds.
+
+GX runs in SQL mode against the warehouse, so validating a day of millions of
+rows never pulls them into this process.  Each table has its own file-backed GX
+project under ``CHAT_INGEST_GX_ROOT`` (default ``$AIRFLOW_HOME/gx``), which keeps
+its validation history and Data Docs site, and keeps parallel validations of
+different tables from writing the same project files.  The warehouse DSN reaches
+GX only through a ``${…}`` config variable, so it is never written to disk.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from psycopg import sql
+
+from chat_ingest.config import mostly_for
+from chat_ingest.tablespec import TableSpec
+
+log = logging.getLogger(__name__)
+
+#: No event in any source predates this; older timestamps are corrupt values.
+EARLIEST_SANE = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)
+#: Allowed clock skew between the vendor and us before a timestamp counts as "in the future".
+FUTURE_SKEW = dt.timedelta(minutes=10)
+_DSN_VARIABLE = "CHAT_INGEST_GX_WAREHOUSE_DSN"
+
+
+class ValidationFailed(Exception):
+    """The gate refused a batch; the message names table, column, values and counts."""
+
+
+@dataclass
+class ExpectationOutcome:
+    expectation: str
+    column: str | None
+    success: bool
+    element_count: int | None
+    unexpected_count: int | None
+    unexpected_values: list = field(default_factory=list)
+    mostly: float | None = None
+
+    def describe(self) -> str:
+        values = ", ".join(f"{v['value']!r} ×{v['count']}" for v in self.unexpected_values[:10]) or "—"
+        return (f"{self.column or '(table)'}: {self.expectation} failed — {self.unexpected_count} of "
+                f"{self.element_count} rows unexpected: {values}")
+
+
+def gx_root() -> Path:
+    default = Path(os.environ.get("AIRFLOW_HOME", Path.home() / "airflow")) / "gx"
+    return Path(os.environ.get("CHAT_INGEST_GX_ROOT") or default)
+
+
+def data_docs_index(spec: TableSpec) -> Path:
+    """Where the table's GX Data Docs site lives (the README names this path)."""
+    return gx_root() / spec.staging_table / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
+
+
+def build_expectations(spec: TableSpec, now: dt.datetime | None = None) -> list:
+    """The suite for a spec: enums, required values, key uniqueness, sane timestamps and ranges."""
+    import great_expectations.expectations as gxe
+
+    now = now or dt.datetime.now(dt.timezone.utc)
+
+    def mostly(column: str, expectation: str) -> float:
+        return mostly_for(spec.source, spec.name, column, expectation)
+
+    suite = []
+    for col in spec.columns:
+        if col.allowed:
+            suite.append(gxe.ExpectColumnValuesToBeInSet(
+                column=col.name, value_set=list(col.allowed), mostly=mostly(col.name, "in_set")))
+        if not col.nullable:
+            suite.append(gxe.ExpectColumnValuesToNotBeNull(column=col.name, mostly=mostly(col.name, "not_null")))
+        if col.pg_type == "timestamptz":
+            suite.append(gxe.ExpectColumnValuesToBeBetween(
+                column=col.name, min_value=EARLIEST_SANE, max_value=now + FUTURE_SKEW,
+                mostly=mostly(col.name, "between")))
+        if col.value_range:
+            low, high = col.value_range
+            suite.append(gxe.ExpectColumnValuesToBeBetween(
+                column=col.name, min_value=low, max_value=high, mostly=mostly(col.name, "between")))
+    if len(spec.key) == 1:
+        # Vendor ids are unique across tenants too: a collision means the same data was
+        # configured under two tenants, which staging's (tenant, id) key cannot see.
+        suite.append(gxe.ExpectColumnValuesToBeUnique(column=spec.key[0], mostly=mostly(spec.key[0], "unique")))
+    elif spec.key:
+        suite.append(gxe.ExpectCompoundColumnsToBeUnique(column_list=list(spec.key)))
+    return suite
+
+
+def batch_query(conn, spec: TableSpec, start: dt.datetime, end: dt.datetime, tenants: list[str] | None) -> str:
+    """The batch as a SQL string for GX (rendered with the driver's quoting, never by hand)."""
+    query = sql.SQL("SELECT * FROM {t} WHERE {c} >= {s} AND {c} < {e}").format(
+        t=sql.Identifier("staging", spec.staging_table), c=sql.Identifier(spec.cursor),
+        s=sql.Literal(start), e=sql.Literal(end))
+    if tenants and spec.tenant_column:
+        query = sql.SQL("{q} AND {tc} = ANY({ts})").format(
+            q=query, tc=sql.Identifier(spec.tenant_column), ts=sql.Literal(list(tenants)))
+    return query.as_string(conn)
+
+
+class _ProjectLock:
+    """Serialise runs that share one table's GX project directory."""
+
+    def __init__(self, root: Path) -> None:
+        root.mkdir(parents=True, exist_ok=True)
+        self.path = root / ".lock"
+
+    def __enter__(self):
+        self.fh = self.path.open("w")
+        fcntl.flock(self.fh, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        fcntl.flock(self.fh, fcntl.LOCK_UN)
+        self.fh.close()
+
+
+def run_gate(conn, sqlalchemy_dsn: str, spec: TableSpec, *, run_id: str, start: dt.datetime, end: dt.datetime,
+             tenants: list[str] | None) -> list[ExpectationOutcome]:
+    """Validate the batch, store the outcome in ``audit.validation_results``, refresh Data Docs.
+
+    Returns every outcome; raises :class:`ValidationFailed` if any expectation failed.
+    """
+    import great_expectations as gx
+
+    project = gx_root() / spec.staging_table
+    query = batch_query(conn, spec, start, end, tenants)
+    os.environ[_DSN_VARIABLE] = sqlalchemy_dsn
+    try:
+        with _ProjectLock(project):
+            context = gx.get_context(mode="file", project_root_dir=str(project))
+            context.variables.progress_bars = {"globally": False}
+            datasource = context.data_sources.add_or_update_postgres(
+                "warehouse", connection_string="${" + _DSN_VARIABLE + "}")
+            asset_name = f"{spec.staging_table}_batch"
+            if any(a.name == asset_name for a in datasource.assets):
+                datasource.delete_asset(asset_name)
+            batch_definition = datasource.add_query_asset(asset_name, query=query) \
+                .add_batch_definition_whole_table("window")
+            suite = context.suites.add_or_update(
+                gx.ExpectationSuite(name=f"{spec.staging_table}_suite", expectations=build_expectations(spec)))
+            definition = context.validation_definitions.add_or_update(
+                gx.ValidationDefinition(name=f"{spec.staging_table}_gate", data=batch_definition, suite=suite))
+            checkpoint = context.checkpoints.add_or_update(gx.Checkpoint(
+                name=f"{spec.staging_table}_checkpoint", validation_definitions=[definition],
+                actions=[gx.checkpoint.UpdateDataDocsAction(name="data_docs")],
+                result_format={"result_format": "SUMMARY", "partial_unexpected_count": 20},
+            ))
+            result = checkpoint.run(run_id=gx.RunIdentifier(run_name=run_id))
+    finally:
+        os.environ.pop(_DSN_VARIABLE, None)
+
+    outcomes = []
+    for validation in result.run_results.values():
+        for r in validation.results:
+            cfg = r.expectation_config
+            outcomes.append(ExpectationOutcome(
+                expectation=cfg.type, column=cfg.kwargs.get("column"), success=bool(r.success),
+                element_count=r.result.get("element_count"), unexpected_count=r.result.get("unexpected_count"),
+                unexpected_values=[{"value": v["value"], "count": v["count"]}
+                                   for v in r.result.get("partial_unexpected_counts", [])],
+                mostly=cfg.kwargs.get("mostly"),
+            ))
+    with conn.transaction():
+        for o in outcomes:
+            conn.execute(
+                "INSERT INTO audit.validation_results (run_id, source, table_name, window_start, window_end, "
+                "expectation, column_name, success, element_count, unexpected_count, unexpected_values, mostly) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                (run_id, spec.source, spec.name, start, end, o.expectation, o.column, o.success, o.element_count,
+                 o.unexpected_count, json.dumps(o.unexpected_values, default=str), o.mostly),
+            )
+    failed = [o for o in outcomes if not o.success]
+    if failed:
+        raise ValidationFailed(
+            f"staging.{spec.staging_table} failed validation for [{start.isoformat()}, {end.isoformat()}): "
+            + "; ".join(o.describe() for o in failed)
+            + f". The rows stay in staging for inspection; Data Docs: {data_docs_index(spec)}"
+        )
+    log.info("staging.%s passed %d expectations", spec.staging_table, len(outcomes))
+    return outcomes

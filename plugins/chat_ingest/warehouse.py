@@ -1,0 +1,62 @@
+"""The warehouse: connections, and the DDL of ``audit`` and of staging tables derived from specs."""
+
+from __future__ import annotations
+
+from psycopg import sql
+
+from chat_ingest.project import SQL_DIR, WAREHOUSE_CONN_ID
+from chat_ingest.tablespec import TableSpec
+
+
+
+def connect(conn_id: str = WAREHOUSE_CONN_ID):
+    """A psycopg 3 connection to the warehouse from its Airflow connection, in UTC.
+
+    Every timestamp the project writes is UTC; pinning the session time zone keeps
+    a server's local zone from leaking into casts of zone-less source values.
+    """
+    from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+    conn = PostgresHook(postgres_conn_id=conn_id).get_conn()
+    conn.autocommit = False
+    conn.execute("SET TIME ZONE 'UTC'")
+    conn.commit()
+    return conn
+
+
+def staging_ddl(spec: TableSpec) -> sql.Composed:
+    """CREATE TABLE for the spec's staging table, with its unique key and window index."""
+    columns = []
+    if not spec.tenant_in_source and spec.tenant_column:
+        columns.append(sql.SQL("{} text NOT NULL").format(sql.Identifier(spec.tenant_column)))
+    for col in spec.columns:
+        null = sql.SQL("" if col.nullable else " NOT NULL")
+        columns.append(sql.SQL("{} {}{}").format(sql.Identifier(col.name), sql.SQL(col.pg_type), null))
+    columns.append(sql.SQL("_run_id text NOT NULL"))
+    columns.append(sql.SQL("_loaded_at timestamptz NOT NULL"))
+    if spec.staging_key:
+        columns.append(sql.SQL("PRIMARY KEY ({})").format(sql.SQL(", ").join(map(sql.Identifier, spec.staging_key))))
+    table = sql.Identifier("staging", spec.staging_table)
+    window_cols = [c for c in (spec.tenant_column, spec.cursor) if c]
+    index = sql.Identifier(f"{spec.staging_table}_window_idx")
+    return sql.SQL(
+        "CREATE TABLE IF NOT EXISTS {table} ({columns});\n"
+        "CREATE INDEX IF NOT EXISTS {index} ON {table} ({window_cols});\n"
+        "CREATE INDEX IF NOT EXISTS {run_index} ON {table} (_run_id);"
+    ).format(
+        table=table,
+        columns=sql.SQL(", ").join(columns),
+        index=index,
+        window_cols=sql.SQL(", ").join(map(sql.Identifier, window_cols)),
+        run_index=sql.Identifier(f"{spec.staging_table}_run_idx"),
+    )
+
+
+def ensure_schema(conn, specs: list[TableSpec]) -> None:
+    """Create the audit tables and the staging tables of ``specs`` if missing (idempotent)."""
+    with conn.transaction():
+        # Serialise concurrent first runs: CREATE ... IF NOT EXISTS races on the catalog.
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext('chat_ingest.ensure_schema'))")
+        conn.execute((SQL_DIR / "audit" / "ddl.sql").read_text())
+        for spec in specs:
+            conn.execute(staging_ddl(spec))

@@ -1,0 +1,37 @@
+"""The load window of a run: ``[start, end)`` in UTC.
+
+A scheduled run covers its data interval (the previous UTC day, from the DAG's
+data-interval timetable).  A manual run names its day with the ``date`` Param,
+because a manual run's data interval is not derived from its logical date.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+UTC = dt.timezone.utc
+
+
+def day_window(day: dt.date) -> tuple[dt.datetime, dt.datetime]:
+    start = dt.datetime.combine(day, dt.time(), UTC)
+    return start, start + dt.timedelta(days=1)
+
+
+def resolve_window(params: dict[str, Any], data_interval_start, data_interval_end) -> dict[str, str]:
+    """The window as ISO strings (XCom-friendly) from the run's params or data interval."""
+    day = params.get("date")
+    if day:
+        start, end = day_window(dt.date.fromisoformat(str(day)))
+    elif data_interval_start is not None and data_interval_end is not None:
+        start, end = data_interval_start.astimezone(UTC), data_interval_end.astimezone(UTC)
+    else:
+        raise ValueError("no window: pass the 'date' param (YYYY-MM-DD) or run on a schedule")
+    if end <= start:
+        raise ValueError(f"empty window [{start}, {end}): a bare cron schedule has no data interval; "
+                         "use a data-interval timetable or pass 'date'")
+    return {"start": start.isoformat(), "end": end.isoformat()}
+
+
+def parse_window(window: dict[str, str]) -> tuple[dt.datetime, dt.datetime]:
+    return dt.datetime.fromisoformat(window["start"]), dt.datetime.fromisoformat(window["end"])
