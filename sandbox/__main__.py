@@ -21,13 +21,25 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DIR = REPO / ".sandbox"
 
 
+def process_alive(pid: int) -> bool:
+    """True while ``pid`` runs; an exited child is reaped, and a zombie counts as gone."""
+    try:
+        os.waitpid(pid, os.WNOHANG)  # reap it if it is our own exited child (`up` and `down` in one process)
+    except ChildProcessError:
+        pass
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def _pid(root: Path) -> int | None:
     try:
         pid = int((root / "supervisor.pid").read_text())
-        os.kill(pid, 0)
-        return pid
-    except (FileNotFoundError, ValueError, ProcessLookupError):
+    except (FileNotFoundError, ValueError):
         return None
+    return pid if process_alive(pid) else None
 
 
 def up(root: Path, dataset: Path | None, days: int, seed: int, bad_records: float, timeout: float) -> int:

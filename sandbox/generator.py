@@ -155,8 +155,13 @@ class Generator:
         r = self.rng
         # Conversations start through the day; some late ones end after midnight.
         start = dt.datetime.combine(day, dt.time(), UTC) + dt.timedelta(seconds=r.randint(0, 86_399))
-        if r.random() < 0.03:
+        edge = r.random()
+        if edge < 0.03:
             start = dt.datetime.combine(day, dt.time(), UTC)  # exactly at midnight: a day-edge case
+        elif edge < 0.08:
+            # late in the evening: many of these end after midnight, in the next day's Ultimate file
+            start = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), UTC) - dt.timedelta(
+                seconds=r.randint(30, 240))
         outcome = r.choices(OUTCOMES, OUTCOME_WEIGHTS)[0]
         t = start
         turns: list[Turn] = []

@@ -115,11 +115,3 @@ class EmbeddedPostgres:
         if self.running():
             _run_as_owner([str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(self.pgdata), "-w", "-t", "60",
                            "-m", "fast", "stop"])
-
-    def ensure_database(self, name: str) -> None:
-        import psycopg
-        from psycopg import sql
-
-        with psycopg.connect(self.dsn(), autocommit=True) as conn:
-            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
-                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))

@@ -186,9 +186,8 @@ def load_unless(endpoint: str, access_key: str, secret_key: str, dataset: Path) 
 # -- the env file ----------------------------------------------------------------------------------
 
 
-def env_vars(root: Path, state: SandboxState, server_dsn: str, dataset: Path) -> dict[str, str]:
+def env_vars(root: Path, state: SandboxState, server_dsn: str, warehouse: str, dataset: Path) -> dict[str, str]:
     ports, sec = state.ports, state.secrets
-    warehouse = with_database(server_dsn, WAREHOUSE_DB)
     manifest = json.loads((dataset / "manifest.json").read_text()) if (dataset / "manifest.json").exists() else {}
     airflow_db = with_database(server_dsn, AIRFLOW_DB).replace("postgresql://", "postgresql+psycopg2://", 1)
     return {
@@ -278,17 +277,20 @@ def serve(root: Path, dataset: Path) -> None:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
 
+    # An external warehouse is used as given; the A8 stand-in and Airflow's metadata get
+    # their own databases on the same server.
     external = os.environ.get("CHAT_INGEST_WAREHOUSE_DSN")
     pg = None
     if external:
-        server_dsn = external
+        server_dsn = warehouse_dsn = external
     else:
         pg = EmbeddedPostgres(root / "pg", state.ports["postgres"])
         pg.start()
         server_dsn = pg.dsn("postgres")
+        warehouse_dsn = with_database(server_dsn, WAREHOUSE_DB)
     servers: list = []
     try:
-        for db in (WAREHOUSE_DB, A8_DB, AIRFLOW_DB):
+        for db in (A8_DB, AIRFLOW_DB) if external else (WAREHOUSE_DB, A8_DB, AIRFLOW_DB):
             ensure_database(server_dsn, db)
 
         sec = state.secrets
@@ -315,7 +317,7 @@ def serve(root: Path, dataset: Path) -> None:
         counts.update({f"a8.{k}": v for k, v in load_a8(with_database(server_dsn, A8_DB), dataset).items()})
 
         write_sources_config(root / "sources.yaml", dataset, state)
-        write_env(root / "env", env_vars(root, state, server_dsn, dataset))
+        write_env(root / "env", env_vars(root, state, server_dsn, warehouse_dsn, dataset))
         (root / "loaded.json").write_text(json.dumps(counts, indent=2))
         (root / "ready").write_text(str(os.getpid()))
         print(f"{dt.datetime.now(dt.timezone.utc):%H:%M:%S} sandbox ready", flush=True)

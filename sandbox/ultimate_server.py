@@ -54,6 +54,8 @@ class UltimateConfig:
     admin_token: str
     retention_days: int = 30
     today: dt.date | None = None  # None: the real UTC date
+    #: How clients reach this server, for the signed URLs (default: the bound address).
+    public_url: str | None = None
 
 
 class UltimateHTTPServer(ThreadingHTTPServer):
@@ -70,7 +72,7 @@ class UltimateHTTPServer(ThreadingHTTPServer):
     @property
     def base_url(self) -> str:
         host, port = self.server_address[:2]
-        return f"http://{host}:{port}"
+        return self.config.public_url or f"http://{host}:{port}"
 
     def take_fault(self, target: str) -> Fault | None:
         with self.faults_lock:
@@ -230,3 +232,26 @@ class UltimateHandler(BaseHTTPRequestHandler):
         with path.open("rb") as fh:
             while chunk := fh.read(1 << 20):
                 self.wfile.write(chunk)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve exports standalone (docker-compose): token and organization from the environment."""
+    import argparse
+    import os
+
+    p = argparse.ArgumentParser(description="Ultimate Data Export API stand-in")
+    p.add_argument("--host", default="0.0.0.0")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--exports", type=Path, required=True, help="the dataset's ultimate/ folder")
+    a = p.parse_args(argv)
+    config = UltimateConfig(
+        export_root=a.exports, token=os.environ["ULTIMATE_TOKEN"],
+        organization_id=os.environ.get("ULTIMATE_ORGANIZATION_ID", "org-sandbox"),
+        admin_token=os.environ.get("ULTIMATE_ADMIN_TOKEN") or secrets.token_urlsafe(16),
+        public_url=os.environ.get("ULTIMATE_PUBLIC_URL"),
+    )
+    UltimateHTTPServer((a.host, a.port), config).serve_forever()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,43 @@
+# chat-ingest: every target sets itself up (virtualenv, packages) on a fresh machine.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
+SANDBOX_DIR ?= .sandbox
+
+.PHONY: demo test sandbox-up sandbox-down ui bench venv clean
+
+$(STAMP): requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+venv: $(STAMP)
+
+## The main job: sandbox up, synthetic days, every ingestion DAG + reporting as real Airflow runs, summary.
+demo: venv
+	$(PY) -m sandbox.demo --dir $(SANDBOX_DIR)
+
+## The whole test suite (starts its own sandbox servers; needs nothing running).
+test: venv
+	$(PY) -m pytest
+
+## Start the stand-ins; DATASET=path loads your own data (layout: sandbox/generator.py).
+sandbox-up: venv
+	$(PY) -m sandbox up --dir $(SANDBOX_DIR) $(if $(DATASET),--dataset $(DATASET))
+
+sandbox-down:
+	@if [ -x $(PY) ]; then $(PY) -m sandbox down --dir $(SANDBOX_DIR); else echo "sandbox not running"; fi
+
+## The Airflow UI (http://localhost:8080) over the sandbox's metadata DB, with a scheduler.
+ui: sandbox-up
+	$(PY) -m sandbox.ui --dir $(SANDBOX_DIR)
+
+## Throughput and memory benchmarks against raw baselines (long: not part of `make test`).
+bench: venv
+	$(PY) -m bench
+
+clean: sandbox-down
+	rm -rf $(SANDBOX_DIR)

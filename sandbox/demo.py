@@ -1,0 +1,146 @@
+"""``make demo``: the main job on the local sandbox, as real Airflow DAG runs.
+
+Starts the sandbox (generating a few days of synthetic data that end yesterday),
+prepares Airflow's metadata database (in the sandbox's PostgreSQL), runs every
+ingestion DAG for each day and then the reporting DAG where it exists, and prints
+what landed, how validation went and the headline KPIs.  The runs stay in the
+metadata database: ``make ui`` shows them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+
+from sandbox.__main__ import DEFAULT_DIR, down, up
+
+REPO = Path(__file__).resolve().parents[1]
+#: Ingestion DAGs in the order they run; the demo runs those whose file exists.
+INGESTION_DAGS = ("botslovers_ingest", "a8_ingest", "ultimate_ingest", "unless_ingest")
+REPORTING_DAG = "reporting"
+
+
+def read_env(path: Path) -> dict[str, str]:
+    """Parse the sandbox's env file (``export K='v'`` lines) without a shell."""
+    import shlex
+
+    env = {}
+    for line in path.read_text().splitlines():
+        if line.startswith("export "):
+            key, _, value = line[len("export "):].partition("=")
+            env[key] = shlex.split(value)[0] if value else ""
+    return env
+
+
+class Airflow:
+    """The ``airflow`` CLI of this virtualenv, pointed at the sandbox."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = {**os.environ, **env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+        self.metadata_dsn = env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].replace("+psycopg2", "")
+
+    def run(self, *args: str, timeout: float = 900, log: Path | None = None) -> None:
+        out = log.open("ab") if log else subprocess.DEVNULL
+        proc = subprocess.run([str(Path(sys.executable).parent / "airflow"), *args], env=self.env, stdout=out,
+                              stderr=subprocess.STDOUT, timeout=timeout, cwd=REPO)
+        if proc.returncode:
+            raise RuntimeError(f"airflow {' '.join(args)} exited {proc.returncode}" + (f"; log: {log}" if log else ""))
+
+    def last_run_state(self, dag_id: str) -> tuple[str, str]:
+        with psycopg.connect(self.metadata_dsn) as conn:
+            row = conn.execute("SELECT run_id, state FROM dag_run WHERE dag_id = %s ORDER BY id DESC LIMIT 1",
+                               (dag_id,)).fetchone()
+        return row if row else ("", "missing")
+
+    def trigger_day(self, dag_id: str, day: dt.date, log: Path) -> str:
+        """One real DAG run for ``day`` (``airflow dags test``: scheduled, executed and recorded in-process)."""
+        self.run("dags", "test", dag_id, "-c", json.dumps({"date": day.isoformat()}), log=log)
+        run_id, state = self.last_run_state(dag_id)
+        if state != "success":
+            raise RuntimeError(f"{dag_id} for {day}: run {run_id} ended {state}; log: {log}")
+        return run_id
+
+
+def summary(warehouse_dsn: str, start: dt.date, end: dt.date) -> str:
+    lines = []
+    with psycopg.connect(warehouse_dsn) as conn:
+        loads = conn.execute(
+            "SELECT source || '.' || table_name, sum(rows_extracted), sum(rows_landed), sum(rows_rejected) "
+            "FROM audit.load_log WHERE window_start >= %s AND window_start < %s GROUP BY 1 ORDER BY 1",
+            (start, end + dt.timedelta(days=1)),
+        ).fetchall()
+        lines.append(f"{'table':42} {'extracted':>10} {'landed':>8} {'rejected':>8}")
+        lines += [f"{t:42} {e:>10} {l:>8} {r:>8}" for t, e, l, r in loads]
+        checks = conn.execute(
+            "SELECT source || '.' || table_name, count(*) FILTER (WHERE success), count(*) FILTER (WHERE NOT success) "
+            "FROM audit.validation_results WHERE window_start >= %s GROUP BY 1 ORDER BY 1", (start,),
+        ).fetchall()
+        lines.append("")
+        lines.append("validation (Great Expectations): " + (
+            ", ".join(f"{t}: {ok} passed{f', {bad} FAILED' if bad else ''}" for t, ok, bad in checks) or "none"))
+        has_kpis = conn.execute("SELECT to_regclass('reporting.daily_bot_kpis') IS NOT NULL").fetchone()[0]
+        lines.append("")
+        if has_kpis:
+            rows = conn.execute(
+                "SELECT conversation_date, source, tenant, total_conversations, round(bot_handled_rate, 3), "
+                "round(escalation_rate, 3), round(deflection_rate, 3) FROM reporting.daily_bot_kpis "
+                "WHERE conversation_date BETWEEN %s AND %s ORDER BY 2, 3, 1", (start, end),
+            ).fetchall()
+            lines.append(f"{'day':10} {'source':10} {'tenant':12} {'convs':>6} {'bot':>6} {'escal':>6} {'defl':>6}")
+            lines += [f"{d} {s:10} {t:12} {n:>6} {b:>6} {e:>6} {f:>6}" for d, s, t, n, b, e, f in rows]
+        else:
+            lines.append("headline KPIs: the reporting layer (reporting.daily_bot_kpis) is not built yet")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--dir", type=Path, default=DEFAULT_DIR)
+    p.add_argument("--days", type=int, default=3)
+    p.add_argument("--keep", action="store_true", help="leave the sandbox running afterwards")
+    a = p.parse_args(argv)
+    root = a.dir.resolve()
+    started = time.monotonic()
+    if up(root, None, a.days, seed=7, bad_records=0.0, timeout=300):
+        return 1
+    try:
+        env = read_env(root / "env")
+        airflow = Airflow(env)
+        log = root / "demo.log"
+        log.write_text("")
+        print("preparing the Airflow metadata database ...", flush=True)
+        airflow.run("db", "migrate", log=log)
+        airflow.run("pools", "import", str(REPO / "include" / "config" / "pools.json"), log=log)
+        first = dt.date.fromisoformat(env["SANDBOX_DATASET_START"])
+        last = dt.date.fromisoformat(env["SANDBOX_DATASET_END"])
+        days = [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
+        dags = [d for d in INGESTION_DAGS if (REPO / "dags" / f"{d}.py").exists()]
+        for dag_id in dags:
+            for day in days:
+                t0 = time.monotonic()
+                run_id = airflow.trigger_day(dag_id, day, log)
+                print(f"{dag_id:20} {day}  success  ({time.monotonic() - t0:4.0f}s, {run_id})", flush=True)
+        if (REPO / "dags" / f"{REPORTING_DAG}.py").exists():
+            for day in days:
+                airflow.trigger_day(REPORTING_DAG, day, log)
+                print(f"{REPORTING_DAG:20} {day}  success", flush=True)
+        print()
+        print(summary(env["CHAT_INGEST_WAREHOUSE_DSN"], first, last))
+        print(f"\nDAGs run: {', '.join(dags)}; Airflow log: {log}; GX Data Docs under {env['AIRFLOW_HOME']}/gx/")
+        print(f"demo finished in {time.monotonic() - started:.0f}s; inspect the runs with `make ui`")
+        return 0
+    finally:
+        if not a.keep:
+            down(root)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""docker-compose.yaml: the official Airflow 3 shape plus the warehouse and the source stand-ins."""
+
+import shutil
+import subprocess
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+COMPOSE = yaml.safe_load((REPO / "docker-compose.yaml").read_text())
+AIRFLOW_SERVICES = ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer",
+                    "airflow-worker")
+
+
+def test_services_are_all_there():
+    assert set(COMPOSE["services"]) >= {"postgres", "redis", "airflow-init", *AIRFLOW_SERVICES,
+                                        "warehouse", "clickhouse", "a8", "minio", "ultimate"}
+
+
+@pytest.mark.parametrize("name", [*AIRFLOW_SERVICES, "postgres", "redis", "warehouse", "clickhouse", "a8",
+                                  "minio", "ultimate"])
+def test_long_running_services_have_healthchecks(name):
+    assert COMPOSE["services"][name]["healthcheck"]["test"]
+
+
+def test_images():
+    services = COMPOSE["services"]
+    assert services["airflow-scheduler"]["image"].startswith("chat-ingest/airflow:3.")
+    assert services["clickhouse"]["image"].startswith("clickhouse/clickhouse-server:")
+    assert services["a8"]["image"].startswith("timescale/timescaledb:")
+    assert services["minio"]["image"].startswith("minio/minio")
+    assert services["redis"]["image"].startswith("redis:")
+    assert "FROM apache/airflow:3.3.2" in (REPO / "Dockerfile").read_text()
+
+
+def test_airflow_services_mount_the_project_and_use_celery():
+    for name in AIRFLOW_SERVICES:
+        service = COMPOSE["services"][name]
+        mounts = {m.split(":")[1] for m in service["volumes"]}
+        assert {"/opt/airflow/dags", "/opt/airflow/plugins", "/opt/airflow/include"} <= mounts, name
+        assert service["environment"]["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    assert COMPOSE["services"]["airflow-worker"]["command"] == "celery worker"
+
+
+def test_no_secret_is_written_in_the_file():
+    for key, value in COMPOSE["x-airflow-common"]["environment"].items():
+        if key.startswith("AIRFLOW_CONN_") or "PASSWORD" in key:
+            assert "${" in str(value), key
+
+
+@pytest.mark.skipif(not shutil.which("docker") or subprocess.run(["docker", "compose", "version"],
+                    capture_output=True).returncode != 0, reason="no docker compose client on this machine")
+def test_docker_compose_config_accepts_the_file():
+    env_file = REPO / ".env.example"
+    res = subprocess.run(["docker", "compose", "--env-file", str(env_file), "-f", str(REPO / "docker-compose.yaml"),
+                          "config", "--quiet"], capture_output=True, text=True, cwd=REPO)
+    assert res.returncode == 0, res.stderr
