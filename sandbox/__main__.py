@@ -118,7 +118,10 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"{dt.datetime.now(dt.timezone.utc):%H:%M:%S} starting sandbox in {root}", flush=True)
     serve(root, a.dataset)
-    return 0
+    # Every server and PostgreSQL are stopped by now; skip interpreter finalisation, where the
+    # embedded ClickHouse engine's global shutdown can stall for a minute on its thread pools.
+    sys.stdout.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

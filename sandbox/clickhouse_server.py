@@ -158,7 +158,8 @@ class ClickHouseHandler(BaseHTTPRequestHandler):
             "X-ClickHouse-Server-Display-Name": "chat-ingest-sandbox",
         }
         with backend.lock:
-            if fmt.lower() in _CONCATENATING_FORMATS or fmt.lower() == "arrowstream":
+            streamable = fmt.lower() in _CONCATENATING_FORMATS or fmt.lower() == "arrowstream"
+            if streamable and sql.lstrip(" (\n\t").lower().startswith(("select", "with")):
                 stream = backend.session.send_query(sql, fmt, params=bound or None)
                 try:
                     first = next(iter(stream), None)

@@ -289,6 +289,7 @@ def serve(root: Path, dataset: Path) -> None:
         server_dsn = pg.dsn("postgres")
         warehouse_dsn = with_database(server_dsn, WAREHOUSE_DB)
     servers: list = []
+    backend = None
     try:
         for db in (A8_DB, AIRFLOW_DB) if external else (WAREHOUSE_DB, A8_DB, AIRFLOW_DB):
             ensure_database(server_dsn, db)
@@ -328,6 +329,8 @@ def serve(root: Path, dataset: Path) -> None:
                 srv.shutdown()
             else:
                 srv.stop()
+        if backend is not None:
+            backend.close()
         if pg is not None:
             pg.stop()
         (root / "ready").unlink(missing_ok=True)

@@ -26,7 +26,9 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
+from airflow.sdk.exceptions import AirflowFailException
 from psycopg import sql
 
 from chat_ingest.tablespec import Column, MergeRule, TableSpec
@@ -36,8 +38,8 @@ log = logging.getLogger(__name__)
 _CSV_OPTIONS = pa_csv.WriteOptions(include_header=False, quoting_style="needed")
 
 
-class SchemaDriftError(ValueError):
-    """The source no longer delivers a column the spec requires."""
+class SchemaDriftError(AirflowFailException):
+    """The source no longer delivers a column the spec requires (a retry cannot fix that)."""
 
 
 @dataclass
@@ -136,7 +138,27 @@ class StagingLoader:
 
     def _create_incoming(self) -> None:
         cols = sql.SQL(", ").join(sql.SQL("{} text").format(sql.Identifier(c)) for c in self.spec.column_names)
-        self.conn.execute(sql.SQL("CREATE TEMP TABLE _incoming ({}) ON COMMIT DROP").format(cols))
+        self.conn.execute(sql.SQL("CREATE TEMP TABLE _incoming ({}, _pre_reason text) ON COMMIT DROP").format(cols))
+
+    def _prepare(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        """The batch in spec order plus ``_pre_reason``: what PostgreSQL text could never hold.
+
+        A NUL byte would make COPY fail the whole batch; the row is marked instead (and
+        the byte escaped so the raw payload still shows it) to be quarantined like any
+        other bad row.
+        """
+        columns, reasons = [], pa.nulls(batch.num_rows, pa.string())
+        for name in self.spec.column_names:
+            col = batch.column(name)
+            if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+                has_nul = pc.fill_null(pc.match_substring(col, "\x00"), False)
+                if pc.any(has_nul).as_py():
+                    col = pc.replace_substring(col, "\x00", "\\u0000")
+                    msg = pa.scalar(f"{name}: contains a NUL byte")
+                    joined = pc.binary_join_element_wise(reasons, msg, "; ")  # null where no reason yet
+                    reasons = pc.if_else(has_nul, pc.coalesce(joined, msg), reasons)
+            columns.append(col)
+        return pa.RecordBatch.from_arrays([*columns, reasons], names=[*self.spec.column_names, "_pre_reason"])
 
     def _copy(self, batches: Iterable[pa.RecordBatch]) -> tuple[int, tuple[str, ...]]:
         names = list(self.spec.column_names)
@@ -160,7 +182,7 @@ class StagingLoader:
                 if batch.num_rows == 0:
                     continue
                 buf = io.BytesIO()
-                pa_csv.write_csv(batch.select(names), buf, _CSV_OPTIONS)
+                pa_csv.write_csv(self._prepare(batch), buf, _CSV_OPTIONS)
                 copy.write(buf.getbuffer())
                 rows += batch.num_rows
                 now = time.monotonic()
@@ -172,7 +194,8 @@ class StagingLoader:
 
     def _reason(self) -> sql.Composable:
         """Why a row of ``_incoming`` cannot land: NULL for a good row."""
-        reasons = [r for r in (_reason_expr(self.spec, c) for c in self.spec.columns) if r is not None]
+        reasons = [sql.SQL("_pre_reason")]
+        reasons += [r for r in (_reason_expr(self.spec, c) for c in self.spec.columns) if r is not None]
         if self.spec.merge_rule is MergeRule.REPLACE_WINDOW:
             # A replaced window must only receive rows inside it, or a rerun could not remove them.
             reasons.append(sql.SQL(
@@ -180,15 +203,13 @@ class StagingLoader:
                 "{c}::timestamptz < {e}) THEN {msg} END"
             ).format(c=sql.Identifier(self.spec.cursor), s=sql.Literal(self.window_start),
                      e=sql.Literal(self.window_end), msg=sql.Literal(f"{self.spec.cursor}: outside the load window")))
-        if not reasons:
-            return sql.SQL("NULL::text")
         return sql.SQL("NULLIF(concat_ws('; ', {}), '')").format(sql.SQL(", ").join(reasons))
 
     def _quarantine(self) -> int:
         cur = self.conn.execute(
             sql.SQL(
                 "INSERT INTO audit.rejected_records (run_id, source, table_name, tenant, payload, reason) "
-                "SELECT %(run_id)s, %(source)s, %(table)s, %(tenant)s, to_jsonb(i), r.reason "
+                "SELECT %(run_id)s, %(source)s, %(table)s, %(tenant)s, to_jsonb(i) - '_pre_reason', r.reason "
                 "FROM _incoming i CROSS JOIN LATERAL (SELECT {reason} AS reason) r WHERE r.reason IS NOT NULL"
             ).format(reason=self._reason()),
             {"run_id": self.run_id, "source": self.spec.source, "table": self.spec.name, "tenant": self.tenant},

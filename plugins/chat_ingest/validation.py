@@ -23,6 +23,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from airflow.sdk.exceptions import AirflowFailException
 from psycopg import sql
 
 from chat_ingest.config import mostly_for
@@ -37,8 +38,11 @@ FUTURE_SKEW = dt.timedelta(minutes=10)
 _DSN_VARIABLE = "CHAT_INGEST_GX_WAREHOUSE_DSN"
 
 
-class ValidationFailed(Exception):
-    """The gate refused a batch; the message names table, column, values and counts."""
+class ValidationFailed(AirflowFailException):
+    """The gate refused a batch; the message names table, column, values and counts.
+
+    Not retried: the same rows would fail again.  Fix the data or the spec, then rerun.
+    """
 
 
 @dataclass

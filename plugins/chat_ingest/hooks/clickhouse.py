@@ -7,14 +7,15 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from airflow.providers.clickhousedb.hooks.clickhouse import ClickHouseHook
+from airflow.sdk.exceptions import AirflowFailException
 
 #: Names that may become part of a ClickHouse identifier (``messages_<company>``).
 #: ASCII only, so Unicode look-alikes, quotes, spaces and separators never get through.
 IDENTIFIER = re.compile(r"[a-z][a-z0-9_]{0,62}", re.ASCII)
 
 
-class UnsafeIdentifierError(ValueError):
-    """A configured name would not be a plain identifier."""
+class UnsafeIdentifierError(AirflowFailException, ValueError):
+    """A configured name would not be a plain identifier (refused, never retried)."""
 
 
 def check_identifier(name: str, what: str = "name") -> str:
@@ -63,6 +64,18 @@ class ClickHouseHttpHook(ClickHouseHook):
                 parameters={"names": list(names)},
             )
             return {row[0] for row in result.result_rows}
+        finally:
+            client.close()
+
+    def table_columns(self, table: str) -> dict[str, str]:
+        """Column name → ClickHouse type of ``table``, as the server describes it now."""
+        check_identifier(table, "table name")
+        client = self.get_client()
+        try:
+            result = client.query(
+                "SELECT name, type FROM system.columns WHERE database = currentDatabase() AND table = {t:String} "
+                "ORDER BY position", parameters={"t": table})
+            return dict(result.result_rows)
         finally:
             client.close()
 

@@ -1,0 +1,292 @@
+"""Botslovers end to end against the chdb ClickHouse stand-in and the real warehouse."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+
+import psycopg
+import pytest
+
+from chat_ingest.hooks.clickhouse import ClickHouseHttpHook, UnsafeIdentifierError
+from chat_ingest.operators.botslovers import BotsloversToStagingOperator
+from chat_ingest.sources import botslovers
+from chat_ingest.validation import ValidationFailed, run_gate
+from chat_ingest.warehouse import connect
+from chat_ingest.windows import day_window
+from sandbox.stack import clickhouse_ddl
+
+pytestmark = pytest.mark.integration
+TEST_COMPANY = "testco"
+
+
+def window(day: dt.date, days: int = 1) -> dict[str, str]:
+    start, _ = day_window(day)
+    return {"start": start.isoformat(), "end": (start + dt.timedelta(days=days)).isoformat()}
+
+
+def load(company: str, table: str, day: dt.date, days: int = 1, run_id: str | None = None) -> dict:
+    op = BotsloversToStagingOperator(task_id=f"load_{table}", tenant=company, table=table, window=window(day, days))
+    return op.execute({"run_id": run_id or f"test-{uuid.uuid4().hex[:8]}"})
+
+
+def checksum(sandbox, table: str) -> str:
+    with sandbox.warehouse() as conn:
+        return conn.execute(f"SELECT md5(string_agg(t::text, '|' ORDER BY t::text)) FROM staging.{table} t").fetchone()[0]
+
+
+def ch_rows(sandbox, table: str, rows: list[dict]) -> None:
+    """Insert rows into a stand-in table as the vendor would write them."""
+    def value(v):
+        return v.strftime("%Y-%m-%d %H:%M:%S") if isinstance(v, dt.datetime) else v
+
+    body = "\n".join(json.dumps({k: value(v) for k, v in r.items()}) for r in rows)
+    sandbox.clickhouse_admin().command(f"INSERT INTO {table} FORMAT JSONEachRow {body}")
+
+
+@pytest.fixture
+def testco(sandbox):
+    """A company of the test's own: empty tables the test fills with exactly the rows it needs."""
+    client = sandbox.clickhouse_admin()
+    for spec in botslovers.TABLES.values():
+        client.command(f"DROP TABLE IF EXISTS {spec.name}_{TEST_COMPANY}")
+        client.command(clickhouse_ddl(spec, f"{spec.name}_{TEST_COMPANY}"))
+    yield client
+    for spec in botslovers.TABLES.values():
+        client.command(f"DROP TABLE IF EXISTS {spec.name}_{TEST_COMPANY}")
+
+
+def message(id_: str, at: dt.datetime, **over) -> dict:
+    row = {"sender_id": "u1", "sender_type": "user", "id": id_, "created_at": at, "channel": "web",
+           "session": "s1", "direction": "inbound", "type": "inbound", "text": "hello", "language": "en"}
+    return {**row, **over}
+
+
+def agent_log(id_: str, updated: dt.datetime, **over) -> dict:
+    row = {"id": id_, "chat_id": "c1", "agent_id": "a1", "joined_at": updated, "left_at": None,
+           "event": "agent_joined", "response_rating": None, "created_at": updated, "updated_at": updated,
+           "deleted_at": None}
+    return {**row, **over}
+
+
+# -- the hook -------------------------------------------------------------------------------------
+
+
+def test_hook_tests_its_connection(sandbox):
+    ok, message_ = ClickHouseHttpHook().test_connection()
+    assert ok and "ClickHouse 26" in message_
+
+
+def test_hook_reports_a_wrong_password_without_revealing_it(sandbox, monkeypatch):
+    conn = json.loads(sandbox.env["AIRFLOW_CONN_BOTSLOVERS_CLICKHOUSE"])
+    monkeypatch.setenv("AIRFLOW_CONN_BOTSLOVERS_CLICKHOUSE", json.dumps({**conn, "password": "Wr0ng-Pa55"}))
+    ok, message_ = ClickHouseHttpHook().test_connection()
+    assert not ok and "Authentication failed" in message_ and "Wr0ng-Pa55" not in message_
+
+
+@pytest.mark.parametrize("company", ["acme; DROP TABLE x", "acme`", "../acme", "acme'--", "аcme", "ACME", ""])
+def test_hostile_company_is_refused_before_any_query(company, monkeypatch):
+    # an unreachable server: reaching the network would raise a connection error instead
+    monkeypatch.setenv("AIRFLOW_CONN_BOTSLOVERS_CLICKHOUSE", "clickhouse://u:p@127.0.0.1:9/default")
+    with pytest.raises(UnsafeIdentifierError, match="refusing company"):
+        load(company, "messages", dt.date(2026, 11, 1))
+
+
+def test_missing_company_table_fails_clearly(sandbox):
+    with pytest.raises(Exception, match="'messages_nosuchco' does not exist"):
+        load("nosuchco", "messages", sandbox.days[0])
+
+
+# -- landing --------------------------------------------------------------------------------------
+
+
+def test_a_day_lands_exactly_the_sources_rows(clean_warehouse):
+    sandbox = clean_warehouse
+    day = sandbox.days[1]
+    start, end = day_window(day)
+    ch = sandbox.clickhouse_admin()
+    for company in sandbox.manifest["botslovers"]["companies"]:
+        for table in ("messages", "agent_status_logs"):
+            spec = botslovers.TABLES[table]
+            summary = load(company, table, day)
+            expected = ch.command(
+                f"SELECT uniqExact(id) FROM {table}_{company} WHERE {spec.cursor} >= {{s:DateTime}} AND "
+                f"{spec.cursor} < {{e:DateTime}}", parameters={"s": start.replace(tzinfo=None),
+                                                              "e": end.replace(tzinfo=None)})
+            extracted = ch.command(
+                f"SELECT count() FROM {table}_{company} WHERE {spec.cursor} >= {{s:DateTime}} AND "
+                f"{spec.cursor} < {{e:DateTime}}", parameters={"s": start.replace(tzinfo=None),
+                                                              "e": end.replace(tzinfo=None)})
+            with sandbox.warehouse() as conn:
+                landed = conn.execute(
+                    f"SELECT count(*) FROM staging.botslovers_{table} WHERE company = %s AND {spec.cursor} >= %s "
+                    f"AND {spec.cursor} < %s", (company, start, end)).fetchone()[0]
+            assert expected > 0 and landed == expected, (company, table)
+            assert summary["rows_extracted"] == extracted
+            assert summary["rows_landed"] == expected and summary["rows_duplicate"] == extracted - expected
+    with sandbox.warehouse() as conn:
+        logged = conn.execute("SELECT count(*), sum(rows_landed) FROM audit.load_log").fetchone()
+    assert logged[0] == 4 and logged[1] > 0
+
+
+def test_rerun_and_overlapping_runs_change_nothing(clean_warehouse):
+    sandbox = clean_warehouse
+    d0, d1 = sandbox.days[0], sandbox.days[1]
+    for table in botslovers.TABLES:
+        load("acme", table, d0)
+        load("acme", table, d1)
+    before = {t: checksum(sandbox, f"botslovers_{t}") for t in botslovers.TABLES}
+    for table in botslovers.TABLES:
+        again = load("acme", table, d1)
+        assert again["rows_landed"] == 0 and again["rows_unchanged"] > 0
+        load("acme", table, d0, days=2)  # an overlapping two-day window
+    after = {t: checksum(sandbox, f"botslovers_{t}") for t in botslovers.TABLES}
+    assert after == before
+
+
+def test_agent_log_row_updated_next_day_is_updated_not_duplicated(clean_warehouse, testco):
+    sandbox = clean_warehouse
+    d = dt.datetime(2026, 11, 10, 22, 0, tzinfo=dt.timezone.utc)
+    ch_rows(sandbox, f"chat_agent_log_{TEST_COMPANY}", [agent_log("late-1", d)])
+    load(TEST_COMPANY, "chat_agent_log", d.date())
+    # the vendor updates the row the next morning: left_at, rating and updated_at change
+    ch_rows(sandbox, f"chat_agent_log_{TEST_COMPANY}", [agent_log(
+        "late-1", d + dt.timedelta(hours=11), joined_at=d, created_at=d, left_at=d + dt.timedelta(hours=1),
+        response_rating=5)])
+    load(TEST_COMPANY, "chat_agent_log", d.date() + dt.timedelta(days=1))
+    with sandbox.warehouse() as conn:
+        rows = conn.execute("SELECT left_at, response_rating, updated_at FROM staging.botslovers_chat_agent_log "
+                            "WHERE company = %s AND id = 'late-1'", (TEST_COMPANY,)).fetchall()
+    assert rows == [(d + dt.timedelta(hours=1), 5, d + dt.timedelta(hours=11))]
+    # replaying the first day (an older version) does not roll the row back
+    load(TEST_COMPANY, "chat_agent_log", d.date())
+    with sandbox.warehouse() as conn:
+        assert conn.execute("SELECT response_rating FROM staging.botslovers_chat_agent_log "
+                            "WHERE id = 'late-1'").fetchone() == (5,)
+
+
+def test_untypable_rows_are_quarantined_with_their_reason(clean_warehouse, testco):
+    sandbox = clean_warehouse
+    at = dt.datetime(2026, 11, 10, 12, 0, tzinfo=dt.timezone.utc)
+    ch_rows(sandbox, f"messages_{TEST_COMPANY}", [
+        message("good-1", at), message("", at), message("nul-1", at, text="card\x00number"), message("good-2", at),
+    ])
+    summary = load(TEST_COMPANY, "messages", at.date(), run_id="run-quarantine")
+    assert (summary["rows_extracted"], summary["rows_landed"], summary["rows_rejected"]) == (4, 2, 2)
+    with sandbox.warehouse() as conn:
+        rejected = conn.execute(
+            "SELECT payload->>'id', reason, run_id, source, table_name, tenant FROM audit.rejected_records "
+            "ORDER BY 1").fetchall()
+        landed = [r[0] for r in conn.execute("SELECT id FROM staging.botslovers_messages ORDER BY 1")]
+    assert landed == ["good-1", "good-2"]
+    assert rejected == [
+        ("", "id: empty key", "run-quarantine", "botslovers", "messages", TEST_COMPANY),
+        ("nul-1", "text: contains a NUL byte", "run-quarantine", "botslovers", "messages", TEST_COMPANY),
+    ]
+
+
+def test_missing_source_column_fails_naming_it(clean_warehouse, testco):
+    testco.command(f"ALTER TABLE messages_{TEST_COMPANY} DROP COLUMN language")
+    with pytest.raises(Exception, match="no longer delivers column\\(s\\) language"):
+        load(TEST_COMPANY, "messages", dt.date(2026, 11, 10))
+    with clean_warehouse.warehouse() as conn:  # refused before anything was written
+        assert conn.execute("SELECT to_regclass('staging.botslovers_messages')").fetchone()[0] is None
+
+
+# -- the gate -------------------------------------------------------------------------------------
+
+
+def test_gate_fails_on_an_unknown_event_naming_value_and_count(clean_warehouse, testco):
+    sandbox = clean_warehouse
+    at = dt.datetime(2026, 11, 10, 12, 0, tzinfo=dt.timezone.utc)
+    ch_rows(sandbox, f"chat_agent_log_{TEST_COMPANY}", [
+        agent_log("ev-1", at), agent_log("ev-2", at, event="agent_vanished"),
+        agent_log("ev-3", at, event="agent_vanished"), agent_log("ev-4", at, response_rating=9),
+    ])
+    load(TEST_COMPANY, "chat_agent_log", at.date(), run_id="run-gate")
+    spec = botslovers.CHAT_AGENT_LOG
+    start, end = day_window(at.date())
+    with connect() as conn, pytest.raises(ValidationFailed) as failure:
+        run_gate(conn, sandbox.warehouse_dsn.replace("postgresql://", "postgresql+psycopg2://"), spec,
+                 run_id="run-gate", start=start, end=end, tenants=[TEST_COMPANY])
+    message_ = str(failure.value)
+    assert "staging.botslovers_chat_agent_log" in message_
+    assert "event" in message_ and "'agent_vanished' ×2" in message_
+    assert "response_rating" in message_ and "9 ×1" in message_
+    with sandbox.warehouse() as conn:
+        failed = conn.execute("SELECT column_name, unexpected_count FROM audit.validation_results "
+                              "WHERE run_id = 'run-gate' AND NOT success ORDER BY 1").fetchall()
+        kept = conn.execute("SELECT count(*) FROM staging.botslovers_chat_agent_log").fetchone()[0]
+    assert failed == [("event", 2), ("response_rating", 1)]
+    assert kept == 4  # the rows stay in staging for inspection
+
+
+def test_gate_passes_a_clean_day_and_writes_data_docs(clean_warehouse):
+    from chat_ingest.validation import data_docs_index
+
+    sandbox = clean_warehouse
+    day = sandbox.days[0]
+    load("acme", "agent_status_logs", day, run_id="run-clean")
+    start, end = day_window(day)
+    with connect() as conn:
+        outcomes = run_gate(conn, sandbox.warehouse_dsn.replace("postgresql://", "postgresql+psycopg2://"),
+                            botslovers.AGENT_STATUS_LOGS, run_id="run-clean", start=start, end=end, tenants=["acme"])
+    assert outcomes and all(o.success for o in outcomes)
+    assert {o.column for o in outcomes} >= {"old_status", "new_status", "id", "status_changed_at"}
+    index = data_docs_index(botslovers.AGENT_STATUS_LOGS)
+    assert index.exists() and "botslovers_agent_status_logs" in index.read_text()
+    gx_files = "".join(p.read_text(errors="ignore") for p in index.parents[3].rglob("*.yml"))
+    assert sandbox.env["CHAT_INGEST_WAREHOUSE_DSN"].split("@")[0].split(":")[-1] not in gx_files  # no password
+
+
+# -- the DAG, as real Airflow runs ------------------------------------------------------------------
+
+
+def _asset_events(airflow, run_id: str) -> set[str]:
+    with psycopg.connect(airflow.metadata_dsn) as conn:
+        return {r[0] for r in conn.execute(
+            "SELECT a.name FROM asset_event e JOIN asset a ON a.id = e.asset_id WHERE e.source_run_id = %s",
+            (run_id,))}
+
+
+def _task_states(airflow, run_id: str) -> dict[str, str]:
+    with psycopg.connect(airflow.metadata_dsn) as conn:
+        return {f"{t}[{m}]" if m >= 0 else t: s for t, m, s in conn.execute(
+            "SELECT task_id, map_index, state FROM task_instance WHERE run_id = %s", (run_id,))}
+
+
+def test_dag_run_lands_validates_and_emits_assets(clean_warehouse, airflow, tmp_path):
+    sandbox = clean_warehouse
+    day = sandbox.days[0]
+    run_id = airflow.trigger_day("botslovers_ingest", day, tmp_path / "airflow.log")
+    states = _task_states(airflow, run_id)
+    assert set(states.values()) == {"success"} and "load_messages[1]" in states
+    assert _asset_events(airflow, run_id) == {f"staging.botslovers_{t}" for t in botslovers.TABLES}
+    with sandbox.warehouse() as conn:
+        companies = {r[0] for r in conn.execute("SELECT DISTINCT company FROM staging.botslovers_messages")}
+        loads = conn.execute("SELECT count(*) FROM audit.load_log WHERE run_id = %s", (run_id,)).fetchone()[0]
+        checks = conn.execute("SELECT bool_and(success) FROM audit.validation_results WHERE run_id = %s",
+                              (run_id,)).fetchone()[0]
+    assert companies == set(sandbox.manifest["botslovers"]["companies"])
+    assert loads == 6 and checks is True
+
+
+def test_failed_gate_fails_the_run_and_withholds_the_asset(clean_warehouse, airflow, tmp_path):
+    sandbox = clean_warehouse
+    day = sandbox.days[2]
+    at = dt.datetime.combine(day, dt.time(12), dt.timezone.utc)
+    ch_rows(sandbox, "chat_agent_log_acme", [agent_log("bad-event-1", at, event="agent_vanished")])
+    try:
+        with pytest.raises(RuntimeError, match="ended failed"):  # not retried: a failed gate is final
+            airflow.trigger_day("botslovers_ingest", day, tmp_path / "airflow.log")
+        run_id, _ = airflow.last_run_state("botslovers_ingest")
+        states = _task_states(airflow, run_id)
+        assert states["validate_chat_agent_log"] == "failed"
+        assert states["validate_messages"] == "success"
+        assert _asset_events(airflow, run_id) == {"staging.botslovers_messages",
+                                                  "staging.botslovers_agent_status_logs"}
+        assert "agent_vanished" in (tmp_path / "airflow.log").read_text()
+    finally:
+        sandbox.clickhouse_admin().command(
+            "ALTER TABLE chat_agent_log_acme DELETE WHERE id = 'bad-event-1' SETTINGS mutations_sync = 1")
