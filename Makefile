@@ -37,7 +37,7 @@ ui: sandbox-up
 
 ## Throughput and memory benchmarks against raw baselines (long: not part of `make test`).
 bench: venv
-	$(PY) -m bench
+	PYTHONPATH=plugins $(PY) -m bench
 
 clean: sandbox-down
 	rm -rf $(SANDBOX_DIR)

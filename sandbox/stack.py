@@ -56,7 +56,7 @@ def _port_free(port: int) -> bool:
 class SandboxState:
     """Ports and credentials of one sandbox directory, kept across restarts (0600)."""
 
-    KEYS = ("postgres", "clickhouse", "ultimate", "s3")
+    KEYS = ("postgres", "clickhouse", "clickhouse_https", "ultimate", "s3")
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -214,6 +214,8 @@ def env_vars(root: Path, state: SandboxState, server_dsn: str, warehouse: str, d
         "SANDBOX_DATASET_START": manifest.get("start", ""),
         "SANDBOX_DATASET_END": manifest.get("end", ""),
         "SANDBOX_CLICKHOUSE_URL": f"http://127.0.0.1:{ports['clickhouse']}",
+        "SANDBOX_CLICKHOUSE_HTTPS_URL": f"https://127.0.0.1:{ports['clickhouse_https']}",
+        "SANDBOX_TLS_CA": str(root / "tls" / "ca.pem"),
         "SANDBOX_CLICKHOUSE_USER": sec["clickhouse_user"],
         "SANDBOX_CLICKHOUSE_PASSWORD": sec["clickhouse_password"],
         "SANDBOX_CLICKHOUSE_ADMIN_PASSWORD": sec["clickhouse_admin_password"],
@@ -266,6 +268,7 @@ def serve(root: Path, dataset: Path) -> None:
 
     from sandbox.clickhouse_server import ChdbBackend, ClickHouseHTTPServer
     from sandbox.postgres import EmbeddedPostgres
+    from sandbox.tls import server_context
     from sandbox.ultimate_server import UltimateConfig, UltimateHTTPServer
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto logs every request otherwise
@@ -303,11 +306,13 @@ def serve(root: Path, dataset: Path) -> None:
         })
         counts = load_botslovers(backend, dataset)
         ch = ClickHouseHTTPServer(("127.0.0.1", state.ports["clickhouse"]), backend)
+        ch_https = ClickHouseHTTPServer(("127.0.0.1", state.ports["clickhouse_https"]), backend)
+        ch_https.socket = server_context(root / "tls").wrap_socket(ch_https.socket, server_side=True)
         ult = UltimateHTTPServer(("127.0.0.1", state.ports["ultimate"]), UltimateConfig(
             export_root=dataset / "ultimate", token=sec["ultimate_token"],
             organization_id=sec["ultimate_organization_id"], admin_token=sec["ultimate_admin_token"],
         ))
-        for srv in (ch, ult):
+        for srv in (ch, ch_https, ult):
             threading.Thread(target=srv.serve_forever, daemon=True).start()
             servers.append(srv)
         moto = ThreadedMotoServer(ip_address="127.0.0.1", port=state.ports["s3"], verbose=False)

@@ -21,8 +21,10 @@ from __future__ import annotations
 import datetime as dt
 import io
 import logging
+import queue
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 
 import pyarrow as pa
@@ -36,6 +38,50 @@ from chat_ingest.tablespec import Column, MergeRule, TableSpec
 log = logging.getLogger(__name__)
 
 _CSV_OPTIONS = pa_csv.WriteOptions(include_header=False, quoting_style="needed")
+
+
+def prefetch(items: Iterable, depth: int = 2) -> Iterator:
+    """Iterate ``items`` in a worker thread, at most ``depth`` items ahead.
+
+    Reading and encoding the source then overlaps writing to the warehouse (Arrow,
+    HTTP and psycopg all release the GIL), while memory stays bounded by ``depth``.
+    An error in the worker is raised here; stopping early releases the worker.
+    """
+    slots: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                slots.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for item in items:
+                if not put(item):
+                    return
+            put(done)
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            put(exc)
+
+    worker = threading.Thread(target=work, name="prefetch", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = slots.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        worker.join(timeout=5)
 
 
 class SchemaDriftError(AirflowFailException):
@@ -160,37 +206,42 @@ class StagingLoader:
             columns.append(col)
         return pa.RecordBatch.from_arrays([*columns, reasons], names=[*self.spec.column_names, "_pre_reason"])
 
-    def _copy(self, batches: Iterable[pa.RecordBatch]) -> tuple[int, tuple[str, ...]]:
-        names = list(self.spec.column_names)
-        copy_sql = sql.SQL("COPY _incoming FROM STDIN (FORMAT csv)")
-        rows, ignored = 0, ()
-        last_report = time.monotonic()
-        copy_started = last_report
-        with self.conn.cursor().copy(copy_sql) as copy:
-            for batch in batches:
-                if not rows:
-                    missing = [n for n in names if n not in batch.schema.names]
-                    if missing:
-                        raise SchemaDriftError(
-                            f"{self.spec.qualified_name}: the source no longer delivers column(s) "
-                            f"{', '.join(missing)}; update the table spec or the source"
-                        )
-                    ignored = tuple(n for n in batch.schema.names if n not in names)
-                    if ignored:
-                        log.warning("%s: ignoring column(s) the spec does not know: %s",
-                                    self.spec.qualified_name, ", ".join(ignored))
-                if batch.num_rows == 0:
-                    continue
+    def _encoded(self, batches: Iterable[pa.RecordBatch]) -> Iterator[tuple[memoryview, int]]:
+        """Each batch as COPY CSV bytes, after checking the first batch's columns against the spec."""
+        names = self.spec.column_names
+        checked = False
+        for batch in batches:
+            if not checked:
+                missing = [n for n in names if n not in batch.schema.names]
+                if missing:
+                    raise SchemaDriftError(
+                        f"{self.spec.qualified_name}: the source no longer delivers column(s) "
+                        f"{', '.join(missing)}; update the table spec or the source"
+                    )
+                self.ignored_columns = tuple(n for n in batch.schema.names if n not in names)
+                if self.ignored_columns:
+                    log.warning("%s: ignoring column(s) the spec does not know: %s",
+                                self.spec.qualified_name, ", ".join(self.ignored_columns))
+                checked = True
+            if batch.num_rows:
                 buf = io.BytesIO()
                 pa_csv.write_csv(self._prepare(batch), buf, _CSV_OPTIONS)
-                copy.write(buf.getbuffer())
-                rows += batch.num_rows
+                yield buf.getbuffer(), batch.num_rows
+
+    def _copy(self, batches: Iterable[pa.RecordBatch]) -> tuple[int, tuple[str, ...]]:
+        rows = 0
+        self.ignored_columns: tuple[str, ...] = ()
+        copy_started = last_report = time.monotonic()
+        with self.conn.cursor().copy(sql.SQL("COPY _incoming FROM STDIN (FORMAT csv)")) as copy:
+            for data, count in prefetch(self._encoded(batches)):
+                copy.write(data)
+                rows += count
                 now = time.monotonic()
                 if now - last_report >= self.progress_every_seconds:
                     log.info("%s [%s]: %d rows copied (%.0f rows/s)", self.spec.qualified_name, self.tenant,
                              rows, rows / max(now - copy_started, 1e-9))
                     last_report = now
-        return rows, ignored
+        return rows, self.ignored_columns
 
     def _reason(self) -> sql.Composable:
         """Why a row of ``_incoming`` cannot land: NULL for a good row."""

@@ -290,3 +290,18 @@ def test_failed_gate_fails_the_run_and_withholds_the_asset(clean_warehouse, airf
     finally:
         sandbox.clickhouse_admin().command(
             "ALTER TABLE chat_agent_log_acme DELETE WHERE id = 'bad-event-1' SETTINGS mutations_sync = 1")
+
+
+def test_hook_speaks_https_and_verifies_the_certificate(clean_warehouse, monkeypatch):
+    sandbox = clean_warehouse
+    conn = json.loads(sandbox.env["AIRFLOW_CONN_BOTSLOVERS_CLICKHOUSE"])
+    https = {**conn, "port": int(sandbox.env["SANDBOX_CLICKHOUSE_HTTPS_URL"].rsplit(":", 1)[1])}
+    # without the sandbox CA the server's certificate is refused: TLS is really in use
+    monkeypatch.setenv("AIRFLOW_CONN_BOTSLOVERS_CLICKHOUSE", json.dumps({**https, "extra": {"secure": True}}))
+    ok, message_ = ClickHouseHttpHook().test_connection()
+    assert not ok and "CERTIFICATE_VERIFY_FAILED" in message_
+    monkeypatch.setenv("AIRFLOW_CONN_BOTSLOVERS_CLICKHOUSE", json.dumps(
+        {**https, "extra": {"secure": True, "client_kwargs": {"ca_cert": sandbox.env["SANDBOX_TLS_CA"]}}}))
+    assert ClickHouseHttpHook().test_connection()[0]
+    summary = load("acme", "messages", sandbox.days[0])
+    assert summary["rows_landed"] > 0

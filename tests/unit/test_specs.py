@@ -1,0 +1,94 @@
+"""Table specs, windows, identifiers and the generated GX suites."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from chat_ingest.hooks.clickhouse import UnsafeIdentifierError, check_identifier
+from chat_ingest.sources import a8, botslovers
+from chat_ingest.tablespec import Column, MergeRule, TableSpec
+from chat_ingest.validation import build_expectations
+from chat_ingest.windows import resolve_window
+
+UTC = dt.timezone.utc
+
+
+def test_botslovers_specs_follow_the_seed():
+    assert botslovers.MESSAGES.column_names == (
+        "sender_id", "sender_type", "id", "created_at", "channel", "session", "direction", "type", "text", "language")
+    assert botslovers.MESSAGES.column("sender_type").allowed == ("user", "bot", "system", "human")
+    assert set(botslovers.CHAT_AGENT_LOG.column("event").allowed) == {
+        "bot_assigned", "agent_timeout", "user_timeout", "agent_joined", "chat_escalated", "manual_close",
+        "resolved", "assigned_to_human", "transferred"}
+    assert botslovers.CHAT_AGENT_LOG.column("left_at").source_type == "Nullable(DateTime)"
+    assert botslovers.CHAT_AGENT_LOG.merge_rule is MergeRule.UPSERT_NEWEST
+    assert botslovers.AGENT_STATUS_LOGS.column("new_status").allowed == (
+        "training", "offline", "break", "ending_shift", "inactive", "online")
+    assert {s.staging_table for s in botslovers.TABLES.values()} == {
+        "botslovers_messages", "botslovers_chat_agent_log", "botslovers_agent_status_logs"}
+    assert botslovers.MESSAGES.staging_columns[0] == "company"
+    assert botslovers.MESSAGES.staging_key == ("company", "id")
+
+
+def test_a8_has_the_seeds_eleven_tables():
+    assert len(a8.TABLES) == 11
+    assert {"time", "chat_id", "mid", "msg_type", "reply_to_id", "bot_handle", "msg_from", "resp_time", "msg"} == set(
+        a8.MESSAGES.column_names)
+    assert a8.USER.column("custom_fields").pg_type == "jsonb"
+    assert a8.USER.column("latitude").value_range == (-90, 90)
+    assert all(spec.cursor == "time" and spec.merge_rule is MergeRule.REPLACE_WINDOW for spec in a8.TABLES.values())
+    assert a8.USER_MESSAGE_DETAILS.tenant_column is None and a8.MESSAGES.tenant_column == "bot_handle"
+
+
+def test_a_spec_refuses_inconsistent_definitions():
+    cols = (Column("id", "text"), Column("at", "timestamptz"))
+    with pytest.raises(ValueError, match="'nope' is not a column"):
+        TableSpec(source="s", name="t", columns=cols, tenant_column="x", merge_rule=MergeRule.UPSERT_BY_KEY,
+                  cursor="nope", key=("id",))
+    with pytest.raises(ValueError, match="needs a version_column"):
+        TableSpec(source="s", name="t", columns=cols, tenant_column="x", merge_rule=MergeRule.UPSERT_NEWEST,
+                  cursor="at", key=("id",))
+    with pytest.raises(ValueError, match="duplicate"):
+        TableSpec(source="s", name="t", columns=cols + cols[:1], tenant_column="x",
+                  merge_rule=MergeRule.REPLACE_WINDOW, cursor="at")
+
+
+@pytest.mark.parametrize("name", ["acme; DROP TABLE x", "ac me", "../etc", "acme'", "аcme", "Acme", "", "a" * 64,
+                                  "acme\n", "1acme"])
+def test_identifier_allow_list_refuses(name):
+    with pytest.raises(UnsafeIdentifierError):
+        check_identifier(name, "company")
+
+
+def test_identifier_allow_list_accepts_plain_names():
+    assert check_identifier("acme_2", "company") == "acme_2"
+
+
+def test_window_from_the_date_param_or_the_data_interval():
+    assert resolve_window({"date": "2026-11-18"}, None, None) == {
+        "start": "2026-11-18T00:00:00+00:00", "end": "2026-11-19T00:00:00+00:00"}
+    start = dt.datetime(2026, 11, 18, tzinfo=UTC)
+    assert resolve_window({}, start, start + dt.timedelta(days=1))["end"] == "2026-11-19T00:00:00+00:00"
+    with pytest.raises(ValueError, match="empty window"):
+        resolve_window({}, start, start)
+    with pytest.raises(ValueError, match="no window"):
+        resolve_window({"date": None}, None, None)
+
+
+def test_suite_is_generated_from_the_spec(tmp_path, monkeypatch):
+    config = tmp_path / "sources.yaml"
+    config.write_text("validation:\n  default_mostly: 1.0\n  mostly:\n    botslovers.chat_agent_log.event: 0.95\n")
+    monkeypatch.setenv("CHAT_INGEST_CONFIG", str(config))
+    now = dt.datetime(2026, 11, 20, tzinfo=UTC)
+    suite = {(type(e).__name__, getattr(e, "column", None)): e
+             for e in build_expectations(botslovers.CHAT_AGENT_LOG, now=now)}
+    event = suite[("ExpectColumnValuesToBeInSet", "event")]
+    assert set(event.value_set) == set(botslovers.AGENT_EVENTS) and event.mostly == 0.95
+    assert suite[("ExpectColumnValuesToNotBeNull", "id")].mostly == 1.0
+    assert suite[("ExpectColumnValuesToBeUnique", "id")]
+    rating = [e for (kind, col), e in suite.items() if col == "response_rating"]
+    assert rating and rating[0].min_value == 1 and rating[0].max_value == 5
+    future = [e for (kind, col), e in suite.items() if col == "updated_at" and kind == "ExpectColumnValuesToBeBetween"]
+    assert future[0].max_value <= now + dt.timedelta(hours=1)
