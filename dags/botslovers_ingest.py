@@ -17,7 +17,7 @@ vendor's documentation, required values, unique ids, sane timestamps) before its
 updated for the reporting DAG. Queries share the `botslovers_vendor` pool.
 
 **Manual run:** trigger with `date` = the day to load. **Backfill:**
-`airflow backfill create --dag-id botslovers_ingest --from-date 2026-11-01 --to-date 2026-11-07`.
+`airflow backfill create --dag-id botslovers_ingest --max-active-runs 1 --from-date 2026-11-01 --to-date 2026-11-07`.
 """
 
 import datetime as dt
