@@ -166,7 +166,13 @@ class ClickHouseHandler(BaseHTTPRequestHandler):
                 except Exception:
                     stream.close()
                     raise
-                self._stream(stream, first, fmt, headers)
+                if first is None and fmt.lower() == "arrowstream":
+                    # An empty result is still a stream with a schema, as ClickHouse sends it.
+                    stream.close()
+                    result = backend.session.query(sql, fmt, params=bound or None)
+                    self._send(200, result.bytes(), "application/octet-stream", headers)
+                else:
+                    self._stream(stream, first, fmt, headers)
             else:
                 result = backend.session.query(sql, fmt, params=bound or None)
                 headers["X-ClickHouse-Summary"] = json.dumps(

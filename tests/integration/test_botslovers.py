@@ -305,3 +305,10 @@ def test_hook_speaks_https_and_verifies_the_certificate(clean_warehouse, monkeyp
     assert ClickHouseHttpHook().test_connection()[0]
     summary = load("acme", "messages", sandbox.days[0])
     assert summary["rows_landed"] > 0
+
+
+def test_an_empty_day_lands_as_empty_and_says_so(clean_warehouse):
+    summary = load("acme", "messages", dt.date(2026, 1, 1), run_id="run-empty")
+    assert (summary["rows_extracted"], summary["rows_landed"]) == (0, 0)
+    with clean_warehouse.warehouse() as conn:
+        assert conn.execute("SELECT rows_extracted FROM audit.load_log WHERE run_id = 'run-empty'").fetchall() == [(0,)]
