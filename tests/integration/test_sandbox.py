@@ -165,3 +165,21 @@ def test_sandbox_down_leaves_no_process_behind(tmp_path, sandbox, monkeypatch):
     with pytest.raises(requests.ConnectionError):
         requests.get(f"http://127.0.0.1:{env['ports']['clickhouse']}/ping", timeout=5)
 
+
+
+def test_an_external_warehouse_dsn_is_used_instead_of_the_embedded_one(tmp_path, sandbox, monkeypatch):
+    external = sandbox.warehouse_dsn  # any PostgreSQL server: here the session sandbox's
+    monkeypatch.setenv("CHAT_INGEST_WAREHOUSE_DSN", external)
+    root = tmp_path / "ext"
+    assert up(root, sandbox.dataset, 1, seed=1, bad_records=0.0, timeout=300) == 0
+    try:
+        from sandbox.demo import read_env
+
+        env = read_env(root / "env")
+        assert env["CHAT_INGEST_WAREHOUSE_DSN"] == external == env["AIRFLOW_CONN_CHAT_WAREHOUSE"]
+        assert not (root / "pg").exists()  # no embedded server was started
+        assert env["AIRFLOW_CONN_A8_TIMESCALE"].rsplit("/", 1)[0] == external.rsplit("/", 1)[0]
+        with psycopg.connect(env["AIRFLOW_CONN_A8_TIMESCALE"]) as conn:
+            assert conn.execute("SELECT count(*) FROM chat_state").fetchone()[0] > 0
+    finally:
+        down(root)
