@@ -3,7 +3,8 @@
     resolve_window ─┐
     select_tenants ─┴─▶ load_<table> (mapped over tenants) ─▶ validate_<table> ──▶ Asset staging.<table>
 
-One ``load_<table>`` task instance per tenant, limited by the vendor's pool; the
+One ``load_<table>`` task instance per tenant (one in all for a table the vendor
+does not split by tenant), limited by the vendor's pool; the
 validation task of a table emits the table's Asset only when its batch passed,
 which is what schedules the reporting DAG.
 """
@@ -83,9 +84,13 @@ def ingest_dag(*, dag_id: str, source: str, doc_md: str, tenant_label: str, tena
         window = resolve_window()
         selected = select_tenants(tenants)
         for table, spec in load_operator.tables.items():
-            load = load_operator.partial(
-                task_id=f"load_{table}", table=table, window=window, pool=pool, **(operator_kwargs or {}),
-            ).expand(tenant=selected)
+            if spec.tenant_column:
+                load = load_operator.partial(
+                    task_id=f"load_{table}", table=table, window=window, pool=pool, **(operator_kwargs or {}),
+                ).expand(tenant=selected)
+            else:  # the vendor does not split this table by tenant: one load covers the whole window
+                load = load_operator(task_id=f"load_{table}", tenant=None, table=table, window=window, pool=pool,
+                                     **(operator_kwargs or {}))
             load >> ValidateStagingOperator(
                 task_id=f"validate_{table}", source=source, table=table, window=window, tenants=selected,
                 outlets=[staging_asset(spec)],

@@ -155,7 +155,20 @@ class StagingLoader:
     # -- public ----------------------------------------------------------------------------------
 
     def load(self, batches: Iterable[pa.RecordBatch]) -> LoadResult:
+        """Land a stream of Arrow batches (columns by name; extra columns are reported and ignored)."""
+        return self._land(self._encoded(batches), with_pre_reason=True)
+
+    def load_csv(self, chunks: Iterable[bytes]) -> LoadResult:
+        """Land a stream of CSV bytes whose fields are the spec's columns in order.
+
+        For sources that already speak PostgreSQL's COPY format (A8's ``COPY … TO STDOUT``),
+        so the bytes go from the source to the warehouse without being parsed here.
+        """
+        return self._land(chunks, with_pre_reason=False)
+
+    def _land(self, encoded: Iterable[bytes], *, with_pre_reason: bool) -> LoadResult:
         started = time.monotonic()
+        self.ignored_columns: tuple[str, ...] = ()
         result = LoadResult(
             run_id=self.run_id, source=self.spec.source, table=self.spec.name, tenant=self.tenant,
             window_start=self.window_start.isoformat(), window_end=self.window_end.isoformat(),
@@ -165,7 +178,8 @@ class StagingLoader:
                 "SELECT pg_advisory_xact_lock(hashtext(%s))", (f"{self.spec.staging_table}:{self.tenant}",)
             )
             self._create_incoming()
-            result.rows_extracted, result.ignored_columns = self._copy(batches)
+            result.rows_extracted = self._copy(encoded, with_pre_reason)
+            result.ignored_columns = self.ignored_columns
             result.rows_rejected = self._quarantine()
             typed = result.rows_extracted - result.rows_rejected
             if self.spec.merge_rule is MergeRule.REPLACE_WINDOW:
@@ -206,7 +220,7 @@ class StagingLoader:
             columns.append(col)
         return pa.RecordBatch.from_arrays([*columns, reasons], names=[*self.spec.column_names, "_pre_reason"])
 
-    def _encoded(self, batches: Iterable[pa.RecordBatch]) -> Iterator[tuple[memoryview, int]]:
+    def _encoded(self, batches: Iterable[pa.RecordBatch]) -> Iterator[memoryview]:
         """Each batch as COPY CSV bytes, after checking the first batch's columns against the spec."""
         names = self.spec.column_names
         checked = False
@@ -226,22 +240,25 @@ class StagingLoader:
             if batch.num_rows:
                 buf = io.BytesIO()
                 pa_csv.write_csv(self._prepare(batch), buf, _CSV_OPTIONS)
-                yield buf.getbuffer(), batch.num_rows
+                yield buf.getbuffer()
 
-    def _copy(self, batches: Iterable[pa.RecordBatch]) -> tuple[int, tuple[str, ...]]:
-        rows = 0
-        self.ignored_columns: tuple[str, ...] = ()
+    def _copy(self, encoded: Iterable[bytes], with_pre_reason: bool) -> int:
+        columns = [*self.spec.column_names, *(["_pre_reason"] if with_pre_reason else [])]
+        copy_sql = sql.SQL("COPY _incoming ({}) FROM STDIN (FORMAT csv)").format(
+            sql.SQL(", ").join(map(sql.Identifier, columns)))
+        copied = 0
         copy_started = last_report = time.monotonic()
-        with self.conn.cursor().copy(sql.SQL("COPY _incoming FROM STDIN (FORMAT csv)")) as copy:
-            for data, count in prefetch(self._encoded(batches)):
-                copy.write(data)
-                rows += count
-                now = time.monotonic()
-                if now - last_report >= self.progress_every_seconds:
-                    log.info("%s [%s]: %d rows copied (%.0f rows/s)", self.spec.qualified_name, self.tenant,
-                             rows, rows / max(now - copy_started, 1e-9))
-                    last_report = now
-        return rows, self.ignored_columns
+        with self.conn.cursor() as cur:
+            with cur.copy(copy_sql) as copy:
+                for data in prefetch(encoded):
+                    copy.write(data)
+                    copied += len(data)
+                    now = time.monotonic()
+                    if now - last_report >= self.progress_every_seconds:
+                        log.info("%s [%s]: %.1f MB copied (%.1f MB/s)", self.spec.qualified_name, self.tenant,
+                                 copied / 1e6, copied / 1e6 / max(now - copy_started, 1e-9))
+                        last_report = now
+            return cur.rowcount
 
     def _reason(self) -> sql.Composable:
         """Why a row of ``_incoming`` cannot land: NULL for a good row."""

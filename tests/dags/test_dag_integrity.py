@@ -38,7 +38,7 @@ def dagbag(tmp_path_factory):
 
 
 def test_dag_files_exist():
-    assert any(p.name == "botslovers_ingest.py" for p in DAG_FILES)
+    assert {"botslovers_ingest.py", "a8_ingest.py"} <= {p.name for p in DAG_FILES}
 
 
 def test_no_import_errors(dagbag):
@@ -82,7 +82,15 @@ def test_validation_tasks_emit_one_asset_per_staging_table(dagbag):
         "validate_chat_agent_log": ["staging.botslovers_chat_agent_log"],
         "validate_agent_status_logs": ["staging.botslovers_agent_status_logs"],
     }
-    assert all(t.pool == "botslovers_vendor" for t in dag.tasks if t.task_id.startswith("load_"))
+    for dag_id, dag in dagbag.dags.items():
+        if dag_id.endswith("_ingest"):
+            source = dag_id.removesuffix("_ingest")
+            loads = [t for t in dag.tasks if t.task_id.startswith("load_")]
+            validations = [t for t in dag.tasks if t.task_id.startswith("validate_")]
+            assert loads and len(loads) == len(validations), dag_id
+            assert all(t.pool == f"{source}_vendor" for t in loads), dag_id
+            assert all(len(t.outlets) == 1 and t.outlets[0].name.startswith(f"staging.{source}_")
+                       for t in validations), dag_id
 
 
 @pytest.mark.parametrize("dag_file", DAG_FILES, ids=lambda p: p.name)

@@ -2,9 +2,9 @@
 
 Every table is a time series windowed on ``time``.  The vendor gives no reliable
 row ids, so a window is replaced as a whole (delete ``[start, end)`` of the
-tenant, insert).  The tenant is ``bot_handle`` where the table has it; three
-tables (user message details, agent activities, agent message details) carry
-no bot and are replaced per window for the whole database.
+tenant, insert).  The tenant is ``bot_handle`` where the table has it; four
+tables (user message details, agent activities, agent sessions, agent message
+details) carry no bot and are replaced per window for the whole database.
 """
 
 from chat_ingest.tablespec import Column, MergeRule, TableSpec

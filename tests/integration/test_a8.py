@@ -1,0 +1,160 @@
+"""A8 end to end against the sandbox `a8` database and the real warehouse."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+
+import psycopg
+import pytest
+
+from chat_ingest.operators.a8 import A8ToStagingOperator
+from chat_ingest.sources import a8
+from chat_ingest.validation import ValidationFailed, run_gate
+from chat_ingest.warehouse import connect
+from chat_ingest.windows import day_window
+
+pytestmark = pytest.mark.integration
+
+
+def load(table: str, day: dt.date, tenant: str | None, days: int = 1, run_id: str | None = None) -> dict:
+    start, _ = day_window(day)
+    window = {"start": start.isoformat(), "end": (start + dt.timedelta(days=days)).isoformat()}
+    op = A8ToStagingOperator(task_id=f"load_{table}", tenant=tenant, table=table, window=window)
+    return op.execute({"run_id": run_id or f"test-{uuid.uuid4().hex[:8]}"})
+
+
+def load_day(sandbox, day: dt.date, days: int = 1) -> None:
+    for name, spec in a8.TABLES.items():
+        for tenant in sandbox.manifest["a8"]["bots"] if spec.tenant_column else [None]:
+            load(name, day, tenant, days=days)
+
+
+def a8_conn(sandbox) -> psycopg.Connection:
+    return psycopg.connect(sandbox.env["AIRFLOW_CONN_A8_TIMESCALE"], autocommit=True)
+
+
+def data_checksum(sandbox, spec) -> str:
+    cols = ", ".join(f'"{c}"' for c in spec.column_names)
+    with sandbox.warehouse() as conn:
+        return conn.execute(f"SELECT md5(coalesce(string_agg(r::text, '|' ORDER BY r::text), '')) "
+                            f"FROM (SELECT {cols} FROM staging.{spec.staging_table}) r").fetchone()[0]
+
+
+def test_every_table_lands_the_days_rows(clean_warehouse):
+    sandbox = clean_warehouse
+    day = sandbox.days[1]
+    start, end = day_window(day)
+    load_day(sandbox, day)
+    with a8_conn(sandbox) as source, sandbox.warehouse() as warehouse:
+        for name, spec in a8.TABLES.items():
+            expected = source.execute(f'SELECT count(*) FROM "{name}" WHERE time >= %s AND time < %s',
+                                      (start, end)).fetchone()[0]
+            landed = warehouse.execute(f"SELECT count(*) FROM staging.{spec.staging_table}").fetchone()[0]
+            assert expected > 0 and landed == expected, name
+        logged = warehouse.execute("SELECT count(*), sum(rows_rejected) FROM audit.load_log").fetchone()
+    with_bot = sum(1 for spec in a8.TABLES.values() if spec.tenant_column)
+    assert with_bot == 7
+    assert logged == (with_bot * 2 + (11 - with_bot), 0)  # each bot's tables, plus those without a bot
+
+
+def test_rerun_and_overlapping_windows_leave_staging_unchanged(clean_warehouse):
+    sandbox = clean_warehouse
+    load_day(sandbox, sandbox.days[0])
+    load_day(sandbox, sandbox.days[1])
+    before = {name: data_checksum(sandbox, spec) for name, spec in a8.TABLES.items()}
+    load_day(sandbox, sandbox.days[1])
+    load_day(sandbox, sandbox.days[0], days=2)
+    assert {name: data_checksum(sandbox, spec) for name, spec in a8.TABLES.items()} == before
+
+
+def test_a_row_at_midnight_lands_once_in_the_day_it_starts(clean_warehouse):
+    sandbox = clean_warehouse
+    day = sandbox.days[0]
+    midnight = day_window(day)[1]
+    bot = sandbox.manifest["a8"]["bots"][0]
+    with a8_conn(sandbox) as source:
+        source.execute("INSERT INTO messages (time, chat_id, mid, msg_type, bot_handle, msg_from, msg) "
+                       "VALUES (%s, 'edge-chat', 'edge-mid', 'text', %s, 'user', %s)",
+                       (midnight, bot, json.dumps({"text": "at midnight", "nested": {"n": [1, 2.5, None]}})))
+    try:
+        load("messages", day, bot)
+        load("messages", day + dt.timedelta(days=1), bot)
+        load("messages", day, bot, days=2)
+        with sandbox.warehouse() as conn:
+            rows = conn.execute("SELECT time, msg FROM staging.a8_messages WHERE mid = 'edge-mid'").fetchall()
+        assert rows == [(midnight, {"text": "at midnight", "nested": {"n": [1, 2.5, None]}})]  # JSON round-trips
+    finally:
+        with a8_conn(sandbox) as source:
+            source.execute("DELETE FROM messages WHERE mid = 'edge-mid'")
+
+
+def test_an_unknown_msg_from_fails_the_gate_naming_it(clean_warehouse):
+    sandbox = clean_warehouse
+    day = sandbox.days[2]
+    at = day_window(day)[0] + dt.timedelta(hours=9)
+    bot = sandbox.manifest["a8"]["bots"][0]
+    with a8_conn(sandbox) as source:
+        source.execute("INSERT INTO messages (time, chat_id, mid, msg_type, bot_handle, msg_from, msg) "
+                       "VALUES (%s, 'c-x', 'm-x', 'text', %s, 'system', '{}')", (at, bot))
+    try:
+        load("messages", day, bot, run_id="a8-gate")
+        start, end = day_window(day)
+        with connect() as conn, pytest.raises(ValidationFailed) as failure:
+            run_gate(conn, sandbox.warehouse_dsn.replace("postgresql://", "postgresql+psycopg2://"), a8.MESSAGES,
+                     run_id="a8-gate", start=start, end=end, tenants=[bot])
+        assert "msg_from" in str(failure.value) and "'system' ×1" in str(failure.value)
+    finally:
+        with a8_conn(sandbox) as source:
+            source.execute("DELETE FROM messages WHERE mid = 'm-x'")
+
+
+def test_an_unparseable_value_is_quarantined(clean_warehouse):
+    """The vendor changes a column's type (coordinates become text): bad values are refused with a reason."""
+    sandbox = clean_warehouse
+    day = sandbox.days[0]
+    bot = sandbox.manifest["a8"]["bots"][0]
+    at = day_window(day)[0] + dt.timedelta(hours=3)
+    with a8_conn(sandbox) as source:
+        source.execute('ALTER TABLE "user" ALTER COLUMN latitude TYPE text')
+        source.execute('INSERT INTO "user" (time, client_id, bot_handle, latitude, screen_size_width) '
+                       "VALUES (%s, 'cl-bad', %s, 'north', 390)", (at, bot))
+    try:
+        summary = load("user", day, bot, run_id="a8-quarantine")
+        assert summary["rows_rejected"] == 1 and summary["rows_landed"] > 0
+        with sandbox.warehouse() as conn:
+            rejected = conn.execute("SELECT payload->>'client_id', reason FROM audit.rejected_records "
+                                    "WHERE run_id = 'a8-quarantine'").fetchall()
+            assert conn.execute("SELECT count(*) FROM staging.a8_user WHERE client_id = 'cl-bad'").fetchone() == (0,)
+        assert rejected == [("cl-bad", "latitude: 'north' is not a valid numeric(9,6)")]
+    finally:
+        with a8_conn(sandbox) as source:
+            source.execute("DELETE FROM \"user\" WHERE client_id = 'cl-bad'")
+            source.execute('ALTER TABLE "user" ALTER COLUMN latitude TYPE numeric(9,6) USING latitude::numeric')
+
+
+def test_the_a8_side_is_only_read(clean_warehouse):
+    with a8_conn(clean_warehouse) as source:
+        before = source.execute("SELECT sum(n_tup_ins + n_tup_upd + n_tup_del) FROM pg_stat_user_tables").fetchone()
+    load_day(clean_warehouse, clean_warehouse.days[0])
+    with a8_conn(clean_warehouse) as source:
+        after = source.execute("SELECT sum(n_tup_ins + n_tup_upd + n_tup_del) FROM pg_stat_user_tables").fetchone()
+    assert after == before
+
+
+def test_dag_run_lands_validates_and_emits_every_tables_asset(clean_warehouse, airflow, tmp_path):
+    sandbox = clean_warehouse
+    run_id = airflow.trigger_day("a8_ingest", sandbox.days[1], tmp_path / "airflow.log")
+    with psycopg.connect(airflow.metadata_dsn) as conn:
+        states = {s for (s,) in conn.execute("SELECT state FROM task_instance WHERE run_id = %s", (run_id,))}
+        assets = {r[0] for r in conn.execute(
+            "SELECT a.name FROM asset_event e JOIN asset a ON a.id = e.asset_id WHERE e.source_run_id = %s",
+            (run_id,))}
+    assert states == {"success"}
+    assert assets == {f"staging.a8_{name}" for name in a8.TABLES}
+    with sandbox.warehouse() as conn:
+        bots = {r[0] for r in conn.execute("SELECT DISTINCT bot_handle FROM staging.a8_chat_state")}
+        failed = conn.execute("SELECT count(*) FROM audit.validation_results WHERE run_id = %s AND NOT success",
+                              (run_id,)).fetchone()[0]
+    assert bots == set(sandbox.manifest["a8"]["bots"]) and failed == 0
