@@ -88,6 +88,19 @@ class SchemaDriftError(AirflowFailException):
     """The source no longer delivers a column the spec requires (a retry cannot fix that)."""
 
 
+def check_source_columns(spec: TableSpec, actual: Iterable[str], where: str) -> tuple[str, ...]:
+    """Refuse a source that dropped a column the spec needs; return (and report) columns it added."""
+    actual = list(actual)
+    missing = [c for c in spec.column_names if c not in actual]
+    if missing:
+        raise SchemaDriftError(f"{spec.qualified_name}: the source no longer delivers column(s) "
+                               f"{', '.join(missing)} ({where}); update the table spec or the source")
+    added = tuple(c for c in actual if c not in spec.column_names)
+    if added:
+        log.warning("%s has column(s) the spec does not know, not landed: %s", where, ", ".join(added))
+    return added
+
+
 @dataclass
 class LoadResult:
     run_id: str
@@ -222,20 +235,10 @@ class StagingLoader:
 
     def _encoded(self, batches: Iterable[pa.RecordBatch]) -> Iterator[memoryview]:
         """Each batch as COPY CSV bytes, after checking the first batch's columns against the spec."""
-        names = self.spec.column_names
         checked = False
         for batch in batches:
             if not checked:
-                missing = [n for n in names if n not in batch.schema.names]
-                if missing:
-                    raise SchemaDriftError(
-                        f"{self.spec.qualified_name}: the source no longer delivers column(s) "
-                        f"{', '.join(missing)}; update the table spec or the source"
-                    )
-                self.ignored_columns = tuple(n for n in batch.schema.names if n not in names)
-                if self.ignored_columns:
-                    log.warning("%s: ignoring column(s) the spec does not know: %s",
-                                self.spec.qualified_name, ", ".join(self.ignored_columns))
+                self.ignored_columns = check_source_columns(self.spec, batch.schema.names, "the extracted batch")
                 checked = True
             if batch.num_rows:
                 buf = io.BytesIO()

@@ -33,25 +33,20 @@ class A8ToStagingOperator(ExtractLoadOperator):
         from airflow.providers.postgres.hooks.postgres import PostgresHook
         from airflow.sdk.exceptions import AirflowFailException
 
+        from chat_ingest.staging import check_source_columns
+
         conn = PostgresHook(postgres_conn_id=self.a8_conn_id).get_conn()
         conn.read_only = True  # the vendor's database is only ever read
-        actual = {r[0] for r in conn.execute(
-            "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() "
-            "AND table_name = %s", (spec.name,))}
-        if not actual:
+        try:
+            actual = [r[0] for r in conn.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() "
+                "AND table_name = %s ORDER BY ordinal_position", (spec.name,))]
+            if not actual:
+                raise AirflowFailException(f"A8 table {spec.name!r} does not exist in {self.a8_conn_id}")
+            check_source_columns(spec, actual, f"A8 table {spec.name}")
+        except BaseException:
             conn.close()
-            raise AirflowFailException(f"A8 table {spec.name!r} does not exist in {self.a8_conn_id}")
-        missing = [c for c in spec.column_names if c not in actual]
-        if missing:
-            conn.close()
-            from chat_ingest.staging import SchemaDriftError
-
-            raise SchemaDriftError(f"{spec.qualified_name}: the source no longer delivers column(s) "
-                                   f"{', '.join(missing)}; update the table spec or the source")
-        added = sorted(actual - set(spec.column_names))
-        if added:
-            self.log.warning("A8 %s has column(s) the spec does not know, not extracted: %s", spec.name,
-                             ", ".join(added))
+            raise
         self.log.info("extracting A8 %s where time in [%s, %s)%s", spec.name, start, end,
                       f" for bot {self.tenant}" if self.tenant else "")
         return self._copy_out(conn, spec, start, end)

@@ -49,23 +49,11 @@ class BotsloversToStagingOperator(ExtractLoadOperator):
         self.agent_log_lookback = agent_log_lookback
         self.max_block_size = max_block_size
 
-    def _check_schema(self, spec: TableSpec, source_table: str, actual: dict[str, str]) -> None:
-        """Fail on a column the spec needs that the vendor dropped; report columns it added."""
-        from chat_ingest.staging import SchemaDriftError
-
-        missing = [c.name for c in spec.columns if c.name not in actual]
-        if missing:
-            raise SchemaDriftError(f"{spec.qualified_name}: the source no longer delivers column(s) "
-                                   f"{', '.join(missing)} ({source_table}); update the table spec or the source")
-        added = [name for name in actual if name not in spec.column_names]
-        if added:
-            self.log.warning("%s has column(s) the spec does not know, not extracted: %s", source_table,
-                             ", ".join(f"{n} {actual[n]}" for n in added))
-
     def extract(self, spec: TableSpec, start: dt.datetime, end: dt.datetime) -> Iterator:
         from airflow.sdk.exceptions import AirflowFailException
 
         from chat_ingest.hooks.clickhouse import ClickHouseHttpHook, check_identifier
+        from chat_ingest.staging import check_source_columns
 
         company = check_identifier(self.tenant, "company")
         source_table = f"{spec.name}_{company}"
@@ -73,7 +61,7 @@ class BotsloversToStagingOperator(ExtractLoadOperator):
         if source_table not in hook.existing_tables([source_table]):
             raise AirflowFailException(f"Botslovers table {source_table!r} does not exist for company {company!r}; "
                                        "check include/config/sources.yaml")
-        self._check_schema(spec, source_table, hook.table_columns(source_table))
+        check_source_columns(spec, hook.table_columns(source_table), source_table)
         if spec.version_column:
             start = start - self.agent_log_lookback
         self.log.info("extracting %s where %s in [%s, %s)", source_table, spec.cursor, start, end)
