@@ -158,3 +158,27 @@ def test_dag_run_lands_validates_and_emits_every_tables_asset(clean_warehouse, a
         failed = conn.execute("SELECT count(*) FROM audit.validation_results WHERE run_id = %s AND NOT success",
                               (run_id,)).fetchone()[0]
     assert bots == set(sandbox.manifest["a8"]["bots"]) and failed == 0
+
+
+def test_only_the_loader_reads_personal_data_in_staging(clean_warehouse):
+    from urllib.parse import urlsplit, urlunsplit
+
+    sandbox = clean_warehouse
+    load("agent_sessions", sandbox.days[0], None)
+    password = uuid.uuid4().hex
+    with sandbox.warehouse() as admin:
+        admin.execute("DROP ROLE IF EXISTS bi_reader_test")
+        admin.execute(f"CREATE ROLE bi_reader_test LOGIN PASSWORD '{password}'")
+        admin.execute("GRANT USAGE ON SCHEMA staging TO PUBLIC")  # a careless grant: re-applying the DDL revokes it
+    try:
+        load("agent_sessions", sandbox.days[0], None)
+        parts = urlsplit(sandbox.warehouse_dsn)
+        reader = urlunsplit(parts._replace(netloc=f"bi_reader_test:{password}@{parts.hostname}:{parts.port}"))
+        with psycopg.connect(reader) as conn:
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute("SELECT email, ip_address FROM staging.a8_agent_sessions").fetchall()
+        with sandbox.warehouse() as admin:  # the loader (owner) still reads it
+            assert admin.execute("SELECT count(email) FROM staging.a8_agent_sessions").fetchone()[0] > 0
+    finally:
+        with sandbox.warehouse() as admin:
+            admin.execute("DROP ROLE bi_reader_test")

@@ -3,6 +3,9 @@
 CREATE SCHEMA IF NOT EXISTS staging;
 CREATE SCHEMA IF NOT EXISTS audit;
 CREATE SCHEMA IF NOT EXISTS reporting;
+-- staging holds raw personal data (message text, IP and e-mail addresses, coordinates) and audit holds
+-- rejected raw payloads: only their owner, the loader, reads them, whatever a DBA granted to PUBLIC.
+REVOKE ALL ON SCHEMA staging, audit FROM PUBLIC;
 
 CREATE TABLE IF NOT EXISTS audit.load_log (
     load_id          bigserial PRIMARY KEY,
