@@ -55,6 +55,23 @@ class Airflow:
             raise RuntimeError(f"airflow {' '.join(args)} exited {proc.returncode}" + (f"; log: {log}" if log else ""))
         return proc.returncode
 
+    def start(self, *args: str, log: Path) -> subprocess.Popen:
+        """Start a long-running service (``api-server``, ``scheduler``, ``dag-processor``, ``triggerer``)."""
+        return subprocess.Popen([str(Path(sys.executable).parent / "airflow"), *args], env=self.env, cwd=REPO,
+                                stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
+
+    @staticmethod
+    def stop(services: list[subprocess.Popen], timeout: float = 30) -> None:
+        """Stop services gracefully, killing any that outlive ``timeout``."""
+        for proc in services:
+            proc.terminate()
+        for proc in services:
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
     def last_run_state(self, dag_id: str) -> tuple[str, str]:
         with psycopg.connect(self.metadata_dsn) as conn:
             row = conn.execute("SELECT run_id, state FROM dag_run WHERE dag_id = %s ORDER BY id DESC LIMIT 1",
@@ -75,11 +92,11 @@ def summary(warehouse_dsn: str, start: dt.date, end: dt.date, since: dt.datetime
     lines = []
     with psycopg.connect(warehouse_dsn) as conn:
         loads = conn.execute(
-            "SELECT source || '.' || table_name, sum(rows_extracted), sum(rows_landed), sum(rows_rejected) "
-            "FROM audit.load_log WHERE loaded_at >= %s GROUP BY 1 ORDER BY 1", (since,),
+            "SELECT source || '.' || table_name, sum(rows_extracted), sum(rows_landed), sum(rows_unchanged), "
+            "sum(rows_rejected) FROM audit.load_log WHERE loaded_at >= %s GROUP BY 1 ORDER BY 1", (since,),
         ).fetchall()
-        lines.append(f"{'table':42} {'extracted':>10} {'landed':>8} {'rejected':>8}")
-        lines += [f"{t:42} {e:>10} {l:>8} {r:>8}" for t, e, l, r in loads]
+        lines.append(f"{'table':36} {'extracted':>10} {'landed':>8} {'unchanged':>10} {'rejected':>8}")
+        lines += [f"{t:36} {e:>10} {l:>8} {u:>10} {r:>8}" for t, e, l, u, r in loads]
         checks = conn.execute(
             "SELECT source || '.' || table_name, count(*) FILTER (WHERE success), count(*) FILTER (WHERE NOT success) "
             "FROM audit.validation_results WHERE validated_at >= %s GROUP BY 1 ORDER BY 1", (since,),

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -29,25 +28,17 @@ def main(argv: list[str] | None = None) -> int:
     airflow = Airflow(read_env(root / "env"))
     airflow.run("db", "migrate")
     airflow.run("pools", "import", str(REPO / "include" / "config" / "pools.json"))
-    exe = str(Path(sys.executable).parent / "airflow")
-    log = (root / "airflow-services.log").open("ab")
-    services = [subprocess.Popen([exe, *args], env=airflow.env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
-                for args in (["scheduler"], ["dag-processor"], ["triggerer"])]
-    api = subprocess.Popen([exe, "api-server", "--port", str(a.port)], env=airflow.env, cwd=REPO)
+    log = root / "airflow-services.log"
+    services = [airflow.start(name, log=log) for name in ("scheduler", "dag-processor", "triggerer")]
+    api = airflow.start("api-server", "--port", str(a.port), log=log)
     services.append(api)
-    print(f"Airflow UI on http://localhost:{a.port} (scheduler, dag-processor, triggerer log: {log.name})")
+    print(f"Airflow UI on http://localhost:{a.port} (Ctrl-C stops it; services log: {log})")
     try:
         return api.wait()
     except KeyboardInterrupt:
         return 0
     finally:
-        for proc in services:
-            proc.terminate()
-        for proc in services:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        Airflow.stop(services)
 
 
 if __name__ == "__main__":

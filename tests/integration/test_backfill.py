@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 import secrets
 import socket
 import subprocess
@@ -18,6 +17,7 @@ import requests
 from chat_ingest.operators.botslovers import BotsloversToStagingOperator
 from chat_ingest.sources import botslovers
 from chat_ingest.windows import day_window
+from sandbox.demo import Airflow
 
 pytestmark = pytest.mark.integration
 AIRFLOW = str(Path(sys.executable).parent / "airflow")
@@ -44,12 +44,10 @@ def airflow_services(sandbox, airflow, tmp_path_factory):
         "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
     }
     logs = tmp_path_factory.mktemp("airflow-services")
-    procs = []
-    for name, args in (("api-server", ["api-server", "--port", str(port)]), ("scheduler", ["scheduler"]),
-                       ("dag-processor", ["dag-processor"])):
-        out = (logs / f"{name}.log").open("wb")
-        procs.append(subprocess.Popen([AIRFLOW, *args], env=env, stdout=out, stderr=subprocess.STDOUT,
-                                      start_new_session=True))
+    services = Airflow(env)
+    procs = [services.start("api-server", "--port", str(port), log=logs / "api-server.log"),
+             services.start("scheduler", log=logs / "scheduler.log"),
+             services.start("dag-processor", log=logs / "dag-processor.log")]
     try:
         deadline = time.monotonic() + 180
         while True:
@@ -63,13 +61,7 @@ def airflow_services(sandbox, airflow, tmp_path_factory):
             time.sleep(1)
         yield env
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, 9)
+        Airflow.stop(procs)
 
 
 def _serialized(airflow) -> bool:
