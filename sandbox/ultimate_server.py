@@ -44,6 +44,7 @@ class Fault:
     retry_after: int | None = None
     drop_connection: bool = False
     delay_seconds: float = 0.0
+    message: str | None = None
 
 
 @dataclass
@@ -124,7 +125,7 @@ class UltimateHandler(BaseHTTPRequestHandler):
             self.connection.shutdown(2)
             return True
         headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
-        self._json(fault.status, {"error": f"injected fault {fault.status}"}, headers)
+        self._json(fault.status, {"error": fault.message or f"injected fault {fault.status}"}, headers)
         return True
 
     def _read_body(self) -> bytes:
@@ -151,6 +152,12 @@ class UltimateHandler(BaseHTTPRequestHandler):
             self.server.request_log.append((url.path, 0))
             if not self._apply_fault("download"):
                 self._download(url.path[len("/files/"):], parse_qs(url.query))
+        elif url.path == "/_sandbox/faults":
+            if not hmac.compare_digest(self.headers.get("authorization", ""), self.server.config.admin_token):
+                self._json(401, {"error": "admin token required"})
+                return
+            with self.server.faults_lock:
+                self._json(200, {"faults": [vars(f) for f in self.server.faults]})
         elif url.path == "/health":
             self._json(200, {"status": "ok"})
         else:
