@@ -211,16 +211,22 @@ class StagingLoader:
 
     def _create_incoming(self) -> None:
         cols = sql.SQL(", ").join(sql.SQL("{} text").format(sql.Identifier(c)) for c in self.spec.column_names)
-        self.conn.execute(sql.SQL("CREATE TEMP TABLE _incoming ({}, _pre_reason text) ON COMMIT DROP").format(cols))
+        self.conn.execute(
+            sql.SQL("CREATE TEMP TABLE _incoming ({}, _pre_reason text, _raw text) ON COMMIT DROP").format(cols))
 
     def _prepare(self, batch: pa.RecordBatch) -> pa.RecordBatch:
-        """The batch in spec order plus ``_pre_reason``: what PostgreSQL text could never hold.
+        """The batch in spec order plus ``_pre_reason`` and ``_raw``.
 
-        A NUL byte would make COPY fail the whole batch; the row is marked instead (and
-        the byte escaped so the raw payload still shows it) to be quarantined like any
-        other bad row.
+        A source that could not even parse a record (a truncated JSON line) hands it
+        over as a row with ``_pre_reason`` and its raw text in ``_raw``.  A NUL byte,
+        which would make COPY fail the whole batch, marks its row the same way (the
+        byte escaped so the payload still shows it).  Marked rows are quarantined
+        like any other bad row.
         """
-        columns, reasons = [], pa.nulls(batch.num_rows, pa.string())
+        names = batch.schema.names
+        reasons = batch.column("_pre_reason") if "_pre_reason" in names else pa.nulls(batch.num_rows, pa.string())
+        raw = batch.column("_raw") if "_raw" in names else pa.nulls(batch.num_rows, pa.string())
+        columns = []
         for name in self.spec.column_names:
             col = batch.column(name)
             if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
@@ -231,14 +237,17 @@ class StagingLoader:
                     joined = pc.binary_join_element_wise(reasons, msg, "; ")  # null where no reason yet
                     reasons = pc.if_else(has_nul, pc.coalesce(joined, msg), reasons)
             columns.append(col)
-        return pa.RecordBatch.from_arrays([*columns, reasons], names=[*self.spec.column_names, "_pre_reason"])
+        return pa.RecordBatch.from_arrays([*columns, reasons, raw],
+                                          names=[*self.spec.column_names, "_pre_reason", "_raw"])
 
     def _encoded(self, batches: Iterable[pa.RecordBatch]) -> Iterator[memoryview]:
         """Each batch as COPY CSV bytes, after checking the first batch's columns against the spec."""
         checked = False
         for batch in batches:
             if not checked:
-                self.ignored_columns = check_source_columns(self.spec, batch.schema.names, "the extracted batch")
+                self.ignored_columns = check_source_columns(
+                    self.spec, [n for n in batch.schema.names if n not in ("_pre_reason", "_raw")],
+                    "the extracted batch")
                 checked = True
             if batch.num_rows:
                 buf = io.BytesIO()
@@ -246,7 +255,7 @@ class StagingLoader:
                 yield buf.getbuffer()
 
     def _copy(self, encoded: Iterable[bytes], with_pre_reason: bool) -> int:
-        columns = [*self.spec.column_names, *(["_pre_reason"] if with_pre_reason else [])]
+        columns = [*self.spec.column_names, *(["_pre_reason", "_raw"] if with_pre_reason else [])]
         copy_sql = sql.SQL("COPY _incoming ({}) FROM STDIN (FORMAT csv)").format(
             sql.SQL(", ").join(map(sql.Identifier, columns)))
         copied = 0
@@ -280,7 +289,9 @@ class StagingLoader:
         cur = self.conn.execute(
             sql.SQL(
                 "INSERT INTO audit.rejected_records (run_id, source, table_name, tenant, payload, reason) "
-                "SELECT %(run_id)s, %(source)s, %(table)s, %(tenant)s, to_jsonb(i) - '_pre_reason', r.reason "
+                "SELECT %(run_id)s, %(source)s, %(table)s, %(tenant)s, "
+                "CASE WHEN i._raw IS NOT NULL THEN jsonb_build_object('raw', i._raw) "
+                "ELSE to_jsonb(i) - '_pre_reason' - '_raw' END, r.reason "
                 "FROM _incoming i CROSS JOIN LATERAL (SELECT {reason} AS reason) r WHERE r.reason IS NOT NULL"
             ).format(reason=self._reason()),
             {"run_id": self.run_id, "source": self.spec.source, "table": self.spec.name, "tenant": self.tenant},

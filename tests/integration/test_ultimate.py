@@ -1,0 +1,97 @@
+"""Ultimate landing against the stand-in over real HTTP and the real warehouse."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+
+import pytest
+
+from chat_ingest.operators.ultimate import UltimateToStagingOperator
+from chat_ingest.windows import day_window
+
+pytestmark = pytest.mark.integration
+
+
+def load(table: str, day: dt.date, bot: str = "ult-bank", run_id: str | None = None) -> dict:
+    start, end = day_window(day)
+    op = UltimateToStagingOperator(task_id=f"load_{table}", tenant=bot, table=table,
+                                   window={"start": start.isoformat(), "end": end.isoformat()})
+    return op.execute({"run_id": run_id or f"test-{uuid.uuid4().hex[:8]}"})
+
+
+def test_a_day_lands_one_row_per_conversation_and_per_intent_and_reruns_change_nothing(clean_warehouse):
+    sandbox = clean_warehouse
+    day = sandbox.days[1]
+    records = json.loads((sandbox.dataset / "ultimate" / "ult-bank" / f"{day}.json").read_text())
+    load("conversations", day)
+    load("intents", day)
+    with sandbox.warehouse() as conn:
+        convs = conn.execute("SELECT count(*), count(DISTINCT conversation_id) FROM staging.ultimate_conversations"
+                             ).fetchone()
+        intents = conn.execute("SELECT count(*) FROM staging.ultimate_intents").fetchone()[0]
+        sample = conn.execute("SELECT conversations_data, visitor_messages_count, labels FROM "
+                              "staging.ultimate_conversations WHERE conversation_id = %s",
+                              (records[0]["conversation_id"],)).fetchone()
+        before = conn.execute("SELECT md5(string_agg(c::text, '|' ORDER BY c::text)) FROM "
+                              "(SELECT conversation_id, conversation_status, visitor_messages_count "
+                              "FROM staging.ultimate_conversations) c").fetchone()
+    assert convs == (len(records), len(records))
+    assert intents == sum(len(r["triggered_intent_replies"]) for r in records)
+    assert sample == (json.loads(records[0]["conversations_data"]), int(records[0]["visitor_messages_count"]),
+                      records[0]["labels"])
+    load("conversations", day)
+    with sandbox.warehouse() as conn:
+        assert conn.execute("SELECT count(*) FROM staging.ultimate_conversations").fetchone()[0] == len(records)
+        assert conn.execute("SELECT md5(string_agg(c::text, '|' ORDER BY c::text)) FROM "
+                            "(SELECT conversation_id, conversation_status, visitor_messages_count "
+                            "FROM staging.ultimate_conversations) c").fetchone() == before
+
+
+def test_truncated_record_and_bad_count_are_quarantined_the_rest_lands(clean_warehouse):
+    sandbox = clean_warehouse
+    day = sandbox.days[0]
+    good = json.loads((sandbox.dataset / "ultimate" / "ult-telco" / f"{day}.json").read_text())[:3]
+    bad_count = dict(good[2], conversation_id="bad-count", visitor_messages_count="many")
+    lines = [json.dumps(good[0]), json.dumps(good[1])[:40], json.dumps(bad_count)]
+    path = sandbox.dataset / "ultimate" / "ult-telco" / f"{day}.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    try:
+        summary = load("conversations", day, bot="ult-telco", run_id="ult-bad")
+    finally:
+        path.unlink()
+    with sandbox.warehouse() as conn:
+        reasons = dict(conn.execute("SELECT coalesce(payload->>'conversation_id', payload->>'raw'), reason "
+                                    "FROM audit.rejected_records WHERE run_id = 'ult-bad'").fetchall())
+    assert summary["rows_rejected"] == 2
+    assert reasons["bad-count"] == "visitor_messages_count: 'many' is not a valid integer"
+    assert reasons[json.dumps(good[1])[:40]].startswith("not valid JSON")
+
+
+def test_a_date_outside_the_vendors_window_fails_before_any_work(clean_warehouse):
+    old = dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=40)
+    with pytest.raises(Exception, match="keeps exports for 30 days"):
+        load("conversations", old)
+    with clean_warehouse.warehouse() as conn:
+        assert conn.execute("SELECT to_regclass('audit.load_log')").fetchone()[0] is None
+
+
+def test_dag_run_lands_both_tables_and_keeps_the_token_out_of_task_logs(clean_warehouse, airflow, tmp_path):
+    import psycopg
+
+    sandbox = clean_warehouse
+    run_id = airflow.trigger_day("ultimate_ingest", sandbox.days[1], tmp_path / "airflow.log")
+    with psycopg.connect(airflow.metadata_dsn) as conn:
+        states = {s for (s,) in conn.execute("SELECT state FROM task_instance WHERE run_id = %s", (run_id,))}
+    assert states == {"success"}
+    with sandbox.warehouse() as conn:
+        bots = {r[0] for r in conn.execute("SELECT DISTINCT bot_id FROM staging.ultimate_conversations")}
+        assert conn.execute("SELECT count(*) FROM staging.ultimate_intents").fetchone()[0] > 0
+    assert bots == set(sandbox.manifest["ultimate"]["bots"])
+    token = json.loads(sandbox.env["AIRFLOW_CONN_ULTIMATE_EXPORT"])["password"]
+    logs = (tmp_path / "airflow.log").read_text(errors="replace")
+    task_logs = "".join(p.read_text(errors="replace") for p in
+                        (sandbox.root / "airflow" / "logs").rglob("*.log") if "ultimate_ingest" in str(p))
+    assert "staging.ultimate_conversations" in logs + task_logs
+    assert token not in logs and token not in task_logs
