@@ -63,13 +63,15 @@ class TableSpec:
     #: Whether the source table itself holds the tenant column; if not, the tenant
     #: comes from the extraction context (e.g. one ClickHouse table per company).
     tenant_in_source: bool = False
+    #: (later, earlier) column pairs whose order the validation gate checks, e.g. end >= start.
+    ordered_pairs: tuple[tuple[str, str], ...] = ()
     description: str = ""
 
     def __post_init__(self) -> None:
         names = [c.name for c in self.columns]
         if len(names) != len(set(names)):
             raise ValueError(f"{self.qualified_name}: duplicate column names")
-        for col in (*self.key, self.cursor, *filter(None, [self.version_column])):
+        for col in (*self.key, self.cursor, *filter(None, [self.version_column]), *sum(self.ordered_pairs, ())):
             if col not in names:
                 raise ValueError(f"{self.qualified_name}: {col!r} is not a column")
         if self.merge_rule is MergeRule.UPSERT_NEWEST and not self.version_column:

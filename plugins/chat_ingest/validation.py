@@ -95,6 +95,9 @@ def build_expectations(spec: TableSpec, now: dt.datetime | None = None) -> list:
             low, high = col.value_range
             suite.append(gxe.ExpectColumnValuesToBeBetween(
                 column=col.name, min_value=low, max_value=high, mostly=mostly(col.name, "between")))
+    for later, earlier in spec.ordered_pairs:
+        suite.append(gxe.ExpectColumnPairValuesAToBeGreaterThanB(
+            column_A=later, column_B=earlier, or_equal=True, mostly=mostly(later, f"after_{earlier}")))
     if len(spec.key) == 1:
         # Vendor ids are unique across tenants too: a collision means the same data was
         # configured under two tenants, which staging's (tenant, id) key cannot see.
@@ -171,8 +174,10 @@ def run_gate(conn, sqlalchemy_dsn: str, spec: TableSpec, *, run_id: str, start: 
     for validation in result.run_results.values():
         for r in validation.results:
             cfg = r.expectation_config
+            column = cfg.kwargs.get("column") or (
+                f"{cfg.kwargs['column_A']} >= {cfg.kwargs['column_B']}" if "column_A" in cfg.kwargs else None)
             outcomes.append(ExpectationOutcome(
-                expectation=cfg.type, column=cfg.kwargs.get("column"), success=bool(r.success),
+                expectation=cfg.type, column=column, success=bool(r.success),
                 element_count=r.result.get("element_count"), unexpected_count=r.result.get("unexpected_count"),
                 unexpected_values=[{"value": v["value"], "count": v["count"]}
                                    for v in r.result.get("partial_unexpected_counts", [])],

@@ -95,3 +95,41 @@ def test_dag_run_lands_both_tables_and_keeps_the_token_out_of_task_logs(clean_wa
                         (sandbox.root / "airflow" / "logs").rglob("*.log") if "ultimate_ingest" in str(p))
     assert "staging.ultimate_conversations" in logs + task_logs
     assert token not in logs and token not in task_logs
+
+
+@pytest.fixture
+def faults(sandbox):
+    import requests
+
+    url = sandbox.env["SANDBOX_ULTIMATE_URL"] + "/_sandbox/faults"
+    headers = {"authorization": sandbox.env["SANDBOX_ULTIMATE_ADMIN_TOKEN"]}
+    yield lambda *items: requests.post(url, headers=headers, json={"faults": list(items)}, timeout=5).raise_for_status()
+    requests.post(url, headers=headers, json={"clear": True}, timeout=5).raise_for_status()
+
+
+def test_a_429_and_an_expired_url_on_the_way_still_load_the_day(clean_warehouse, faults):
+    sandbox = clean_warehouse
+    day = sandbox.days[1]
+    expected = len(json.loads((sandbox.dataset / "ultimate" / "ult-bank" / f"{day}.json").read_text()))
+    faults({"target": "signed-urls", "status": 429, "retry_after": 1, "times": 1},
+           {"target": "download", "status": 403, "times": 1, "message": "AccessDenied: Request has expired"})
+    summary = load("conversations", day)
+    assert summary["rows_landed"] == expected and summary["rows_rejected"] == 0
+
+
+def test_the_gate_checks_that_conversations_end_after_they_start(clean_warehouse):
+    from chat_ingest.sources import ultimate
+    from chat_ingest.validation import ValidationFailed, run_gate
+    from chat_ingest.warehouse import connect
+
+    sandbox = clean_warehouse
+    day = sandbox.days[1]
+    load("conversations", day, run_id="ult-order")
+    with sandbox.warehouse() as conn:
+        conn.execute("UPDATE staging.ultimate_conversations SET conversation_end_time = "
+                     "conversation_start_time - interval '1 minute' WHERE conversation_id = "
+                     "(SELECT min(conversation_id) FROM staging.ultimate_conversations)")
+    start, end = day_window(day)
+    with connect() as conn, pytest.raises(ValidationFailed, match="conversation_end_time >= conversation_start_time"):
+        run_gate(conn, sandbox.warehouse_dsn.replace("postgresql://", "postgresql+psycopg2://"),
+                 ultimate.CONVERSATIONS, run_id="ult-order", start=start, end=end, tenants=["ult-bank"])

@@ -27,13 +27,13 @@ COUNT_FIELDS = (
 JSON_FIELDS = ("labels", "conversations_data", "triggered_replies", "triggered_intent_replies")
 
 
-def _spec(name: str, columns: tuple[Column, ...], description: str) -> TableSpec:
+def _spec(name: str, columns: tuple[Column, ...], description: str, **kw) -> TableSpec:
     return TableSpec(source=SOURCE, name=name, description=description, columns=columns, tenant_column="bot_id",
-                     tenant_in_source=True, merge_rule=MergeRule.REPLACE_WINDOW, cursor="export_date")
+                     tenant_in_source=True, merge_rule=MergeRule.REPLACE_WINDOW, cursor="export_date", **kw)
 
 
 CONVERSATIONS = _spec("conversations", description="One row per conversation, in the file of the day it ended.",
-                      columns=(
+                      ordered_pairs=(("conversation_end_time", "conversation_start_time"),), columns=(
     Column("export_date", "date", "date", nullable=False),
     Column("bot_id", "text", nullable=False),
     Column("bot_name", "text"),
