@@ -236,7 +236,7 @@ def env_vars(root: Path, state: SandboxState, server_dsn: str, warehouse: str, d
     }
 
 
-def write_sources_config(path: Path, dataset: Path, state: SandboxState) -> None:
+def write_sources_config(path: Path, dataset: Path) -> None:
     """The tenants each source covers in this sandbox, in include/config's format."""
     import yaml
 
@@ -322,7 +322,7 @@ def serve(root: Path, dataset: Path) -> None:
                                                sec["s3_secret_key"], dataset)
         counts.update({f"a8.{k}": v for k, v in load_a8(with_database(server_dsn, A8_DB), dataset).items()})
 
-        write_sources_config(root / "sources.yaml", dataset, state)
+        write_sources_config(root / "sources.yaml", dataset)
         write_env(root / "env", env_vars(root, state, server_dsn, warehouse_dsn, dataset))
         (root / "loaded.json").write_text(json.dumps(counts, indent=2))
         (root / "ready").write_text(str(os.getpid()))

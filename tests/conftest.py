@@ -12,6 +12,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+import requests
 
 from sandbox.__main__ import down, up
 from sandbox.demo import Airflow, read_env
@@ -75,6 +76,24 @@ def airflow(sandbox) -> Airflow:
     cli.run("db", "migrate", timeout=600, log=sandbox.root / "airflow.log")
     cli.run("pools", "import", str(REPO / "include" / "config" / "pools.json"), log=sandbox.root / "airflow.log")
     return cli
+
+
+@pytest.fixture
+def faults(sandbox):
+    """Queue misbehaviour in the stand-in for the next matching requests; cleared afterwards."""
+    url = sandbox.env["SANDBOX_ULTIMATE_URL"] + "/_sandbox/faults"
+    headers = {"authorization": sandbox.env["SANDBOX_ULTIMATE_ADMIN_TOKEN"]}
+
+    def inject(*items: dict) -> None:
+        requests.post(url, headers=headers, json={"faults": list(items)}, timeout=5).raise_for_status()
+
+    def remaining() -> int:
+        """How many injected faults are still unplayed (each request plays one)."""
+        return sum(f["times"] for f in requests.get(url, headers=headers, timeout=5).json()["faults"])
+
+    inject.remaining = remaining
+    yield inject
+    requests.post(url, headers=headers, json={"clear": True}, timeout=5).raise_for_status()
 
 
 @pytest.fixture

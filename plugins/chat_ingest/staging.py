@@ -38,6 +38,8 @@ from chat_ingest.tablespec import Column, MergeRule, TableSpec
 log = logging.getLogger(__name__)
 
 _CSV_OPTIONS = pa_csv.WriteOptions(include_header=False, quoting_style="needed")
+#: Columns a batch may carry beside the spec's: why a row is already known bad, and its raw text.
+MARK_COLUMNS = ("_pre_reason", "_raw")
 
 
 def prefetch(items: Iterable, depth: int = 2) -> Iterator:
@@ -212,7 +214,8 @@ class StagingLoader:
     def _create_incoming(self) -> None:
         cols = sql.SQL(", ").join(sql.SQL("{} text").format(sql.Identifier(c)) for c in self.spec.column_names)
         self.conn.execute(
-            sql.SQL("CREATE TEMP TABLE _incoming ({}, _pre_reason text, _raw text) ON COMMIT DROP").format(cols))
+            sql.SQL("CREATE TEMP TABLE _incoming ({}, {}) ON COMMIT DROP").format(
+                cols, sql.SQL(", ").join(sql.SQL("{} text").format(sql.Identifier(c)) for c in MARK_COLUMNS)))
 
     def _prepare(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         """The batch in spec order plus ``_pre_reason`` and ``_raw``.
@@ -237,8 +240,7 @@ class StagingLoader:
                     joined = pc.binary_join_element_wise(reasons, msg, "; ")  # null where no reason yet
                     reasons = pc.if_else(has_nul, pc.coalesce(joined, msg), reasons)
             columns.append(col)
-        return pa.RecordBatch.from_arrays([*columns, reasons, raw],
-                                          names=[*self.spec.column_names, "_pre_reason", "_raw"])
+        return pa.RecordBatch.from_arrays([*columns, reasons, raw], names=[*self.spec.column_names, *MARK_COLUMNS])
 
     def _encoded(self, batches: Iterable[pa.RecordBatch]) -> Iterator[memoryview]:
         """Each batch as COPY CSV bytes, after checking the first batch's columns against the spec."""
@@ -246,7 +248,7 @@ class StagingLoader:
         for batch in batches:
             if not checked:
                 self.ignored_columns = check_source_columns(
-                    self.spec, [n for n in batch.schema.names if n not in ("_pre_reason", "_raw")],
+                    self.spec, [n for n in batch.schema.names if n not in MARK_COLUMNS],
                     "the extracted batch")
                 checked = True
             if batch.num_rows:
@@ -255,7 +257,7 @@ class StagingLoader:
                 yield buf.getbuffer()
 
     def _copy(self, encoded: Iterable[bytes], with_pre_reason: bool) -> int:
-        columns = [*self.spec.column_names, *(["_pre_reason", "_raw"] if with_pre_reason else [])]
+        columns = [*self.spec.column_names, *(MARK_COLUMNS if with_pre_reason else ())]
         copy_sql = sql.SQL("COPY _incoming ({}) FROM STDIN (FORMAT csv)").format(
             sql.SQL(", ").join(map(sql.Identifier, columns)))
         copied = 0
@@ -321,16 +323,12 @@ class StagingLoader:
         return cur.rowcount
 
     def _lineage(self) -> tuple[list[sql.Composable], list[sql.Composable]]:
-        """Target column list and the matching SELECT list, tenant and lineage included."""
-        target, values = [], []
+        """The staging table's columns and the matching SELECT list: tenant from context, data, lineage."""
+        added = {"_run_id": sql.Literal(self.run_id), "_loaded_at": sql.SQL("now()")}
         if not self.spec.tenant_in_source and self.spec.tenant_column:
-            target.append(sql.Identifier(self.spec.tenant_column))
-            values.append(sql.Literal(self.tenant))
-        target += [sql.Identifier(n) for n in self.spec.column_names]
-        values += [sql.Identifier(n) for n in self.spec.column_names]
-        target += [sql.Identifier("_run_id"), sql.Identifier("_loaded_at")]
-        values += [sql.Literal(self.run_id), sql.SQL("now()")]
-        return target, values
+            added[self.spec.tenant_column] = sql.Literal(self.tenant)
+        columns = self.spec.staging_columns
+        return [sql.Identifier(c) for c in columns], [added.get(c, sql.Identifier(c)) for c in columns]
 
     def _upsert(self) -> int:
         target, values = self._lineage()

@@ -97,16 +97,6 @@ def test_dag_run_lands_both_tables_and_keeps_the_token_out_of_task_logs(clean_wa
     assert token not in logs and token not in task_logs
 
 
-@pytest.fixture
-def faults(sandbox):
-    import requests
-
-    url = sandbox.env["SANDBOX_ULTIMATE_URL"] + "/_sandbox/faults"
-    headers = {"authorization": sandbox.env["SANDBOX_ULTIMATE_ADMIN_TOKEN"]}
-    yield lambda *items: requests.post(url, headers=headers, json={"faults": list(items)}, timeout=5).raise_for_status()
-    requests.post(url, headers=headers, json={"clear": True}, timeout=5).raise_for_status()
-
-
 def test_a_429_and_an_expired_url_on_the_way_still_load_the_day(clean_warehouse, faults):
     sandbox = clean_warehouse
     day = sandbox.days[1]

@@ -9,29 +9,10 @@ import logging
 import time
 
 import pytest
-import requests
 
 from chat_ingest.hooks.ultimate import BadLine, SignedUrlExpired, UltimateExportError, UltimateExportHook
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def faults(sandbox):
-    """Queue misbehaviour in the stand-in for the next matching requests; cleared afterwards."""
-    url = sandbox.env["SANDBOX_ULTIMATE_URL"] + "/_sandbox/faults"
-    headers = {"authorization": sandbox.env["SANDBOX_ULTIMATE_ADMIN_TOKEN"]}
-
-    def inject(*items: dict) -> None:
-        requests.post(url, headers=headers, json={"faults": list(items)}, timeout=5).raise_for_status()
-
-    def remaining() -> int:
-        """How many injected faults are still unplayed (each request plays one)."""
-        return sum(f["times"] for f in requests.get(url, headers=headers, timeout=5).json()["faults"])
-
-    inject.remaining = remaining
-    yield inject
-    requests.post(url, headers=headers, json={"clear": True}, timeout=5).raise_for_status()
 
 
 def hook(**kw) -> UltimateExportHook:

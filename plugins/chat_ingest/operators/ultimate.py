@@ -61,8 +61,9 @@ class UltimateToStagingOperator(ExtractLoadOperator):
         import pyarrow as pa
 
         from chat_ingest.hooks.ultimate import BadLine
+        from chat_ingest.staging import MARK_COLUMNS
 
-        names = [*spec.column_names, "_pre_reason", "_raw"]
+        names = [*spec.column_names, *MARK_COLUMNS]
         rows: list[dict] = []
         for day in days:
             export_date = day.isoformat()
