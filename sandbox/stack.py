@@ -201,9 +201,9 @@ def env_vars(root: Path, state: SandboxState, server_dsn: str, warehouse: str, d
             "extra": {"secure": False},
         }),
         "AIRFLOW_CONN_ULTIMATE_EXPORT": json.dumps({
-            "conn_type": "http", "host": "127.0.0.1", "port": ports["ultimate"], "schema": "http",
+            "conn_type": "ultimate_export", "host": "127.0.0.1", "port": ports["ultimate"], "schema": "http",
             "password": sec["ultimate_token"],
-            "extra": {"organizationid": sec["ultimate_organization_id"]},
+            "extra": {"organization_id": sec["ultimate_organization_id"], "bot_id": "ult-bank"},
         }),
         "AIRFLOW_CONN_UNLESS_S3": json.dumps({
             "conn_type": "aws", "login": sec["s3_access_key"], "password": sec["s3_secret_key"],

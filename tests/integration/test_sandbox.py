@@ -73,7 +73,7 @@ def test_clickhouse_connect_reads_every_company_table(sandbox):
 def _ultimate(sandbox, body, token=None, bot="ult-bank"):
     conn = json.loads(sandbox.env["AIRFLOW_CONN_ULTIMATE_EXPORT"])
     headers = {"authorization": token if token is not None else conn["password"],
-               "organizationid": conn["extra"]["organizationid"], "botid": bot}
+               "organizationid": conn["extra"]["organization_id"], "botid": bot}
     return requests.post(sandbox.env["SANDBOX_ULTIMATE_URL"] + "/data-export/v2/get-signed-urls",
                          headers=headers, data=body if isinstance(body, str) else json.dumps(body), timeout=10)
 

@@ -21,7 +21,7 @@ def hook(**kw) -> UltimateExportHook:
 
 def test_a_day_of_exports_streams_record_by_record(sandbox):
     day = sandbox.days[1]
-    urls = hook().get_signed_urls("ult-bank", day, ttl_minutes=5)
+    urls = hook().get_signed_urls(day, "ult-bank", ttl_minutes=5)
     records = [r for url in urls for r in hook().iter_records(url)]
     expected = json.loads((sandbox.dataset / "ultimate" / "ult-bank" / f"{day}.json").read_text())
     assert records == expected and records
@@ -36,7 +36,7 @@ def test_json_lines_and_gzip_parts_with_a_truncated_record(sandbox):
     (folder / "part-0.jsonl").write_text("\n".join([lines[0], lines[1][:9], lines[2]]) + "\n")
     (folder / "part-1.json.gz").write_bytes(gzip.compress(json.dumps(good).encode()))
     try:
-        urls = [u for u in hook().get_signed_urls("ult-telco", day) if f"/{day}/" in u]
+        urls = [u for u in hook().get_signed_urls(day, "ult-telco") if f"/{day}/" in u]
         parts = {u.split("?")[0].rsplit("/", 1)[1]: list(hook().iter_records(u)) for u in urls}
     finally:
         for p in folder.iterdir():
@@ -51,7 +51,7 @@ def test_json_lines_and_gzip_parts_with_a_truncated_record(sandbox):
 def test_429_with_retry_after_then_success(sandbox, faults):
     faults({"target": "signed-urls", "status": 429, "retry_after": 1, "times": 1})
     started = time.monotonic()
-    assert hook().get_signed_urls("ult-bank", sandbox.days[1])
+    assert hook().get_signed_urls(sandbox.days[1], "ult-bank")
     assert faults.remaining() == 0
     assert time.monotonic() - started >= 1.0  # waited as told, not the 0.05 s backoff
 
@@ -59,14 +59,14 @@ def test_429_with_retry_after_then_success(sandbox, faults):
 @pytest.mark.parametrize("fault", [{"status": 500}, {"status": 502}, {"status": 503}, {"drop_connection": True}])
 def test_transient_faults_are_retried(sandbox, faults, fault):
     faults({"target": "signed-urls", "times": 2, **fault})
-    assert hook().get_signed_urls("ult-bank", sandbox.days[1])
+    assert hook().get_signed_urls(sandbox.days[1], "ult-bank")
     assert faults.remaining() == 0
 
 
 def test_bounded_retries_then_a_clear_failure(sandbox, faults):
     faults({"target": "signed-urls", "status": 503, "times": 10})
     with pytest.raises(RuntimeError, match="HTTP 503 .* gave up after 3 attempts"):
-        hook(max_attempts=3).get_signed_urls("ult-bank", sandbox.days[1])
+        hook(max_attempts=3).get_signed_urls(sandbox.days[1], "ult-bank")
     assert faults.remaining() == 7
 
 
@@ -74,7 +74,7 @@ def test_bounded_retries_then_a_clear_failure(sandbox, faults):
 def test_client_errors_are_never_retried(sandbox, faults, status):
     faults({"target": "signed-urls", "status": status, "times": 5})
     with pytest.raises(UltimateExportError, match=f"HTTP {status}"):
-        hook().get_signed_urls("ult-bank", sandbox.days[1])
+        hook().get_signed_urls(sandbox.days[1], "ult-bank")
     assert faults.remaining() == 4  # one request, no retry
 
 
@@ -83,7 +83,7 @@ def test_a_wrong_token_fails_at_once_without_showing_it(sandbox, monkeypatch, ca
     monkeypatch.setenv("AIRFLOW_CONN_ULTIMATE_EXPORT", json.dumps({**conn, "password": "tok-Wr0ng-123"}))
     caplog.set_level(logging.DEBUG)
     with pytest.raises(UltimateExportError, match="HTTP 401.*token was refused") as failure:
-        hook().get_signed_urls("ult-bank", sandbox.days[1])
+        hook().get_signed_urls(sandbox.days[1], "ult-bank")
     ok, message = hook().test_connection()
     assert not ok and "401" in message
     printed = capfd.readouterr()
@@ -99,13 +99,13 @@ def test_dates_outside_the_vendor_window_fail_before_any_request(monkeypatch):
     monkeypatch.setenv("AIRFLOW_CONN_ULTIMATE_EXPORT", "http://:tok@127.0.0.1:9/http")  # nothing listens there
     today = dt.date(2026, 11, 20)
     with pytest.raises(UltimateExportError, match="keeps exports for 30 days: 2026-10-20 is older"):
-        hook(today=today).get_signed_urls("ult-bank", dt.date(2026, 10, 20))
+        hook(today=today).get_signed_urls(dt.date(2026, 10, 20), "ult-bank")
     with pytest.raises(UltimateExportError, match="not complete yet"):
-        hook(today=today).get_signed_urls("ult-bank", today)
+        hook(today=today).get_signed_urls(today, "ult-bank")
 
 
 def test_an_expired_url_says_so(sandbox, faults):
-    urls = hook().get_signed_urls("ult-bank", sandbox.days[1])
+    urls = hook().get_signed_urls(sandbox.days[1], "ult-bank")
     faults({"target": "download", "status": 403, "times": 1, "message": "AccessDenied: Request has expired"})
     with pytest.raises(SignedUrlExpired):
         list(hook().iter_records(urls[0]))

@@ -1,9 +1,11 @@
 """UltimateExportHook: the Ultimate Data Export API (seed 002), an HttpHook.
 
-Connection (`ultimate_export`, type http): host/port/schema of the API, the API
-token as password, and extra ``{"organizationid": "<id>"}`` — the http provider
-sends every unknown extra key as a header, which is exactly the header the API
-wants.  The token is sent as the ``authorization`` header and is never logged.
+Connection (`ultimate_export`, type ``ultimate_export``, registered by this
+project's provider entry point so the UI shows a form): host/port/schema of the
+API, the API token as password, and the fields ``organization_id`` (sent as the
+``organizationid`` header) and ``bot_id`` (the bot asked for when a caller names
+none, e.g. by ``test_connection``).  The token is sent as the ``authorization``
+header and is never logged.
 """
 
 from __future__ import annotations
@@ -52,8 +54,10 @@ class UltimateExportHook(HttpHook):
 
     conn_name_attr = "http_conn_id"
     default_conn_name = "ultimate_export"
-    conn_type = "http"
+    conn_type = "ultimate_export"
     hook_name = "Ultimate Data Export API"
+    #: Connection fields of this type (see chat_ingest.provider); they are not HTTP headers.
+    connection_fields = ("organization_id", "bot_id")
 
     def __init__(self, http_conn_id: str = default_conn_name, *, max_attempts: int = 5, backoff_seconds: float = 1.0,
                  max_backoff_seconds: float = 60.0, timeout: tuple[float, float] = (10.0, 300.0),
@@ -70,11 +74,29 @@ class UltimateExportHook(HttpHook):
 
     def _api(self) -> requests.Session:
         if self._session is None:
-            token = self.get_connection(self.http_conn_id).password
-            if not token:
+            conn = self.get_connection(self.http_conn_id)
+            organization_id = self._field(conn.extra_dejson, "organization_id")
+            if not conn.password:
                 raise UltimateExportError(f"connection {self.http_conn_id!r} has no API token (password)")
-            self._session = self.get_conn(headers={"authorization": token})
+            if not organization_id:
+                raise UltimateExportError(f"connection {self.http_conn_id!r} has no organization id "
+                                          "(extra field organization_id)")
+            self._session = self.get_conn(headers={"authorization": conn.password,
+                                                   "organizationid": str(organization_id)})
         return self._session
+
+    def _configure_session_from_extra(self, session, connection, extra_options):
+        """The http provider sends unknown extras as headers; this type's own fields are not headers."""
+        session = super()._configure_session_from_extra(session, connection, extra_options)
+        for field in self.connection_fields:
+            session.headers.pop(field, None)
+            session.headers.pop(f"extra__{self.conn_type}__{field}", None)
+        return session
+
+    @classmethod
+    def _field(cls, extra: dict, name: str) -> str | None:
+        """A connection field, stored bare or with the UI's ``extra__<type>__`` prefix."""
+        return extra.get(name) or extra.get(f"extra__{cls.conn_type}__{name}")
 
     def _request(self, method: str, url: str, **kwargs) -> requests.Response:
         """One call with the retry policy; the response is returned open (for streaming) on success."""
@@ -116,9 +138,13 @@ class UltimateExportHook(HttpHook):
         if day >= today:
             raise UltimateExportError(f"the Ultimate export for {day} is not complete yet (today is {today} UTC)")
 
-    def get_signed_urls(self, bot_id: str, day: dt.date, ttl_minutes: int = 60) -> list[str]:
+    def get_signed_urls(self, day: dt.date, bot_id: str | None = None, ttl_minutes: int = 60) -> list[str]:
+        """The signed URLs of ``day``'s export of ``bot_id`` (default: the connection's bot)."""
         self.check_retention(day)
         self._api()  # resolves base_url from the connection
+        bot_id = bot_id or self._field(self.get_connection(self.http_conn_id).extra_dejson, "bot_id")
+        if not bot_id:
+            raise UltimateExportError(f"no bot id: pass one or set the bot_id field of {self.http_conn_id!r}")
         url = self.base_url + SIGNED_URLS_ENDPOINT
         response = self._request("POST", url, headers={"botid": bot_id},
                                  json={"date": day.isoformat(), "ttl": ttl_minutes})
@@ -130,12 +156,12 @@ class UltimateExportHook(HttpHook):
         return urls
 
     def test_connection(self) -> tuple[bool, str]:
-        """Ask for yesterday's URLs of the bot in extra ``test_bot_id`` (or of a placeholder bot)."""
+        """Ask for yesterday's URLs of the connection's bot (or of a placeholder bot when it names none)."""
         try:
             extra = self.get_connection(self.http_conn_id).extra_dejson
-            bot = extra.get("test_bot_id", "connection-test")
+            bot = self._field(extra, "bot_id") or "connection-test"
             yesterday = (self.today or dt.datetime.now(dt.timezone.utc).date()) - dt.timedelta(days=1)
-            self.get_signed_urls(bot, yesterday, ttl_minutes=1)
+            self.get_signed_urls(yesterday, bot, ttl_minutes=1)
         except UltimateExportError as exc:
             if "Bot not found" in str(exc):  # authenticated: only the placeholder bot is unknown
                 return True, "Connection successfully tested (token and organization accepted)"

@@ -44,7 +44,7 @@ class UltimateToStagingOperator(ExtractLoadOperator):
     def _records(self, hook, day: dt.date) -> Iterator:
         from chat_ingest.hooks.ultimate import SignedUrlExpired
 
-        urls = hook.get_signed_urls(self.tenant, day, ttl_minutes=self.url_ttl_minutes)
+        urls = hook.get_signed_urls(day, self.tenant, ttl_minutes=self.url_ttl_minutes)
         self.log.info("Ultimate %s %s: %d export file(s)", self.tenant, day, len(urls))
         for index in range(len(urls)):
             for refresh in range(self.max_url_refreshes + 1):
@@ -55,7 +55,7 @@ class UltimateToStagingOperator(ExtractLoadOperator):
                     if refresh == self.max_url_refreshes:
                         raise
                     self.log.warning("signed URL %d of %s expired; requesting fresh URLs", index + 1, day)
-                    urls = hook.get_signed_urls(self.tenant, day, ttl_minutes=self.url_ttl_minutes)
+                    urls = hook.get_signed_urls(day, self.tenant, ttl_minutes=self.url_ttl_minutes)
 
     def _batches(self, hook, spec: TableSpec, days: list[dt.date]) -> Iterator:
         import pyarrow as pa

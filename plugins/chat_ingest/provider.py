@@ -1,0 +1,52 @@
+"""Provider metadata: registers the ``ultimate_export`` connection type with Airflow.
+
+Airflow discovers connection types through the ``apache_airflow_provider`` entry
+point of an installed distribution (``pyproject.toml``; ``make`` installs the
+project).  The fields are declared here, as Airflow 3.2+ wants, so the UI's
+connection form shows "API token", "Organization ID" and "Bot ID" instead of a
+free-form extra.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+PACKAGE = "chat-ingest"
+
+
+def get_provider_info() -> dict:
+    try:
+        versions = [version(PACKAGE)]
+    except PackageNotFoundError:  # imported from a source tree that is not installed
+        versions = []
+    return {
+        "package-name": PACKAGE,
+        "name": "chat-ingest",
+        "description": "Chatbot and live-chat analytics ingestion: Botslovers, A8Chat, Ultimate, Unless.",
+        "versions": versions,
+        "connection-types": [
+            {
+                "hook-class-name": "chat_ingest.hooks.ultimate.UltimateExportHook",
+                "hook-name": "Ultimate Data Export API",
+                "connection-type": "ultimate_export",
+                "ui-field-behaviour": {
+                    "hidden-fields": ["login", "extra"],
+                    "relabeling": {"host": "API host", "password": "API token"},
+                    "placeholders": {"host": "https://eu.ultimate.ai", "schema": "https"},
+                },
+                "conn-fields": {
+                    "organization_id": {
+                        "label": "Organization ID",
+                        "description": "Sent as the organizationid header of every request.",
+                        "schema": {"type": "string"},
+                    },
+                    "bot_id": {
+                        "label": "Bot ID",
+                        "description": "The bot test_connection asks for, and the hook's default bot; "
+                                       "the DAG loads the bots listed in include/config/sources.yaml.",
+                        "schema": {"type": ["string", "null"]},
+                    },
+                },
+            }
+        ],
+    }
