@@ -4,7 +4,9 @@
     select_tenants ─┴─▶ load_<table> (mapped over tenants) ─▶ validate_<table> ──▶ Asset staging.<table>
 
 One ``load_<table>`` task instance per tenant (one in all for a table the vendor
-does not split by tenant), limited by the vendor's pool; the
+does not split by tenant), limited by the vendor's pool.  A document source
+(:class:`~chat_ingest.operators.load.DocumentLoadOperator`) has one ``load`` task
+per tenant landing all its tables, followed by every ``validate_<table>``.  The
 validation task of a table emits the table's Asset only when its batch passed,
 which is what schedules the reporting DAG.
 """
@@ -16,7 +18,7 @@ from typing import Any
 
 from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, Param, get_current_context, task
 
-from chat_ingest.operators.load import ExtractLoadOperator
+from chat_ingest.operators.load import DocumentLoadOperator, LandingOperator
 from chat_ingest.operators.validate import ValidateStagingOperator
 from chat_ingest.tablespec import TableSpec
 from chat_ingest.project import SQL_DIR
@@ -66,7 +68,7 @@ def select_tenants(configured: list[str]) -> list[str]:
 
 
 def ingest_dag(*, dag_id: str, source: str, doc_md: str, tenant_label: str, tenants: list[str],
-               load_operator: type[ExtractLoadOperator], pool: str, tags: list[str],
+               load_operator: type[LandingOperator], pool: str, tags: list[str],
                operator_kwargs: dict[str, Any] | None = None) -> DAG:
     """Build the daily ingestion DAG of one source."""
     with DAG(
@@ -83,15 +85,20 @@ def ingest_dag(*, dag_id: str, source: str, doc_md: str, tenant_label: str, tena
     ) as dag:
         window = resolve_window()
         selected = select_tenants(tenants)
+        common = {"window": window, "pool": pool, **(operator_kwargs or {})}
+        if issubclass(load_operator, DocumentLoadOperator):  # one pass over the documents lands every table
+            load_all = load_operator.partial(task_id="load", **common).expand(tenant=selected)
+            loads = {table: load_all for table in load_operator.tables}
+        else:
+            loads = {}
+            for table, spec in load_operator.tables.items():
+                if spec.tenant_column:
+                    loads[table] = load_operator.partial(task_id=f"load_{table}", table=table, **common
+                                                         ).expand(tenant=selected)
+                else:  # the vendor does not split this table by tenant: one load covers the whole window
+                    loads[table] = load_operator(task_id=f"load_{table}", tenant=None, table=table, **common)
         for table, spec in load_operator.tables.items():
-            if spec.tenant_column:
-                load = load_operator.partial(
-                    task_id=f"load_{table}", table=table, window=window, pool=pool, **(operator_kwargs or {}),
-                ).expand(tenant=selected)
-            else:  # the vendor does not split this table by tenant: one load covers the whole window
-                load = load_operator(task_id=f"load_{table}", tenant=None, table=table, window=window, pool=pool,
-                                     **(operator_kwargs or {}))
-            load >> ValidateStagingOperator(
+            loads[table] >> ValidateStagingOperator(
                 task_id=f"validate_{table}", source=source, table=table, window=window, tenants=selected,
                 outlets=[staging_asset(spec)],
             )

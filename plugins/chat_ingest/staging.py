@@ -10,10 +10,14 @@ Every source lands through here.  In one transaction the loader
    value) to ``audit.rejected_records`` with its raw payload and the reason,
 4. merges the typed rows into ``staging.<source>_<table>`` by the spec's rule
    (see :class:`~chat_ingest.tablespec.MergeRule`), rewriting only rows that
-   changed, and
-5. records the load in ``audit.load_log``.
+   changed,
+5. records the reporting days whose rows it inserted, updated or deleted in
+   ``audit.changed_days`` (what the reporting DAG rebuilds), and
+6. records the load in ``audit.load_log``.
 
 A crash anywhere rolls everything back: staging shows all of a batch or none.
+Several loads may share one outer transaction (a document source lands all its
+tables at once): the loader's temp tables are dropped when it is done.
 """
 
 from __future__ import annotations
@@ -119,6 +123,8 @@ class LoadResult:
     rows_deleted: int = 0
     duration_seconds: float = 0.0
     ignored_columns: tuple[str, ...] = ()
+    #: The reporting days (ISO dates) this load changed rows of.
+    changed_days: tuple[str, ...] = ()
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -200,13 +206,18 @@ class StagingLoader:
             if self.spec.merge_rule is MergeRule.REPLACE_WINDOW:
                 result.rows_deleted = self._delete_window()
                 result.rows_landed = self._insert_all()
+            elif self.spec.merge_rule is MergeRule.REPLACE_CHILDREN:
+                result.rows_deleted, result.rows_landed, result.rows_duplicate = self._replace_children(typed)
+                result.rows_unchanged = typed - result.rows_duplicate - result.rows_landed
             else:
                 distinct = self._dedupe()
                 result.rows_duplicate = typed - distinct
                 result.rows_landed = self._upsert()
                 result.rows_unchanged = distinct - result.rows_landed
+            result.changed_days = self._record_changed_days()
             result.duration_seconds = round(time.monotonic() - started, 3)
             self._log(result)
+            self.conn.execute("DROP TABLE IF EXISTS _incoming, _batch, _newer, _changed")
         return result
 
     # -- steps -----------------------------------------------------------------------------------
@@ -216,6 +227,31 @@ class StagingLoader:
         self.conn.execute(
             sql.SQL("CREATE TEMP TABLE _incoming ({}, {}) ON COMMIT DROP").format(
                 cols, sql.SQL(", ").join(sql.SQL("{} text").format(sql.Identifier(c)) for c in MARK_COLUMNS)))
+        self.conn.execute("CREATE TEMP TABLE _changed (tenant text, day date) ON COMMIT DROP")
+
+    def _changes(self) -> sql.Composed:
+        """RETURNING list of a merge statement on target alias ``t``: tenant and reporting day of each row."""
+        col = self.spec.column(self.spec.reporting_day_column)
+        day = sql.Identifier("t", col.name)
+        if col.pg_type == "timestamptz":
+            day = sql.SQL("({} AT TIME ZONE 'UTC')::date").format(day)
+        tenant = sql.Identifier("t", self.spec.tenant_column) if self.spec.tenant_column else sql.Literal(None)
+        return sql.SQL("{tenant}::text AS tenant, {day} AS day").format(tenant=tenant, day=day)
+
+    def _tracked(self, statement: sql.Composable, params=None) -> int:
+        """Run a merge statement that ends in ``RETURNING {changes}``, note its days, return its row count."""
+        cur = self.conn.execute(sql.SQL(
+            "WITH touched AS ({statement}), noted AS (INSERT INTO _changed SELECT DISTINCT tenant, day "
+            "FROM touched WHERE day IS NOT NULL) SELECT count(*) FROM touched"
+        ).format(statement=statement), params)
+        return cur.fetchone()[0]
+
+    def _record_changed_days(self) -> tuple[str, ...]:
+        rows = self.conn.execute(
+            "INSERT INTO audit.changed_days (run_id, source, table_name, tenant, day) "
+            "SELECT DISTINCT %s, %s, %s, tenant, day FROM _changed RETURNING day",
+            (self.run_id, self.spec.source, self.spec.name)).fetchall()
+        return tuple(sorted({d.isoformat() for (d,) in rows}))
 
     def _prepare(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         """The batch in spec order plus ``_pre_reason`` and ``_raw``.
@@ -292,7 +328,8 @@ class StagingLoader:
             sql.SQL(
                 "INSERT INTO audit.rejected_records (run_id, source, table_name, tenant, payload, reason) "
                 "SELECT %(run_id)s, %(source)s, %(table)s, %(tenant)s, "
-                "CASE WHEN i._raw IS NOT NULL THEN jsonb_build_object('raw', i._raw) "
+                "CASE WHEN i._raw IS NOT NULL "  # what is known of an unparsed record, and its raw text
+                "THEN jsonb_strip_nulls(to_jsonb(i) - '_pre_reason' - '_raw') || jsonb_build_object('raw', i._raw) "
                 "ELSE to_jsonb(i) - '_pre_reason' - '_raw' END, r.reason "
                 "FROM _incoming i CROSS JOIN LATERAL (SELECT {reason} AS reason) r WHERE r.reason IS NOT NULL"
             ).format(reason=self._reason()),
@@ -347,33 +384,68 @@ class StagingLoader:
             sql.SQL("{c} = EXCLUDED.{c}").format(c=c) for c in [*data, sql.Identifier("_run_id"),
                                                                 sql.Identifier("_loaded_at")]
         )
-        cur = self.conn.execute(sql.SQL(
+        return self._tracked(sql.SQL(
             "INSERT INTO {target} AS t ({cols}) SELECT {values} FROM _batch "
-            "ON CONFLICT ({key}) DO UPDATE SET {updates} WHERE {condition}"
+            "ON CONFLICT ({key}) DO UPDATE SET {updates} WHERE {condition} RETURNING {changes}"
         ).format(
             target=self.target, cols=sql.SQL(", ").join(target), values=sql.SQL(", ").join(values),
             key=sql.SQL(", ").join(map(sql.Identifier, self.spec.staging_key)), updates=updates,
-            condition=condition,
+            condition=condition, changes=self._changes(),
         ))
-        return cur.rowcount
 
     def _delete_window(self) -> int:
         tenant_filter = sql.SQL("")
         if self.spec.tenant_column and self.tenant is not None:
             tenant_filter = sql.SQL(" AND {} = {}").format(sql.Identifier(self.spec.tenant_column),
                                                           sql.Literal(self.tenant))
-        cur = self.conn.execute(sql.SQL("DELETE FROM {t} WHERE {c} >= %s AND {c} < %s{tenant}").format(
-            t=self.target, c=sql.Identifier(self.spec.cursor), tenant=tenant_filter,
+        return self._tracked(sql.SQL(
+            "DELETE FROM {t} AS t WHERE {c} >= %s AND {c} < %s{tenant} RETURNING {changes}"
+        ).format(
+            t=self.target, c=sql.Identifier(self.spec.cursor), tenant=tenant_filter, changes=self._changes(),
         ), (self.window_start, self.window_end))
-        return cur.rowcount
 
     def _insert_all(self) -> int:
         target, values = self._lineage()
-        cur = self.conn.execute(sql.SQL(
-            "INSERT INTO {target} ({cols}) SELECT {values} FROM ({good}) t"
+        return self._tracked(sql.SQL(
+            "INSERT INTO {target} AS t ({cols}) SELECT {values} FROM ({good}) g RETURNING {changes}"
         ).format(target=self.target, cols=sql.SQL(", ").join(target), values=sql.SQL(", ").join(values),
-                 good=self._good_rows()))
-        return cur.rowcount
+                 good=self._good_rows(), changes=self._changes()))
+
+    def _replace_children(self, typed: int) -> tuple[int, int, int]:
+        """REPLACE_CHILDREN: swap the rows of every document whose batch version is newer than staging's.
+
+        Returns (rows deleted, rows inserted, rows of older versions of a document in the same batch).
+        A document whose version staging already holds (a rerun, an unchanged object read again)
+        is left alone.
+        """
+        parent = [sql.Identifier(c) for c in self.spec.parent_key]
+        version = sql.Identifier(self.spec.version_column)
+        self.conn.execute(sql.SQL(
+            "CREATE TEMP TABLE _batch ON COMMIT DROP AS {good}").format(good=self._good_rows()))
+        self.conn.execute(sql.SQL(
+            "CREATE TEMP TABLE _newer ON COMMIT DROP AS "
+            "SELECT DISTINCT ON ({p}) {p}, {v} FROM _batch b "
+            "WHERE NOT EXISTS (SELECT 1 FROM {target} t WHERE ({tp}) = ({bp}) AND t.{v} >= b.{v}) "
+            "ORDER BY {p}, {v} DESC"
+        ).format(p=sql.SQL(", ").join(parent), v=version, target=self.target,
+                 tp=sql.SQL(", ").join(sql.SQL("t.{}").format(c) for c in parent),
+                 bp=sql.SQL(", ").join(sql.SQL("b.{}").format(c) for c in parent)))
+        older = self.conn.execute(sql.SQL(
+            "SELECT count(*) FROM (SELECT {v} < max({v}) OVER (PARTITION BY {p}) AS older FROM _batch) b "
+            "WHERE older"
+        ).format(v=version, p=sql.SQL(", ").join(parent))).fetchone()[0]
+        deleted = self._tracked(sql.SQL(
+            "DELETE FROM {target} t USING _newer n WHERE ({tp}) = ({np}) RETURNING {changes}"
+        ).format(target=self.target, changes=self._changes(),
+                 tp=sql.SQL(", ").join(sql.SQL("t.{}").format(c) for c in parent),
+                 np=sql.SQL(", ").join(sql.SQL("n.{}").format(c) for c in parent)))
+        target, values = self._lineage()
+        inserted = self._tracked(sql.SQL(
+            "INSERT INTO {target} AS t ({cols}) SELECT {values} FROM (SELECT b.* FROM _batch b JOIN _newer n "
+            "USING ({p}, {v})) g RETURNING {changes}"
+        ).format(target=self.target, cols=sql.SQL(", ").join(target), values=sql.SQL(", ").join(values),
+                 p=sql.SQL(", ").join(parent), v=version, changes=self._changes()))
+        return deleted, inserted, older
 
     def _log(self, r: LoadResult) -> None:
         self.conn.execute(

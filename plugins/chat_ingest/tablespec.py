@@ -25,6 +25,9 @@ class MergeRule(enum.Enum):
     UPSERT_NEWEST = "upsert_newest"
     #: Time series without reliable ids: delete the tenant's [start, end) window, insert.
     REPLACE_WINDOW = "replace_window"
+    #: Rows of a document rewritten in place (an Unless conversation's log items): when the
+    #: document's version is newer than what staging holds, its rows are deleted and inserted anew.
+    REPLACE_CHILDREN = "replace_children"
 
 
 @dataclass(frozen=True)
@@ -65,17 +68,25 @@ class TableSpec:
     tenant_in_source: bool = False
     #: (later, earlier) column pairs whose order the validation gate checks, e.g. end >= start.
     ordered_pairs: tuple[tuple[str, str], ...] = ()
+    #: The timestamp/date column whose UTC day is the reporting day a row belongs to; the loader
+    #: records the days a load changed in ``audit.changed_days``.  Defaults to the cursor.
+    day_column: str | None = None
+    #: For REPLACE_CHILDREN: the columns naming the document a row belongs to.
+    parent_key: tuple[str, ...] = ()
     description: str = ""
 
     def __post_init__(self) -> None:
         names = [c.name for c in self.columns]
         if len(names) != len(set(names)):
             raise ValueError(f"{self.qualified_name}: duplicate column names")
-        for col in (*self.key, self.cursor, *filter(None, [self.version_column]), *sum(self.ordered_pairs, ())):
+        for col in (*self.key, self.cursor, *filter(None, [self.version_column, self.day_column]),
+                    *self.parent_key, *sum(self.ordered_pairs, ())):
             if col not in names:
                 raise ValueError(f"{self.qualified_name}: {col!r} is not a column")
-        if self.merge_rule is MergeRule.UPSERT_NEWEST and not self.version_column:
-            raise ValueError(f"{self.qualified_name}: UPSERT_NEWEST needs a version_column")
+        if self.merge_rule in (MergeRule.UPSERT_NEWEST, MergeRule.REPLACE_CHILDREN) and not self.version_column:
+            raise ValueError(f"{self.qualified_name}: {self.merge_rule.name} needs a version_column")
+        if self.merge_rule is MergeRule.REPLACE_CHILDREN and not self.parent_key:
+            raise ValueError(f"{self.qualified_name}: REPLACE_CHILDREN needs a parent_key")
         if self.merge_rule in (MergeRule.UPSERT_BY_KEY, MergeRule.UPSERT_NEWEST) and not self.key:
             raise ValueError(f"{self.qualified_name}: an upsert needs a key")
 
@@ -96,6 +107,10 @@ class TableSpec:
             if c.name == name:
                 return c
         raise KeyError(f"{self.qualified_name} has no column {name!r}")
+
+    @property
+    def reporting_day_column(self) -> str:
+        return self.day_column or self.cursor
 
     @property
     def staging_columns(self) -> tuple[str, ...]:

@@ -14,10 +14,11 @@ from chat_ingest.windows import day_window
 pytestmark = pytest.mark.integration
 
 
-def load(table: str, day: dt.date, bot: str = "ult-bank", run_id: str | None = None) -> dict:
+def load(day: dt.date, bot: str = "ult-bank", run_id: str | None = None) -> dict:
+    """Land one bot's day; the summary of both tables, by table name."""
     start, end = day_window(day)
-    op = UltimateToStagingOperator(task_id=f"load_{table}", tenant=bot, table=table,
-                                   window={"start": start.isoformat(), "end": end.isoformat()})
+    op = UltimateToStagingOperator(task_id="load", tenant=bot, window={"start": start.isoformat(),
+                                                                       "end": end.isoformat()})
     return op.execute({"run_id": run_id or f"test-{uuid.uuid4().hex[:8]}"})
 
 
@@ -25,9 +26,16 @@ def test_a_day_lands_one_row_per_conversation_and_per_intent_and_reruns_change_n
     sandbox = clean_warehouse
     day = sandbox.days[1]
     records = json.loads((sandbox.dataset / "ultimate" / "ult-bank" / f"{day}.json").read_text())
-    load("conversations", day)
-    load("intents", day)
+    summary = load(day)
+    # what the reporting layer rebuilds: the days the conversations *started* (file X may hold day X-1's)
+    started = {dt.datetime.fromisoformat(r["conversation_start_time"].replace("Z", "+00:00"))
+               .astimezone(dt.timezone.utc).date().isoformat() for r in records}
+    assert list(summary["conversations"]["changed_days"]) == sorted(started)
     with sandbox.warehouse() as conn:
+        noted = {d.isoformat() for (d,) in conn.execute(
+            "SELECT DISTINCT day FROM audit.changed_days WHERE source = 'ultimate' AND table_name = 'conversations' "
+            "AND tenant = 'ult-bank'")}
+        assert noted == started
         convs = conn.execute("SELECT count(*), count(DISTINCT conversation_id) FROM staging.ultimate_conversations"
                              ).fetchone()
         intents = conn.execute("SELECT count(*) FROM staging.ultimate_intents").fetchone()[0]
@@ -41,7 +49,8 @@ def test_a_day_lands_one_row_per_conversation_and_per_intent_and_reruns_change_n
     assert intents == sum(len(r["triggered_intent_replies"]) for r in records)
     assert sample == (json.loads(records[0]["conversations_data"]), int(records[0]["visitor_messages_count"]),
                       records[0]["labels"])
-    load("conversations", day)
+    rerun = load(day)
+    assert rerun["conversations"]["rows_landed"] == len(records)  # the export date is replaced as a whole
     with sandbox.warehouse() as conn:
         assert conn.execute("SELECT count(*) FROM staging.ultimate_conversations").fetchone()[0] == len(records)
         assert conn.execute("SELECT md5(string_agg(c::text, '|' ORDER BY c::text)) FROM "
@@ -58,7 +67,7 @@ def test_truncated_record_and_bad_count_are_quarantined_the_rest_lands(clean_war
     path = sandbox.dataset / "ultimate" / "ult-telco" / f"{day}.jsonl"
     path.write_text("\n".join(lines) + "\n")
     try:
-        summary = load("conversations", day, bot="ult-telco", run_id="ult-bad")
+        summary = load(day, bot="ult-telco", run_id="ult-bad")["conversations"]
     finally:
         path.unlink()
     with sandbox.warehouse() as conn:
@@ -72,7 +81,7 @@ def test_truncated_record_and_bad_count_are_quarantined_the_rest_lands(clean_war
 def test_a_date_outside_the_vendors_window_fails_before_any_work(clean_warehouse):
     old = dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=40)
     with pytest.raises(Exception, match="keeps exports for 30 days"):
-        load("conversations", old)
+        load(old)
     with clean_warehouse.warehouse() as conn:
         assert conn.execute("SELECT to_regclass('audit.load_log')").fetchone()[0] is None
 
@@ -103,7 +112,7 @@ def test_a_429_and_an_expired_url_on_the_way_still_load_the_day(clean_warehouse,
     expected = len(json.loads((sandbox.dataset / "ultimate" / "ult-bank" / f"{day}.json").read_text()))
     faults({"target": "signed-urls", "status": 429, "retry_after": 1, "times": 1},
            {"target": "download", "status": 403, "times": 1, "message": "AccessDenied: Request has expired"})
-    summary = load("conversations", day)
+    summary = load(day)["conversations"]
     assert summary["rows_landed"] == expected and summary["rows_rejected"] == 0
 
 
@@ -114,7 +123,7 @@ def test_the_gate_checks_that_conversations_end_after_they_start(clean_warehouse
 
     sandbox = clean_warehouse
     day = sandbox.days[1]
-    load("conversations", day, run_id="ult-order")
+    load(day, run_id="ult-order")
     with sandbox.warehouse() as conn:
         conn.execute("UPDATE staging.ultimate_conversations SET conversation_end_time = "
                      "conversation_start_time - interval '1 minute' WHERE conversation_id = "

@@ -63,3 +63,17 @@ CREATE TABLE IF NOT EXISTS audit.watermarks (
     updated_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (source, scope)
 );
+
+-- The reporting days each load changed (inserted, updated or deleted rows of), per source and tenant
+-- (NULL: a table the vendor does not split by tenant).  The reporting DAG rebuilds exactly these days
+-- and remembers the last change it consumed, so a late file or a rewritten document recomputes the
+-- earlier day it belongs to.
+CREATE TABLE IF NOT EXISTS audit.changed_days (
+    change_id  bigserial PRIMARY KEY,
+    run_id     text        NOT NULL,
+    source     text        NOT NULL,
+    table_name text        NOT NULL,
+    tenant     text,
+    day        date        NOT NULL,
+    changed_at timestamptz NOT NULL DEFAULT now()
+);

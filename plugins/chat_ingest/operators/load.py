@@ -1,8 +1,20 @@
-"""Extract-and-land operators: one class holds the landing logic every source shares."""
+"""Extract-and-land operators: the landing logic every source shares.
+
+Two shapes of source:
+
+* **tables** (Botslovers, A8): each table is its own query, so one task lands one
+  table (:class:`ExtractLoadOperator`);
+* **documents** (Ultimate conversations, Unless conversation objects): one record
+  holds rows of several tables (a conversation and its intents or log items), so
+  one task reads each document once and lands every table of the source in one
+  transaction (:class:`DocumentLoadOperator`).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
@@ -12,32 +24,56 @@ from chat_ingest.project import WAREHOUSE_CONN_ID
 if TYPE_CHECKING:
     import datetime as dt
 
+    from chat_ingest.staging import LoadResult
     from chat_ingest.tablespec import TableSpec
 
 
-class ExtractLoadOperator(BaseOperator):
+class LandingOperator(BaseOperator):
+    """What both shapes share: the tenant, the window, the warehouse, and the run summary."""
+
+    ui_color = "#e8f4ff"
+    #: name -> TableSpec, set by each source.
+    tables: dict[str, TableSpec] = {}
+
+    def __init__(self, *, tenant: str | None, window: dict[str, str],
+                 warehouse_conn_id: str = WAREHOUSE_CONN_ID, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.tenant = tenant
+        self.window = window
+        self.warehouse_conn_id = warehouse_conn_id
+
+    def report(self, spec: TableSpec, result: LoadResult, run_id: str) -> dict[str, Any]:
+        """Log one table's outcome and return it as the XCom summary."""
+        self.log.info(
+            "staging.%s [%s] %s → %s: %d extracted, %d landed, %d unchanged, %d duplicate, %d rejected, "
+            "%d deleted in %.1fs; reporting days changed: %s", spec.staging_table, self.tenant,
+            result.window_start, result.window_end, result.rows_extracted, result.rows_landed,
+            result.rows_unchanged, result.rows_duplicate, result.rows_rejected, result.rows_deleted,
+            result.duration_seconds, ", ".join(result.changed_days) or "none",
+        )
+        if result.rows_extracted == 0:
+            self.log.info("the source had no rows for this window: an empty day, recorded in audit.load_log")
+        if result.rows_rejected:
+            self.log.warning("%d rows quarantined in audit.rejected_records (run %s)", result.rows_rejected, run_id)
+        return result.as_dict()
+
+
+class ExtractLoadOperator(LandingOperator):
     """Stream one table of one tenant for one window from a source into staging.
 
     Subclasses name their table specs and implement :meth:`extract`; this class
     resolves the window, creates the staging table if needed, runs the shared
     :class:`~chat_ingest.staging.StagingLoader` and returns the run summary
-    (rows extracted / rejected / landed, window), which lands in XCom.
+    (rows extracted / rejected / landed, window, changed days), which lands in XCom.
     """
 
     template_fields: Sequence[str] = ("tenant", "table", "window")
-    ui_color = "#e8f4ff"
-    #: name -> TableSpec, set by each source.
-    tables: dict[str, TableSpec] = {}
     #: What :meth:`extract` yields: Arrow record batches, or CSV bytes in the spec's column order.
     extract_format = "arrow"
 
-    def __init__(self, *, tenant: str | None, table: str, window: dict[str, str],
-                 warehouse_conn_id: str = WAREHOUSE_CONN_ID, **kwargs) -> None:
+    def __init__(self, *, table: str, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.tenant = tenant
         self.table = table
-        self.window = window
-        self.warehouse_conn_id = warehouse_conn_id
 
     def extract(self, spec: TableSpec, start: dt.datetime, end: dt.datetime) -> Iterator:
         """Yield the window in bounded pieces (see ``extract_format``); never all of it at once."""
@@ -58,16 +94,104 @@ class ExtractLoadOperator(BaseOperator):
             loader = StagingLoader(conn, spec, run_id=context["run_id"], tenant=self.tenant,
                                    window_start=start, window_end=end)
             result = loader.load_csv(batches) if self.extract_format == "csv" else loader.load(batches)
-        summary = result.as_dict()
-        self.log.info(
-            "staging.%s [%s] %s → %s: %d extracted, %d landed, %d unchanged, %d duplicate, %d rejected, "
-            "%d deleted in %.1fs", spec.staging_table, self.tenant, result.window_start, result.window_end,
-            result.rows_extracted, result.rows_landed, result.rows_unchanged, result.rows_duplicate,
-            result.rows_rejected, result.rows_deleted, result.duration_seconds,
-        )
-        if result.rows_extracted == 0:
-            self.log.info("the source had no rows for this window: an empty day, recorded in audit.load_log")
-        if result.rows_rejected:
-            self.log.warning("%d rows quarantined in audit.rejected_records (run %s)", result.rows_rejected,
-                             context["run_id"])
-        return summary
+        return self.report(spec, result, context["run_id"])
+
+
+class DocumentLoadOperator(LandingOperator):
+    """Read each document of one tenant's window once and land every table of the source, atomically.
+
+    :meth:`rows` yields ``(table, row)`` pairs, rows as dicts of text values (plus
+    ``_pre_reason`` / ``_raw`` for a record already known bad).  They are spooled
+    per table to local Arrow files in batches of ``batch_size`` — memory holds one
+    batch per table, however large the day — and then every table is landed in
+    one transaction, together with :meth:`before_commit` (e.g. advancing a
+    watermark): staging shows all of a run or none of it.
+    """
+
+    template_fields: Sequence[str] = ("tenant", "window")
+
+    def __init__(self, *, batch_size: int = 5000, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.batch_size = batch_size
+
+    def rows(self, start: dt.datetime, end: dt.datetime) -> Iterator[tuple[str, dict[str, str | None]]]:
+        raise NotImplementedError
+
+    def before_commit(self, conn, results: dict[str, LoadResult]) -> None:
+        """Runs inside the landing transaction after every table landed."""
+
+    def execute(self, context) -> dict[str, Any]:
+        from chat_ingest.staging import StagingLoader
+        from chat_ingest.warehouse import connect, ensure_schema
+        from chat_ingest.windows import parse_window
+
+        start, end = parse_window(self.window)
+        with tempfile.TemporaryDirectory(prefix="chat-ingest-spool-") as folder:
+            spool = _Spool(Path(folder), self.tables, self.batch_size)
+            with spool:
+                for table, row in self.rows(start, end):
+                    spool.add(table, row)
+            specs = list(self.tables.values())
+            with connect(self.warehouse_conn_id) as conn:
+                ensure_schema(conn, specs)
+                with conn.transaction():
+                    results = {
+                        spec.name: StagingLoader(conn, spec, run_id=context["run_id"], tenant=self.tenant,
+                                                 window_start=start, window_end=end).load(spool.read(spec.name))
+                        for spec in specs
+                    }
+                    self.before_commit(conn, results)
+        return {name: self.report(self.tables[name], result, context["run_id"]) for name, result in results.items()}
+
+
+class _Spool:
+    """Per-table Arrow IPC files of text columns, written batch by batch and read back the same way."""
+
+    def __init__(self, folder: Path, tables: dict[str, TableSpec], batch_size: int) -> None:
+        import pyarrow as pa
+
+        from chat_ingest.staging import MARK_COLUMNS
+
+        self.folder = folder
+        self.batch_size = batch_size
+        self.schemas = {name: pa.schema([(c, pa.string()) for c in (*spec.column_names, *MARK_COLUMNS)])
+                        for name, spec in tables.items()}
+        self.pending: dict[str, list[dict]] = {name: [] for name in tables}
+        self.writers: dict[str, Any] = {}
+
+    def __enter__(self) -> _Spool:
+        import pyarrow as pa
+
+        for name, schema in self.schemas.items():
+            self.writers[name] = pa.ipc.new_stream(str(self.folder / f"{name}.arrows"), schema)
+        return self
+
+    def add(self, table: str, row: dict) -> None:
+        rows = self.pending[table]
+        rows.append(row)
+        if len(rows) >= self.batch_size:
+            self._flush(table)
+
+    def _flush(self, table: str) -> None:
+        import pyarrow as pa
+
+        if self.pending[table]:
+            self.writers[table].write_batch(pa.RecordBatch.from_pylist(self.pending[table], schema=self.schemas[table]))
+            self.pending[table] = []
+
+    def __exit__(self, *exc) -> None:
+        for table, writer in self.writers.items():
+            if exc[0] is None:
+                self._flush(table)
+            writer.close()
+
+    def read(self, table: str) -> Iterable:
+        import pyarrow as pa
+
+        with pa.OSFile(str(self.folder / f"{table}.arrows")) as source:
+            reader = pa.ipc.open_stream(source)
+            batch = None
+            for batch in reader:
+                yield batch
+            if batch is None:  # nothing spooled: an empty batch still tells the loader the columns
+                yield pa.RecordBatch.from_pylist([], schema=self.schemas[table])

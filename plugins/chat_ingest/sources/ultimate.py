@@ -33,7 +33,7 @@ def _spec(name: str, columns: tuple[Column, ...], description: str, **kw) -> Tab
 
 
 CONVERSATIONS = _spec("conversations", description="One row per conversation, in the file of the day it ended.",
-                      ordered_pairs=(("conversation_end_time", "conversation_start_time"),), columns=(
+                      day_column="conversation_start_time", ordered_pairs=(("conversation_end_time", "conversation_start_time"),), columns=(
     Column("export_date", "date", "date", nullable=False),
     Column("bot_id", "text", nullable=False),
     Column("bot_name", "text"),
@@ -54,7 +54,8 @@ CONVERSATIONS = _spec("conversations", description="One row per conversation, in
     *(Column(name, "integer", value_range=(0, None)) for name in COUNT_FIELDS),
 ))
 
-INTENTS = _spec("intents", description="One row per triggered intent of a conversation, in order.", columns=(
+INTENTS = _spec("intents", description="One row per triggered intent of a conversation, in order.",
+                day_column="intent_timestamp", columns=(
     Column("export_date", "date", "date", nullable=False),
     Column("bot_id", "text", nullable=False),
     Column("conversation_id", "text", nullable=False),
@@ -91,10 +92,18 @@ def conversation_row(record: dict, export_date: str) -> dict[str, str | None]:
 
 
 def intent_rows(record: dict, export_date: str) -> list[dict[str, str | None]]:
+    """One row per triggered intent; an item that is not an object is quarantined with its text."""
     intents = record.get("triggered_intent_replies") or []
-    return [{
-        "export_date": export_date, "bot_id": _text(record.get("bot_id")),
-        "conversation_id": _text(record.get("conversation_id")), "position": str(i),
-        "intent_name": _text(item.get("intent_name")), "intent_timestamp": _text(item.get("intent_timestamp")),
-        "not_meaningful": _text(item.get("not_meaningful")),
-    } for i, item in enumerate(intents) if isinstance(item, dict)]
+    if not isinstance(intents, list):
+        intents = [intents]
+    rows = []
+    for i, item in enumerate(intents):
+        row = {"export_date": export_date, "bot_id": _text(record.get("bot_id")),
+               "conversation_id": _text(record.get("conversation_id")), "position": str(i)}
+        if isinstance(item, dict):
+            row.update(intent_name=_text(item.get("intent_name")), intent_timestamp=_text(item.get("intent_timestamp")),
+                       not_meaningful=_text(item.get("not_meaningful")))
+        else:
+            row.update(_pre_reason="triggered_intent_replies: an item is not an object", _raw=_text(item))
+        rows.append(row)
+    return rows
