@@ -180,7 +180,32 @@ def load_unless(endpoint: str, access_key: str, secret_key: str, dataset: Path) 
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda p: s3.put_object(Bucket=UNLESS_BUCKET, Key=p.relative_to(root).as_posix(),
                                               Body=p.read_bytes()), files))
+    backdate_unless({p.relative_to(root).as_posix(): p for p in files}, dataset)
     return len(files)
+
+
+def backdate_unless(files: dict[str, Path], dataset: Path) -> None:
+    """Give each object the LastModified the vendor would have: a minute after its last log item.
+
+    S3 sets LastModified to the upload time, which would put every synthetic
+    conversation on today.  The moto server runs in this process, so its objects
+    are re-dated in place; an object that does not parse (a deliberately bad one)
+    keeps the noon of the dataset's first day.
+    """
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.s3.models import s3_backends
+
+    manifest = json.loads((dataset / "manifest.json").read_text())
+    fallback = dt.datetime.fromisoformat(manifest["start"]) + dt.timedelta(hours=12)
+    keys = s3_backends[DEFAULT_ACCOUNT_ID]["global"].buckets[UNLESS_BUCKET].keys
+    for key, path in files.items():
+        try:
+            stamps = [item["timestamp"] for item in json.loads(path.read_text()).get("chatHistory", [])]
+            modified = dt.datetime.fromtimestamp(max(stamps) / 1000 + 60, dt.timezone.utc).replace(tzinfo=None)
+        except (ValueError, KeyError, TypeError, AttributeError):
+            modified = fallback
+        for version in keys.getlist(key):
+            version.last_modified = modified  # moto keeps naive UTC
 
 
 # -- the env file ----------------------------------------------------------------------------------

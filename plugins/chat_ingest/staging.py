@@ -265,6 +265,7 @@ class StagingLoader:
         names = batch.schema.names
         reasons = batch.column("_pre_reason") if "_pre_reason" in names else pa.nulls(batch.num_rows, pa.string())
         raw = batch.column("_raw") if "_raw" in names else pa.nulls(batch.num_rows, pa.string())
+        raw = pc.replace_substring(raw, "\x00", "\\u0000")  # already marked bad; COPY must still take it
         columns = []
         for name in self.spec.column_names:
             col = batch.column(name)

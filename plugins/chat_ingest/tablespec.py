@@ -73,6 +73,8 @@ class TableSpec:
     day_column: str | None = None
     #: For REPLACE_CHILDREN: the columns naming the document a row belongs to.
     parent_key: tuple[str, ...] = ()
+    #: Column sets the validation gate checks for uniqueness beside the key (e.g. uuid per conversation).
+    unique_together: tuple[tuple[str, ...], ...] = ()
     description: str = ""
 
     def __post_init__(self) -> None:
@@ -80,7 +82,7 @@ class TableSpec:
         if len(names) != len(set(names)):
             raise ValueError(f"{self.qualified_name}: duplicate column names")
         for col in (*self.key, self.cursor, *filter(None, [self.version_column, self.day_column]),
-                    *self.parent_key, *sum(self.ordered_pairs, ())):
+                    *self.parent_key, *sum(self.ordered_pairs, ()), *sum(self.unique_together, ())):
             if col not in names:
                 raise ValueError(f"{self.qualified_name}: {col!r} is not a column")
         if self.merge_rule in (MergeRule.UPSERT_NEWEST, MergeRule.REPLACE_CHILDREN) and not self.version_column:

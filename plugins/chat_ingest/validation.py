@@ -104,6 +104,9 @@ def build_expectations(spec: TableSpec, now: dt.datetime | None = None) -> list:
         suite.append(gxe.ExpectColumnValuesToBeUnique(column=spec.key[0], mostly=mostly(spec.key[0], "unique")))
     elif spec.key:
         suite.append(gxe.ExpectCompoundColumnsToBeUnique(column_list=list(spec.key)))
+    for columns in spec.unique_together:
+        suite.append(gxe.ExpectCompoundColumnsToBeUnique(column_list=list(columns),
+                                                         mostly=mostly(columns[-1], "unique")))
     return suite
 
 

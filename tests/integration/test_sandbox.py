@@ -121,6 +121,10 @@ def test_s3_hook_lists_and_reads_unless_objects(sandbox):
         assert sorted(keys) == sorted(p.relative_to(root).as_posix() for p in (root / prefix).rglob("*.json"))
     key = keys[0]
     assert hook.read_key(key, bucket_name=sandbox.env["SANDBOX_UNLESS_BUCKET"]) == (root / key).read_text()
+    # LastModified is what the vendor's would be (a minute after the last log item), not the upload time
+    head = hook.head_object(key, bucket_name=sandbox.env["SANDBOX_UNLESS_BUCKET"])
+    last_log = max(item["timestamp"] for item in json.loads((root / key).read_text())["chatHistory"])
+    assert head["LastModified"].timestamp() == pytest.approx(last_log / 1000 + 60, abs=1)
 
 
 def test_a8_database_holds_the_eleven_tables(sandbox):

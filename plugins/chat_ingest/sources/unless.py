@@ -1,0 +1,190 @@
+"""Unless: conversation documents in S3, rewritten in place as chats go on (seed 003).
+
+An object ``<account>/conversations/<website>/<session>/<conversation>.json``
+holds one conversation and its whole log.  The conversation is upserted by its
+key when the object is newer than what staging holds (UPSERT_NEWEST on the
+object's ``last_modified``); its log items are replaced together with it
+(REPLACE_CHILDREN), so a re-read of an unchanged object changes nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from chat_ingest.tablespec import Column, MergeRule, TableSpec
+
+SOURCE = "unless"
+SENDERS = ("bot", "user", "support")
+#: The seed names message, error and input as examples; event and system cover the widget's
+#: status items.  A new type fails the gate (or passes under a configured ``mostly``).
+LOG_TYPES = ("message", "error", "input", "event", "system")
+#: The seed: 'md' | 'html' | string | null.  These are the values seen in the vendor's widget.
+MESSAGE_FORMATS = ("md", "html", "text", "plain")
+#: Log item fields the seed documents; anything else lands in ``extra`` (schema drift is reported, not lost).
+LOG_FIELDS = ("uuid", "type", "sender", "timestamp", "hidden", "historical", "local", "segmentId",
+              "messageFormat", "parentId", "isLiveChat", "content")
+
+KEY_PATTERN = re.compile(
+    r"^(?P<account>[A-Za-z0-9_-]{1,128})/conversations/(?P<website>[A-Za-z0-9_-]{1,128})/"
+    r"(?P<session>[A-Za-z0-9_-]{1,128})/(?P<conversation>[A-Za-z0-9_-]{1,128})\.json$"
+)
+
+_OBJECT = (
+    Column("website", "text", nullable=False, description="From the object key: the tenant."),
+    Column("session", "text", nullable=False, description="From the object key."),
+    Column("conversation_id", "text", nullable=False, description="From the object key."),
+)
+
+CONVERSATIONS = TableSpec(
+    source=SOURCE, name="conversations", tenant_column="website", tenant_in_source=True,
+    merge_rule=MergeRule.UPSERT_NEWEST, version_column="last_modified", cursor="last_modified",
+    day_column="started_at", key=("website", "session", "conversation_id"),
+    description="One row per conversation object: the latest version landed.",
+    columns=(
+        *_OBJECT,
+        Column("account", "text", nullable=False, description="From the object key."),
+        Column("object_key", "text", nullable=False),
+        Column("last_modified", "timestamptz", nullable=False, description="The object's LastModified."),
+        Column("etag", "text"),
+        Column("conversation_name", "text"),
+        Column("created_at", "timestamptz", description="createdAt (epoch ms); absent on old data, says the seed."),
+        Column("started_at", "timestamptz",
+               description="createdAt, or the first log item's timestamp when createdAt is absent."),
+        Column("metadata", "jsonb"),
+        Column("personalization_id", "text"),
+        Column("session_id", "text", description="sessionId as the document states it."),
+        Column("starting_message_sent", "boolean"),
+        Column("website_id", "text", description="websiteId as the document states it."),
+        Column("history_field", "text", allowed=("chatHistory", "history"),
+               description="Which array the log items were read from."),
+        Column("log_items", "integer", nullable=False, value_range=(0, None)),
+    ),
+)
+
+LOGS = TableSpec(
+    source=SOURCE, name="logs", tenant_column="website", tenant_in_source=True,
+    merge_rule=MergeRule.REPLACE_CHILDREN, parent_key=("website", "session", "conversation_id"),
+    version_column="last_modified", cursor="last_modified", day_column="logged_at",
+    key=("website", "session", "conversation_id", "position"),
+    unique_together=(("website", "session", "conversation_id", "uuid"),),
+    description="One row per log item of a conversation's chatHistory (or history), in order.",
+    columns=(
+        *_OBJECT,
+        Column("position", "integer", nullable=False, value_range=(0, None)),
+        Column("last_modified", "timestamptz", nullable=False, description="The object's LastModified."),
+        Column("uuid", "text", nullable=False),
+        Column("type", "text", allowed=LOG_TYPES),
+        Column("sender", "text", allowed=SENDERS),
+        Column("logged_at", "timestamptz", description="timestamp (epoch ms)."),
+        Column("hidden", "boolean"),
+        Column("historical", "boolean"),
+        Column("local", "boolean"),
+        Column("segment_id", "text"),
+        Column("message_format", "text", allowed=MESSAGE_FORMATS),
+        Column("parent_id", "text"),
+        Column("is_live_chat", "boolean"),
+        Column("content", "text"),
+        Column("extra", "jsonb", description="Fields the seed does not document, as they came."),
+    ),
+)
+
+TABLES = {spec.name: spec for spec in (CONVERSATIONS, LOGS)}
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    """A listed conversation object."""
+
+    key: str
+    last_modified: dt.datetime
+    etag: str | None
+    size: int
+
+
+def parse_key(key: str) -> dict[str, str] | None:
+    """The ids an object key carries, or None when the key does not follow the documented layout."""
+    match = KEY_PATTERN.match(key)
+    return match.groupdict() if match else None
+
+
+def _text(value: Any) -> str | None:
+    import json
+
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
+
+
+def epoch_ms(value: Any) -> str | None:
+    """An epoch-milliseconds number as an ISO timestamp; anything else as its text (so it is rejected)."""
+    if value is None:
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            return dt.datetime.fromtimestamp(value / 1000, dt.timezone.utc).isoformat()
+        except (OverflowError, OSError, ValueError):
+            return f"epoch ms {value!r} (out of range)"
+    return str(value)
+
+
+class BadDocument(ValueError):
+    """An object that cannot land: not JSON, empty, or missing what every conversation has."""
+
+
+def document_rows(ref: ObjectRef, ids: dict[str, str], doc: Any) -> tuple[dict, list[dict]]:
+    """The conversation row and its log rows, or :class:`BadDocument` saying why not."""
+    import json
+
+    if not isinstance(doc, dict):
+        raise BadDocument(f"a JSON {type(doc).__name__}, not an object")
+    if not doc:
+        raise BadDocument("an empty JSON object")
+    field = "chatHistory" if "chatHistory" in doc else "history" if "history" in doc else None
+    missing = [name for name, present in (("chatHistory or history", field), ("sessionId", "sessionId" in doc))
+               if not present]
+    if missing:
+        raise BadDocument(f"lacks required field(s): {', '.join(missing)}")
+    items = doc[field]
+    if not isinstance(items, list):
+        raise BadDocument(f"{field} is a {type(items).__name__}, not an array")
+    last_modified = ref.last_modified.isoformat()
+    common = {"website": ids["website"], "session": ids["session"], "conversation_id": ids["conversation"],
+              "last_modified": last_modified}
+    logs = []
+    for position, item in enumerate(items):
+        row = {**common, "position": str(position)}
+        if not isinstance(item, dict):
+            row.update(_pre_reason=f"{field}[{position}]: a JSON {type(item).__name__}, not a log object",
+                       _raw=_text(item))
+        else:
+            extra = {k: v for k, v in item.items() if k not in LOG_FIELDS}
+            content = item.get("content")
+            row.update(
+                uuid=_text(item.get("uuid")), type=_text(item.get("type")), sender=_text(item.get("sender")),
+                logged_at=epoch_ms(item.get("timestamp")), hidden=_text(item.get("hidden")),
+                historical=_text(item.get("historical")), local=_text(item.get("local")),
+                segment_id=_text(item.get("segmentId")), message_format=_text(item.get("messageFormat")),
+                parent_id=_text(item.get("parentId")), is_live_chat=_text(item.get("isLiveChat")),
+                content=content if isinstance(content, str) or content is None else json.dumps(content),
+                extra=json.dumps(extra, ensure_ascii=False) if extra else None,
+            )
+        logs.append(row)
+    first_log = min((r["logged_at"] for r in logs if r.get("logged_at") and not r["logged_at"].startswith("epoch")),
+                    default=None)
+    created = epoch_ms(doc.get("createdAt"))
+    conversation = {
+        **common, "account": ids["account"], "object_key": ref.key, "etag": ref.etag,
+        "conversation_name": _text(doc.get("conversationName")), "created_at": created,
+        "started_at": created or first_log, "metadata": _text(doc.get("metadata")),
+        "personalization_id": _text(doc.get("personalizationId")), "session_id": _text(doc.get("sessionId")),
+        "starting_message_sent": _text(doc.get("startingMessageSent")), "website_id": _text(doc.get("websiteId")),
+        "history_field": field, "log_items": str(len(items)),
+    }
+    return conversation, logs

@@ -1,0 +1,216 @@
+"""Unless landing against the moto S3 server and the real warehouse."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import time
+import uuid
+
+import boto3
+import pytest
+
+from chat_ingest.operators.unless import UnlessToStagingOperator
+from chat_ingest.windows import day_window
+
+pytestmark = pytest.mark.integration
+
+WEBSITE = "web-shop"
+TODAY = dt.datetime.now(dt.timezone.utc).date()
+
+
+def s3(sandbox):
+    conn = json.loads(sandbox.env["AIRFLOW_CONN_UNLESS_S3"])
+    return boto3.client("s3", endpoint_url=conn["extra"]["endpoint_url"], aws_access_key_id=conn["login"],
+                        aws_secret_access_key=conn["password"], region_name="us-east-1")
+
+
+def operator(sandbox, day: dt.date = TODAY, cls=UnlessToStagingOperator, **kw) -> UnlessToStagingOperator:
+    start, end = day_window(day)
+    return cls(task_id="load", tenant=WEBSITE, window={"start": start.isoformat(), "end": end.isoformat()},
+               bucket=sandbox.env["SANDBOX_UNLESS_BUCKET"], account=sandbox.manifest["unless"]["account"], **kw)
+
+
+def load(sandbox, day: dt.date = TODAY, run_id: str | None = None, **kw) -> dict:
+    return operator(sandbox, day, **kw).execute({"run_id": run_id or f"test-{uuid.uuid4().hex[:8]}"})
+
+
+def documents(sandbox) -> dict[str, dict]:
+    root = sandbox.dataset / "unless"
+    return {p.relative_to(root).as_posix(): json.loads(p.read_text())
+            for p in (root / sandbox.manifest["unless"]["account"] / "conversations" / WEBSITE).rglob("*.json")}
+
+
+def fingerprint(conn) -> tuple:
+    return tuple(conn.execute(
+        f"SELECT md5(string_agg(t::text, '|' ORDER BY t::text)) FROM staging.unless_{table} t").fetchone()[0]
+        for table in ("conversations", "logs"))
+
+
+@contextlib.contextmanager
+def objects(sandbox, bodies: dict[str, bytes]):
+    """Put objects for one test; afterwards delete them, or put back the dataset's version."""
+    client, bucket = s3(sandbox), sandbox.env["SANDBOX_UNLESS_BUCKET"]
+    for key, body in bodies.items():
+        client.put_object(Bucket=bucket, Key=key, Body=body)
+    try:
+        yield client
+    finally:
+        root = sandbox.dataset / "unless"
+        for key in bodies:
+            original = root / key
+            if original.exists():
+                client.put_object(Bucket=bucket, Key=key, Body=original.read_bytes())
+            else:
+                client.delete_object(Bucket=bucket, Key=key)
+
+
+def test_first_run_loads_every_object_and_a_rerun_changes_nothing(clean_warehouse):
+    sandbox = clean_warehouse
+    docs = documents(sandbox)
+    first = load(sandbox)
+    assert first["conversations"]["rows_landed"] == len(docs) and first["conversations"]["rows_rejected"] == 0
+    assert first["logs"]["rows_landed"] == sum(len(d["chatHistory"]) for d in docs.values())
+    with sandbox.warehouse() as conn:
+        before = fingerprint(conn)
+        sample_key, sample = next(iter(docs.items()))
+        row = conn.execute("SELECT session, metadata, created_at, log_items FROM staging.unless_conversations "
+                           "WHERE object_key = %s", (sample_key,)).fetchone()
+        watermark = conn.execute("SELECT watermark FROM audit.watermarks WHERE source = 'unless'").fetchone()[0]
+    assert row[0] == sample["sessionId"] and row[1] == sample["metadata"]
+    assert row[2] == (dt.datetime.fromtimestamp(sample["createdAt"] / 1000, dt.timezone.utc)
+                      if "createdAt" in sample else None)
+    assert row[3] == len(sample["chatHistory"])
+    assert watermark.date() <= TODAY
+    # Every day whose conversations started or logged anything is noted for the reporting layer.
+    assert set(first["logs"]["changed_days"]) >= {d.isoformat() for d in sandbox.days}
+
+    again = load(sandbox)
+    assert again["conversations"]["rows_landed"] == 0 and again["logs"]["rows_landed"] == 0
+    assert again["logs"]["rows_deleted"] == 0 and not again["logs"]["changed_days"]
+    with sandbox.warehouse() as conn:
+        assert fingerprint(conn) == before
+
+
+def test_a_rewritten_object_updates_that_conversation_and_its_logs_only(clean_warehouse):
+    sandbox = clean_warehouse
+    key, doc = sorted(documents(sandbox).items())[0]
+    load(sandbox, run_id="unless-first")
+    newer = dict(doc, chatHistory=[*doc["chatHistory"], {
+        "type": "message", "sender": "user", "timestamp": doc["chatHistory"][-1]["timestamp"] + 5000,
+        "uuid": str(uuid.uuid4()), "hidden": False, "content": "one more thing", "messageFormat": "md"}])
+    with objects(sandbox, {key: json.dumps(newer).encode()}):
+        summary = load(sandbox, run_id="unless-rewrite")
+    assert summary["conversations"]["rows_landed"] == 1
+    assert summary["logs"]["rows_deleted"] == len(doc["chatHistory"])
+    assert summary["logs"]["rows_landed"] == len(doc["chatHistory"]) + 1
+    with sandbox.warehouse() as conn:
+        touched = conn.execute("SELECT DISTINCT object_key FROM staging.unless_conversations "
+                               "WHERE _run_id = 'unless-rewrite'").fetchall()
+        logs = conn.execute("SELECT count(*), max(content) FILTER (WHERE position = %s) FROM staging.unless_logs l "
+                            "JOIN staging.unless_conversations c USING (website, session, conversation_id) "
+                            "WHERE c.object_key = %s", (len(doc["chatHistory"]), key)).fetchone()
+        others = conn.execute("SELECT count(*) FROM staging.unless_logs WHERE _run_id = 'unless-rewrite' "
+                              "AND conversation_id <> %s", (key.rsplit("/", 1)[1].removesuffix(".json"),)).fetchone()
+    assert touched == [(key,)]
+    assert logs == (len(doc["chatHistory"]) + 1, "one more thing")
+    assert others == (0,)
+
+
+def test_bad_objects_are_quarantined_with_key_and_reason_and_the_rest_loads(clean_warehouse):
+    sandbox = clean_warehouse
+    prefix = f"{sandbox.manifest['unless']['account']}/conversations/{WEBSITE}"
+    good = json.dumps(next(iter(documents(sandbox).values())))
+    bad = {
+        f"{prefix}/s-bad/truncated.json": good[: len(good) // 3].encode(),
+        f"{prefix}/s-bad/empty.json": b"",
+        f"{prefix}/s-bad/no-fields.json": b"{}",
+        f"{prefix}/s-bad/no-history.json": json.dumps({"sessionId": "s-bad"}).encode(),
+        f"{prefix}/s-bad/latin1.json": '{"sessionId": "s-bad", "chatHistory": [], "conversationName": "Müller"}'
+        .encode("latin-1"),
+        f"{prefix}/s-bad/notes.txt": b"not a conversation",
+    }
+    with objects(sandbox, bad):
+        summary = load(sandbox, run_id="unless-bad")
+    with sandbox.warehouse() as conn:
+        reasons = dict(conn.execute("SELECT split_part(reason, ': ', 1), reason FROM audit.rejected_records "
+                                    "WHERE run_id = 'unless-bad'").fetchall())
+    assert set(reasons) == set(bad)
+    assert "not valid JSON" in reasons[f"{prefix}/s-bad/truncated.json"]
+    assert "empty object" in reasons[f"{prefix}/s-bad/empty.json"]
+    assert "empty JSON object" in reasons[f"{prefix}/s-bad/no-fields.json"]
+    assert "lacks required field(s): chatHistory or history" in reasons[f"{prefix}/s-bad/no-history.json"]
+    assert "UTF-8" in reasons[f"{prefix}/s-bad/latin1.json"]
+    assert "does not match" in reasons[f"{prefix}/s-bad/notes.txt"]
+    assert summary["conversations"]["rows_rejected"] == len(bad)
+    assert summary["conversations"]["rows_landed"] == len(documents(sandbox))
+
+
+def test_an_object_written_while_the_run_lists_is_picked_up_by_the_next_run(clean_warehouse):
+    """A key sorting before the listing's position is missed; the watermark overlap catches it next run."""
+    sandbox = clean_warehouse
+    prefix = f"{sandbox.manifest['unless']['account']}/conversations/{WEBSITE}"
+    doc = next(iter(documents(sandbox).values()))
+    early, late = f"{prefix}/--race/a.json", f"{prefix}/zz-race/b.json"
+    client, bucket = s3(sandbox), sandbox.env["SANDBOX_UNLESS_BUCKET"]
+
+    class WrittenDuringListing(UnlessToStagingOperator):
+        def selected(self, pages, lower, end):
+            def racing():
+                for number, page in enumerate(pages):
+                    yield page
+                    if number == 0:  # the listing is past the early key: write it, then a later one
+                        client.put_object(Bucket=bucket, Key=early, Body=json.dumps(dict(doc, sessionId="--race")))
+                        time.sleep(1.1)
+                        client.put_object(Bucket=bucket, Key=late, Body=json.dumps(dict(doc, sessionId="zz-race")))
+            return super().selected(racing(), lower, end)
+
+    try:
+        start, end = day_window(TODAY)
+        first = WrittenDuringListing(task_id="load", tenant=WEBSITE, page_size=2,
+                                     window={"start": start.isoformat(), "end": end.isoformat()},
+                                     bucket=bucket, account=sandbox.manifest["unless"]["account"])
+        first.execute({"run_id": "race-1"})
+        # the next scheduled run covers tomorrow: only the watermark's overlap reaches back to the early key
+        load(sandbox, TODAY + dt.timedelta(days=1), run_id="race-2")
+        with sandbox.warehouse() as conn:
+            runs = dict(conn.execute("SELECT object_key, _run_id FROM staging.unless_conversations "
+                                     "WHERE object_key IN (%s, %s)", (early, late)).fetchall())
+    finally:
+        for key in (early, late):
+            client.delete_object(Bucket=bucket, Key=key)
+    assert runs == {late: "race-1", early: "race-2"}
+
+
+def test_the_gate_refuses_an_unknown_sender(clean_warehouse):
+    from chat_ingest.sources import unless
+    from chat_ingest.validation import ValidationFailed, run_gate
+    from chat_ingest.warehouse import connect
+
+    sandbox = clean_warehouse
+    key, doc = sorted(documents(sandbox).items())[1]
+    odd = dict(doc, chatHistory=[dict(doc["chatHistory"][0], sender="robot")])
+    with objects(sandbox, {key: json.dumps(odd).encode()}):
+        load(sandbox, run_id="unless-gate")
+    start, end = day_window(TODAY)
+    with connect() as conn, pytest.raises(ValidationFailed, match="sender"):
+        run_gate(conn, sandbox.warehouse_dsn.replace("postgresql://", "postgresql+psycopg2://"), unless.LOGS,
+                 run_id="unless-gate", start=start, end=end, tenants=[WEBSITE])
+
+
+def test_dag_run_lands_every_website_and_passes_the_gate(clean_warehouse, airflow, tmp_path):
+    import psycopg
+
+    sandbox = clean_warehouse
+    run_id = airflow.trigger_day("unless_ingest", sandbox.days[-1], tmp_path / "airflow.log")
+    with psycopg.connect(airflow.metadata_dsn) as conn:
+        states = dict(conn.execute("SELECT task_id || coalesce('[' || nullif(map_index, -1) || ']', ''), state "
+                                   "FROM task_instance WHERE run_id = %s", (run_id,)).fetchall())
+    assert set(states.values()) == {"success"} and {"load[0]", "load[1]", "validate_logs"} <= set(states)
+    with sandbox.warehouse() as conn:
+        websites = {w for (w,) in conn.execute("SELECT DISTINCT website FROM staging.unless_conversations")}
+        checks = conn.execute("SELECT count(*), bool_and(success) FROM audit.validation_results "
+                              "WHERE source = 'unless' AND run_id = %s", (run_id,)).fetchone()
+    assert websites == set(sandbox.manifest["unless"]["websites"])
+    assert checks[0] > 0 and checks[1]
