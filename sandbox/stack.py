@@ -74,6 +74,7 @@ class SandboxState:
             "ultimate_token": secrets.token_urlsafe(24),
             "ultimate_organization_id": "org-" + secrets.token_hex(4),
             "ultimate_admin_token": secrets.token_urlsafe(16),
+            "reporting_pii_key": secrets.token_urlsafe(32),
             "s3_access_key": "AKIA" + secrets.token_hex(8).upper(),
             "s3_secret_key": secrets.token_urlsafe(30),
         }
@@ -230,6 +231,7 @@ def env_vars(root: Path, state: SandboxState, server_dsn: str, warehouse: str, d
             "password": sec["ultimate_token"],
             "extra": {"organization_id": sec["ultimate_organization_id"], "bot_id": "ult-bank"},
         }),
+        "AIRFLOW_CONN_REPORTING_PII": json.dumps({"conn_type": "generic", "password": sec["reporting_pii_key"]}),
         "AIRFLOW_CONN_UNLESS_S3": json.dumps({
             "conn_type": "aws", "login": sec["s3_access_key"], "password": sec["s3_secret_key"],
             "extra": {"endpoint_url": f"http://127.0.0.1:{ports['s3']}", "region_name": "us-east-1"},

@@ -75,5 +75,8 @@ CREATE TABLE IF NOT EXISTS audit.changed_days (
     table_name text        NOT NULL,
     tenant     text,
     day        date        NOT NULL,
-    changed_at timestamptz NOT NULL DEFAULT now()
+    changed_at timestamptz NOT NULL DEFAULT now(),
+    -- set by the reporting build that rebuilt the day (per row: loads commit out of id order)
+    consumed_at timestamptz
 );
+CREATE INDEX IF NOT EXISTS changed_days_pending_idx ON audit.changed_days (change_id) WHERE consumed_at IS NULL;

@@ -55,6 +55,7 @@ CHAT_AGENT_LOG = TableSpec(
     key=("id",),
     cursor="updated_at",
     version_column="updated_at",
+    day_column="joined_at",
     columns=(
         Column("id", "text", "String", nullable=False),
         Column("chat_id", "text", "String", nullable=False),

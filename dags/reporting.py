@@ -1,0 +1,108 @@
+"""
+### Reporting: vendor-neutral tables from all four sources
+
+Runs whenever an ingestion DAG's validation passes (scheduled on the `staging.*` Assets), and
+rebuilds exactly the (source, day) partitions those loads changed — recorded by every load in
+`audit.changed_days`, each widened by a day before it for conversations that began the evening
+before. A day of a source is rebuilt in **one transaction** from the SQL in
+`include/sql/reporting/`:
+
+| table | one row per |
+| --- | --- |
+| `reporting.conversations` | conversation of any source: outcome, intents, message counts, HMAC'd user key |
+| `reporting.messages` | message, with e-mail addresses, phone and ID numbers masked |
+| `reporting.daily_bot_kpis` | day × source × tenant: bot-handled, escalation, failed-escalation, deflection, automation, informed, understood rates |
+| `reporting.intent_metrics` | day × source × tenant × first meaningful intent |
+| `reporting.agent_daily_kpis` | day × Botslovers agent: chats, handle time, first response, closes, CSAT |
+| `reporting.agent_status_daily` | day × Botslovers agent × status: seconds, online share |
+
+So Ultimate's file of day X+1, holding conversations that began on day X, rebuilds day X. A rerun
+changes nothing. **Manual rebuild:** trigger with `start_date` / `end_date` to rebuild that range for
+every source (e.g. after changing the SQL). The HMAC key of personal ids is the password of
+connection `reporting_pii`; excluded intents are `reporting.excluded_intents` in
+`include/config/sources.yaml`.
+"""
+
+from airflow.sdk import DAG, AssetAny, Param, get_current_context, task
+
+from chat_ingest.dag_factory import DEFAULT_ARGS, START_DATE, staging_asset
+from chat_ingest.project import SQL_DIR
+from chat_ingest.sources import TABLES_BY_SOURCE
+
+ASSETS = [staging_asset(spec) for tables in TABLES_BY_SOURCE.values() for spec in tables.values()]
+
+
+@task
+def plan() -> dict:
+    """The pending changes, and the partitions to rebuild (plus a requested range, if any)."""
+    import datetime as dt
+
+    from chat_ingest.reporting import SOURCES, ensure_reporting_schema, pending_changes
+    from chat_ingest.warehouse import connect
+
+    params = get_current_context()["params"]
+    with connect() as conn:
+        ensure_reporting_schema(conn)
+        change_ids, partitions = pending_changes(conn)
+    if params.get("start_date"):
+        first = dt.date.fromisoformat(params["start_date"])
+        last = dt.date.fromisoformat(params.get("end_date") or params["start_date"])
+        if last < first:
+            raise ValueError(f"end_date {last} is before start_date {first}")
+        partitions = sorted({*partitions, *((s, first + dt.timedelta(days=i)) for s in SOURCES
+                                            for i in range((last - first).days + 1))})
+    print(f"{len(change_ids)} pending change(s); rebuilding {len(partitions)} partition(s)")
+    return {"change_ids": change_ids, "partitions": [{"source": s, "day": d.isoformat()} for s, d in partitions]}
+
+
+@task
+def partitions_of(planned: dict) -> list[dict]:
+    return planned["partitions"]
+
+
+@task(max_active_tis_per_dagrun=2)
+def rebuild(partition: dict) -> int:
+    """One source's day in every reporting table, in one transaction."""
+    import datetime as dt
+
+    from airflow.sdk import BaseHook
+
+    from chat_ingest.config import load_config
+    from chat_ingest.reporting import DEFAULT_EXCLUDED_INTENTS, PII_KEY_CONN_ID, rebuild_day
+    from chat_ingest.warehouse import connect
+
+    excluded = load_config().get("reporting", {}).get("excluded_intents", DEFAULT_EXCLUDED_INTENTS)
+    key = BaseHook.get_connection(PII_KEY_CONN_ID).password
+    with connect() as conn:
+        return rebuild_day(conn, partition["source"], dt.date.fromisoformat(partition["day"]), pii_key=key,
+                           run_id=get_current_context()["run_id"], excluded_intents=excluded)
+
+
+@task
+def consume(planned: dict) -> int:
+    """Mark the planned changes consumed, once every partition is rebuilt."""
+    from chat_ingest.reporting import mark_consumed
+    from chat_ingest.warehouse import connect
+
+    with connect() as conn:
+        return mark_consumed(conn, planned["change_ids"])
+
+
+with DAG(
+    dag_id="reporting",
+    schedule=AssetAny(*ASSETS),  # any validated staging table
+    start_date=START_DATE,
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    tags=["chat-ingest", "reporting"],
+    doc_md=__doc__,
+    params={
+        "start_date": Param(None, type=["null", "string"], format="date", title="Rebuild from (UTC day)",
+                            description="Optional: rebuild this range for every source, beside pending changes."),
+        "end_date": Param(None, type=["null", "string"], format="date", title="Rebuild to (inclusive)"),
+    },
+    template_searchpath=[str(SQL_DIR)],
+):
+    planned = plan()
+    rebuild.expand(partition=partitions_of(planned)) >> consume(planned)

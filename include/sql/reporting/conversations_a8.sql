@@ -1,0 +1,57 @@
+-- A8: a conversation is a `chat_id` of a bot (`bot_handle`), dated by its first message.  outcome: an
+-- agent wrote (`msg_from = 'agent'`) or the chat reached `agentAssigned` → escalated; it was transferred
+-- (`TransferChat`) and no agent took part → failed_escalation; otherwise bot_handled.  Channel and
+-- language come from the chat's user (event_metrics.user_id → user.client_id); intents are the NLP
+-- intents of the user's messages (a8bot_nlp; 'None' is no intent); a user message not handled
+-- (user_message_details.is_handeled false) counts as not understood.
+WITH touched AS (
+    SELECT DISTINCT bot_handle, chat_id FROM staging.a8_messages
+    WHERE time >= %(day_start)s AND time < %(day_end)s
+), chats AS (
+    SELECT m.bot_handle, m.chat_id, min(m.time) AS started_at, max(m.time) AS ended_at,
+           count(*) FILTER (WHERE m.msg_from = 'user') AS user_messages,
+           count(*) FILTER (WHERE m.msg_from = 'bot') AS bot_messages,
+           count(*) FILTER (WHERE m.msg_from = 'agent') AS agent_messages
+    FROM staging.a8_messages m JOIN touched USING (bot_handle, chat_id)
+    GROUP BY m.bot_handle, m.chat_id
+    HAVING min(m.time) >= %(day_start)s AND min(m.time) < %(day_end)s
+), states AS (
+    SELECT s.bot_handle, s.chat_id, bool_or(s.state = 'agentAssigned') AS agent_assigned,
+           bool_or(s.state = 'TransferChat') AS transferred
+    FROM staging.a8_chat_state s JOIN chats USING (bot_handle, chat_id)
+    GROUP BY s.bot_handle, s.chat_id
+), users AS (
+    SELECT DISTINCT ON (e.bot_handle, e.chat_id) e.bot_handle, e.chat_id, e.user_id, u.channel, u.lang
+    FROM staging.a8_event_metrics e JOIN chats USING (bot_handle, chat_id)
+    LEFT JOIN staging.a8_user u ON u.bot_handle = e.bot_handle AND u.client_id = e.user_id
+    ORDER BY e.bot_handle, e.chat_id, e.time, u.time
+), handled AS (
+    SELECT d.chat_id, count(*) FILTER (WHERE d.is_handeled IS NOT TRUE) AS not_understood
+    FROM staging.a8_user_message_details d JOIN chats USING (chat_id)
+    GROUP BY d.chat_id
+), intents AS (
+    SELECT m.bot_handle, m.chat_id,
+           (array_agg(n.intent ORDER BY n.time, m.mid))[1] AS first_intent,
+           (array_agg(n.intent ORDER BY n.time DESC, m.mid DESC))[1] AS last_intent,
+           (array_agg(n.intent ORDER BY n.time, m.mid) FILTER (WHERE n.intent <> ALL (%(excluded_intents)s)))[1]
+               AS first_meaningful_intent
+    FROM staging.a8_messages m JOIN chats USING (bot_handle, chat_id)
+    JOIN staging.a8_a8bot_nlp n ON n.mid = m.mid AND n.bot_handle = m.bot_handle
+    WHERE m.msg_from = 'user' AND n.intent IS NOT NULL AND n.intent <> 'None'
+    GROUP BY m.bot_handle, m.chat_id
+)
+INSERT INTO reporting.conversations (source, tenant, conversation_id, started_at, ended_at, conversation_date,
+    channel, language, user_key, user_messages, bot_messages, agent_messages, not_understood_messages, outcome,
+    first_intent, last_intent, first_meaningful_intent)
+SELECT 'a8', c.bot_handle, c.chat_id, c.started_at, c.ended_at, (c.started_at AT TIME ZONE 'UTC')::date,
+       u.channel, u.lang, reporting.user_key(u.user_id), c.user_messages, c.bot_messages, c.agent_messages,
+       h.not_understood,
+       CASE WHEN c.agent_messages > 0 OR coalesce(s.agent_assigned, false) THEN 'escalated'
+            WHEN coalesce(s.transferred, false) THEN 'failed_escalation'
+            ELSE 'bot_handled' END,
+       i.first_intent, i.last_intent, i.first_meaningful_intent
+FROM chats c
+LEFT JOIN states s USING (bot_handle, chat_id)
+LEFT JOIN users u USING (bot_handle, chat_id)
+LEFT JOIN handled h USING (chat_id)
+LEFT JOIN intents i USING (bot_handle, chat_id);

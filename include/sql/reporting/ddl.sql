@@ -1,0 +1,167 @@
+-- Reporting schema: vendor-neutral tables, one row set per (source, day) partition, rebuilt by the
+-- reporting DAG in one transaction per day.  Idempotent: run before every build.
+CREATE SCHEMA IF NOT EXISTS reporting;
+
+-- Masks personal data in free text: e-mail addresses, then runs of 6+ digits (ID and card numbers),
+-- then phone numbers (9+ digits with the usual separators).  The unmasked text never leaves staging.
+CREATE OR REPLACE FUNCTION reporting.mask_pii(body text) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE RETURNS NULL ON NULL INPUT AS $$
+    SELECT regexp_replace(regexp_replace(regexp_replace(body,
+        '[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}', '[email]', 'g'),
+        '\d{6,}', '[number]', 'g'),
+        '\+?\d(?:[\s().-]*\d){8,14}', '[phone]', 'g')
+$$;
+
+-- A keyed HMAC-SHA256 of a personal id (users stay countable, never identifiable).  The build sets
+-- the key's inner and outer pads for its transaction (set_config with bound values): the key is never
+-- in SQL text, and without a build transaction the function fails instead of hashing with no key.
+CREATE OR REPLACE FUNCTION reporting.user_key(value text) RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE RETURNS NULL ON NULL INPUT AS $$
+    SELECT encode(sha256(decode(current_setting('chat_ingest.hmac_outer'), 'hex')
+                         || sha256(decode(current_setting('chat_ingest.hmac_inner'), 'hex')
+                                   || convert_to(value, 'UTF8'))), 'hex')
+$$;
+REVOKE EXECUTE ON FUNCTION reporting.user_key(text) FROM PUBLIC;
+
+CREATE TABLE IF NOT EXISTS reporting.conversations (
+    source                  text        NOT NULL,
+    tenant                  text        NOT NULL,
+    conversation_id         text        NOT NULL,
+    started_at              timestamptz NOT NULL,
+    ended_at                timestamptz,
+    conversation_date       date        NOT NULL,
+    channel                 text,
+    language                text,
+    user_key                text,        -- keyed HMAC of the vendor's user id: countable, not reversible
+    user_messages           integer,
+    bot_messages            integer,
+    agent_messages          integer,
+    not_understood_messages integer,     -- Ultimate: not_understood_messages_count; A8: user messages not handled
+    outcome                 text        NOT NULL CHECK (outcome IN ('bot_handled', 'escalated', 'failed_escalation', 'unknown')),
+    resolution              text,        -- Ultimate last_resolution
+    first_intent            text,
+    last_intent             text,
+    first_meaningful_intent text,
+    PRIMARY KEY (source, tenant, conversation_id)
+);
+CREATE INDEX IF NOT EXISTS conversations_day_idx ON reporting.conversations (source, conversation_date);
+
+CREATE TABLE IF NOT EXISTS reporting.messages (
+    source            text        NOT NULL,
+    tenant            text        NOT NULL,
+    conversation_id   text        NOT NULL,
+    message_id        text        NOT NULL,
+    sent_at           timestamptz NOT NULL,
+    conversation_date date        NOT NULL,
+    sender_role       text        NOT NULL CHECK (sender_role IN ('user', 'bot', 'agent', 'system')),
+    text_masked       text,
+    PRIMARY KEY (source, tenant, conversation_id, message_id)
+);
+CREATE INDEX IF NOT EXISTS messages_day_idx ON reporting.messages (source, conversation_date);
+
+CREATE TABLE IF NOT EXISTS reporting.daily_bot_kpis (
+    conversation_date        date    NOT NULL,
+    source                   text    NOT NULL,
+    tenant                   text    NOT NULL,
+    total_conversations      integer NOT NULL,
+    bot_handled_rate         numeric,
+    escalation_rate          numeric,
+    failed_escalation_rate   numeric,
+    deflection_rate          numeric,
+    automation_rate          numeric,
+    informed_rate            numeric,
+    messages_understood_rate numeric,
+    PRIMARY KEY (conversation_date, source, tenant)
+);
+
+CREATE TABLE IF NOT EXISTS reporting.intent_metrics (
+    conversation_date       date    NOT NULL,
+    source                  text    NOT NULL,
+    tenant                  text    NOT NULL,
+    first_meaningful_intent text    NOT NULL,
+    total_conversations     integer NOT NULL,
+    bot_handled_rate        numeric NOT NULL,
+    PRIMARY KEY (conversation_date, source, tenant, first_meaningful_intent)
+);
+
+CREATE TABLE IF NOT EXISTS reporting.agent_daily_kpis (
+    activity_date            date    NOT NULL,
+    source                   text    NOT NULL,
+    tenant                   text    NOT NULL,
+    agent_id                 text    NOT NULL,
+    chats_joined             integer NOT NULL,
+    handle_seconds           numeric NOT NULL,
+    first_response_median_s  numeric,
+    first_response_p90_s     numeric,
+    resolved                 integer NOT NULL,
+    manual_closed            integer NOT NULL,
+    timeouts                 integer NOT NULL,
+    csat                     numeric,
+    csat_share_4_plus        numeric,
+    PRIMARY KEY (activity_date, source, tenant, agent_id)
+);
+
+CREATE TABLE IF NOT EXISTS reporting.agent_status_daily (
+    status_date   date    NOT NULL,
+    source        text    NOT NULL,
+    tenant        text    NOT NULL,
+    agent_id      text    NOT NULL,
+    status        text    NOT NULL,
+    seconds       numeric NOT NULL,
+    online_share  numeric NOT NULL,  -- of the agent's logged time that day
+    PRIMARY KEY (status_date, source, tenant, agent_id, status)
+);
+
+-- Which (source, day) partitions each reporting build rebuilt, and what that took.
+CREATE TABLE IF NOT EXISTS audit.reporting_builds (
+    build_id         bigserial PRIMARY KEY,
+    run_id           text        NOT NULL,
+    source           text        NOT NULL,
+    day              date        NOT NULL,
+    conversations    integer     NOT NULL,
+    duration_seconds double precision NOT NULL,
+    built_at         timestamptz NOT NULL DEFAULT now()
+);
+
+-- Access: the loader owns staging and audit, the reader may read reporting only.  Creating roles
+-- needs CREATEROLE; where the build user lacks it, a DBA runs this block once (see README).
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'chat_ingest_reader') THEN
+        CREATE ROLE chat_ingest_reader NOLOGIN;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'chat_ingest_loader') THEN
+        CREATE ROLE chat_ingest_loader NOLOGIN;
+    END IF;
+EXCEPTION WHEN insufficient_privilege THEN
+    RAISE NOTICE 'cannot create the chat_ingest roles (needs CREATEROLE); ask a DBA to create them';
+END
+$$;
+DO $$
+BEGIN
+    IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'chat_ingest_reader') THEN
+        GRANT USAGE ON SCHEMA reporting TO chat_ingest_reader;
+        GRANT SELECT ON ALL TABLES IN SCHEMA reporting TO chat_ingest_reader;
+        REVOKE ALL ON SCHEMA staging, audit FROM chat_ingest_reader;
+    END IF;
+    IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'chat_ingest_loader') THEN
+        GRANT USAGE, CREATE ON SCHEMA staging, audit TO chat_ingest_loader;
+        GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA staging, audit TO chat_ingest_loader;
+        GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA audit TO chat_ingest_loader;
+        -- the loader lands data; it does not own, change or drop what analysts read
+        GRANT USAGE ON SCHEMA reporting TO chat_ingest_loader;
+        GRANT SELECT ON ALL TABLES IN SCHEMA reporting TO chat_ingest_loader;
+    END IF;
+END
+$$;
+
+-- Indexes on staging that serve the rebuild of a day (a conversation's rows by its id).
+CREATE INDEX IF NOT EXISTS botslovers_messages_session_idx ON staging.botslovers_messages (company, session);
+CREATE INDEX IF NOT EXISTS botslovers_chat_agent_log_chat_idx ON staging.botslovers_chat_agent_log (company, chat_id);
+CREATE INDEX IF NOT EXISTS a8_messages_chat_idx ON staging.a8_messages (bot_handle, chat_id);
+CREATE INDEX IF NOT EXISTS a8_chat_state_chat_idx ON staging.a8_chat_state (bot_handle, chat_id);
+CREATE INDEX IF NOT EXISTS a8_user_message_details_chat_idx ON staging.a8_user_message_details (chat_id);
+CREATE INDEX IF NOT EXISTS a8_a8bot_nlp_mid_idx ON staging.a8_a8bot_nlp (mid);
+CREATE INDEX IF NOT EXISTS a8_event_metrics_chat_idx ON staging.a8_event_metrics (chat_id);
+CREATE INDEX IF NOT EXISTS ultimate_conversations_start_idx ON staging.ultimate_conversations (conversation_start_time);
+CREATE INDEX IF NOT EXISTS unless_conversations_start_idx ON staging.unless_conversations (started_at);

@@ -1,0 +1,110 @@
+"""The reporting layer: rebuild exactly the (source, day) partitions that loads changed.
+
+Every load records the UTC days whose staging rows it inserted, updated or
+deleted (``audit.changed_days``).  A build takes the pending changes, widens each
+day by ``lookback_days`` before it (a conversation that began the evening
+before has messages on the changed day), and rebuilds each (source, day) of
+every ``reporting`` table in one transaction with the SQL in
+``include/sql/reporting/``: the conversations of that source that *started*
+that day, their masked messages, the day's KPIs.  A rebuild is a delete and an
+insert of the same partition, so a rerun changes nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import time
+from collections.abc import Iterable
+
+from chat_ingest.project import SQL_DIR
+
+log = logging.getLogger(__name__)
+
+REPORTING_SQL = SQL_DIR / "reporting"
+SOURCES = ("botslovers", "a8", "ultimate", "unless")
+#: The reporting tables and the column that names a row's day.
+PARTITION_COLUMNS = {
+    "conversations": "conversation_date", "messages": "conversation_date", "daily_bot_kpis": "conversation_date",
+    "intent_metrics": "conversation_date", "agent_daily_kpis": "activity_date", "agent_status_daily": "status_date",
+}
+#: A day's rebuild, in order; a step without a file for the source is not part of its rebuild.
+STEPS = ("conversations_{source}", "messages_{source}", "daily_bot_kpis", "intent_metrics",
+         "agent_daily_kpis_{source}", "agent_status_daily_{source}")
+DEFAULT_EXCLUDED_INTENTS = ("Greeting", "Talk to a human/agent")
+#: The HMAC key of personal ids lives in this Airflow connection's password.
+PII_KEY_CONN_ID = "reporting_pii"
+
+
+def ensure_reporting_schema(conn) -> None:
+    """Staging (so a source that never landed reads as empty), audit and reporting, idempotently."""
+    from chat_ingest.sources import TABLES_BY_SOURCE
+    from chat_ingest.warehouse import ensure_schema
+
+    ensure_schema(conn, [spec for tables in TABLES_BY_SOURCE.values() for spec in tables.values()])
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext('chat_ingest.ensure_schema'))")
+        conn.execute((REPORTING_SQL / "ddl.sql").read_text())
+
+
+def hmac_pads(key: str) -> tuple[str, str]:
+    """The inner and outer pads of HMAC-SHA256 for ``key`` (hex): SQL finishes the HMAC with sha256()."""
+    if not key:
+        raise ValueError(f"the reporting HMAC key is empty: set the password of connection {PII_KEY_CONN_ID!r}")
+    raw = key.encode()
+    if len(raw) > 64:
+        raw = hashlib.sha256(raw).digest()
+    raw = raw.ljust(64, b"\0")
+    return bytes(b ^ 0x36 for b in raw).hex(), bytes(b ^ 0x5C for b in raw).hex()
+
+
+def pending_changes(conn, lookback_days: int = 1) -> tuple[list[int], list[tuple[str, dt.date]]]:
+    """Unconsumed change ids, and the (source, day) partitions they call for (with the lookback)."""
+    rows = conn.execute(
+        "SELECT change_id, source, day FROM audit.changed_days WHERE consumed_at IS NULL ORDER BY change_id"
+    ).fetchall()
+    partitions = {(source, day - dt.timedelta(days=back)) for _, source, day in rows
+                  for back in range(lookback_days + 1)}
+    return [r[0] for r in rows], sorted(partitions)
+
+
+def rebuild_day(conn, source: str, day: dt.date, *, pii_key: str, run_id: str,
+                excluded_intents: Iterable[str] = DEFAULT_EXCLUDED_INTENTS) -> int:
+    """Replace one source's day in every reporting table, in one transaction; returns its conversations."""
+    from psycopg import sql
+
+    if source not in SOURCES:
+        raise ValueError(f"unknown source {source!r}; known: {', '.join(SOURCES)}")
+    started = time.monotonic()
+    inner, outer = hmac_pads(pii_key)
+    start = dt.datetime.combine(day, dt.time(), dt.timezone.utc)
+    params = {"source": source, "day": day, "day_start": start, "day_end": start + dt.timedelta(days=1),
+              "excluded_intents": list(excluded_intents)}
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"reporting:{source}:{day}",))
+        conn.execute("SELECT set_config('chat_ingest.hmac_inner', %s, true), "
+                     "set_config('chat_ingest.hmac_outer', %s, true)", (inner, outer))
+        for table, column in PARTITION_COLUMNS.items():
+            conn.execute(sql.SQL("DELETE FROM {} WHERE source = %s AND {} = %s").format(
+                sql.Identifier("reporting", table), sql.Identifier(column)), (source, day))
+        for step in STEPS:
+            path = REPORTING_SQL / f"{step.format(source=source)}.sql"
+            if path.exists():
+                conn.execute(path.read_text(), params)
+        conversations = conn.execute(
+            "SELECT count(*) FROM reporting.conversations WHERE source = %s AND conversation_date = %s",
+            (source, day)).fetchone()[0]
+        conn.execute(
+            "INSERT INTO audit.reporting_builds (run_id, source, day, conversations, duration_seconds) "
+            "VALUES (%s, %s, %s, %s, %s)", (run_id, source, day, conversations, time.monotonic() - started))
+    log.info("reporting %s %s: %d conversations rebuilt in %.1fs", source, day, conversations,
+             time.monotonic() - started)
+    return conversations
+
+
+def mark_consumed(conn, change_ids: list[int]) -> int:
+    with conn.transaction():
+        cur = conn.execute("UPDATE audit.changed_days SET consumed_at = now() WHERE change_id = ANY(%s) "
+                           "AND consumed_at IS NULL", (change_ids,))
+    return cur.rowcount

@@ -1,0 +1,411 @@
+"""The reporting layer: KPIs recomputed in plain Python from the generated raw files, compared with SQL.
+
+Every source is landed through its real operator (stand-ins over real HTTP / S3 /
+Postgres), the reporting build runs its real SQL, and each KPI is computed again
+here, independently, from the dataset files the generator wrote.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import statistics
+import uuid
+from collections import defaultdict
+
+import psycopg
+import pytest
+
+from tests.conftest import jsonl
+
+pytestmark = pytest.mark.integration
+
+UTC = dt.timezone.utc
+EXCLUDED = ("Greeting", "Talk to a human/agent")
+
+
+def ts(value) -> dt.datetime:
+    if isinstance(value, (int, float)):
+        return dt.datetime.fromtimestamp(value / 1000, UTC)
+    value = value.replace("Z", "+00:00").replace(" ", "T")
+    parsed = dt.datetime.fromisoformat(value)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def window(sandbox, extra_days: int = 2) -> dict[str, str]:
+    start = dt.datetime.combine(sandbox.days[0], dt.time(), UTC)
+    end = dt.datetime.combine(sandbox.days[-1] + dt.timedelta(days=extra_days), dt.time(), UTC)
+    return {"start": start.isoformat(), "end": end.isoformat()}
+
+
+def land_everything(sandbox, ultimate_days=None) -> None:
+    """Land all four sources over the dataset's days (and the days after, for late rows)."""
+    from chat_ingest.operators.a8 import A8ToStagingOperator
+    from chat_ingest.operators.botslovers import BotsloversToStagingOperator
+    from chat_ingest.operators.ultimate import UltimateToStagingOperator
+    from chat_ingest.operators.unless import UnlessToStagingOperator
+    from chat_ingest.sources import a8
+
+    ctx = {"run_id": f"test-{uuid.uuid4().hex[:8]}"}
+    m = sandbox.manifest
+    for company in m["botslovers"]["companies"]:
+        for table in ("messages", "chat_agent_log", "agent_status_logs"):
+            BotsloversToStagingOperator(task_id="l", tenant=company, table=table, window=window(sandbox)).execute(ctx)
+    for table, spec in a8.TABLES.items():
+        for bot in m["a8"]["bots"] if spec.tenant_column else [None]:
+            A8ToStagingOperator(task_id="l", tenant=bot, table=table, window=window(sandbox)).execute(ctx)
+    for bot in m["ultimate"]["bots"]:
+        for day in ultimate_days or [*sandbox.days, sandbox.days[-1] + dt.timedelta(days=1)]:
+            start = dt.datetime.combine(day, dt.time(), UTC)
+            UltimateToStagingOperator(task_id="l", tenant=bot, window={
+                "start": start.isoformat(), "end": (start + dt.timedelta(days=1)).isoformat()}).execute(ctx)
+    for website in m["unless"]["websites"]:
+        UnlessToStagingOperator(task_id="l", tenant=website, window=window(sandbox),
+                                bucket=sandbox.env["SANDBOX_UNLESS_BUCKET"], account=m["unless"]["account"]).execute(ctx)
+
+
+def build(sandbox, key: str = "test-hmac-key") -> list:
+    """The reporting DAG's steps: plan the pending changes, rebuild each partition, consume."""
+    from chat_ingest.reporting import ensure_reporting_schema, mark_consumed, pending_changes, rebuild_day
+    from chat_ingest.warehouse import connect
+
+    with connect() as conn:
+        ensure_reporting_schema(conn)
+        ids, partitions = pending_changes(conn)
+        for source, day in partitions:
+            rebuild_day(conn, source, day, pii_key=key, run_id="test-build")
+        mark_consumed(conn, ids)
+    return partitions
+
+
+def kpis(sandbox) -> dict:
+    with sandbox.warehouse() as conn:
+        rows = conn.execute("SELECT conversation_date, source, tenant, total_conversations, bot_handled_rate, "
+                            "escalation_rate, failed_escalation_rate, deflection_rate, automation_rate, "
+                            "informed_rate, messages_understood_rate FROM reporting.daily_bot_kpis").fetchall()
+    return {(d, s, t): (n, *[None if v is None else float(v) for v in rest]) for d, s, t, n, *rest in rows}
+
+
+def rates(outcomes: list[str], understood: tuple[int, int] | None = None) -> tuple:
+    n = len(outcomes)
+    share = lambda *wanted: sum(o in wanted for o in outcomes) / n  # noqa: E731
+    return (n, share("bot_handled"), share("escalated"), share("failed_escalation"),
+            1 - share("escalated"), None, None,
+            None if not understood or not understood[0] else (understood[0] - understood[1]) / understood[0])
+
+
+# -- the reference computations, one per source ----------------------------------------------------
+
+
+def expected_botslovers(sandbox) -> dict:
+    out = {}
+    for company in sandbox.manifest["botslovers"]["companies"]:
+        folder = sandbox.dataset / "botslovers" / company
+        messages = {m["id"]: m for m in jsonl(folder / "messages.jsonl")}
+        newest = {}
+        for row in jsonl(folder / "chat_agent_log.jsonl"):
+            if row["id"] not in newest or row["updated_at"] >= newest[row["id"]]["updated_at"]:
+                newest[row["id"]] = row
+        events = defaultdict(set)
+        for row in newest.values():
+            if row["deleted_at"] is None:
+                events[row["chat_id"]].add(row["event"])
+        sessions = defaultdict(list)
+        for m in messages.values():
+            sessions[m["session"]].append(m)
+        by_day = defaultdict(list)
+        for session, msgs in sessions.items():
+            human = any(m["sender_type"] == "human" for m in msgs) or "agent_joined" in events[session]
+            handoff = events[session] & {"chat_escalated", "assigned_to_human", "transferred"}
+            outcome = "escalated" if human else "failed_escalation" if handoff else "bot_handled"
+            by_day[min(ts(m["created_at"]) for m in msgs).date()].append(outcome)
+        out.update({(d, "botslovers", company): rates(o) for d, o in by_day.items()})
+    return out
+
+
+def expected_a8(sandbox) -> dict:
+    folder = sandbox.dataset / "a8"
+    chats = defaultdict(list)
+    for m in jsonl(folder / "messages.jsonl"):
+        chats[(m["bot_handle"], m["chat_id"])].append(m)
+    states = defaultdict(set)
+    for s in jsonl(folder / "chat_state.jsonl"):
+        states[s["chat_id"]].add(s["state"])
+    handled = defaultdict(list)
+    for d in jsonl(folder / "user_message_details.jsonl"):
+        handled[d["chat_id"]].append(d["is_handeled"])
+    by_key = defaultdict(lambda: ([], [0, 0]))
+    for (bot, chat), msgs in chats.items():
+        agent = any(m["msg_from"] == "agent" for m in msgs) or "agentAssigned" in states[chat]
+        outcome = "escalated" if agent else "failed_escalation" if "TransferChat" in states[chat] else "bot_handled"
+        outcomes, understood = by_key[(min(ts(m["time"]) for m in msgs).date(), "a8", bot)]
+        outcomes.append(outcome)
+        if chat in handled:  # the understood rate counts chats the NLP side reports on
+            understood[0] += sum(m["msg_from"] == "user" for m in msgs)
+            understood[1] += sum(h is not True for h in handled[chat])
+    return {key: rates(o, tuple(u)) for key, (o, u) in by_key.items()}
+
+
+def ultimate_records(sandbox) -> list[dict]:
+    records = {}
+    for bot in sandbox.manifest["ultimate"]["bots"]:
+        for path in sorted((sandbox.dataset / "ultimate" / bot).glob("*.json")):
+            for r in json.loads(path.read_text()):
+                records[(bot, r["conversation_id"])] = r
+    return list(records.values())
+
+
+def expected_ultimate(sandbox) -> dict:
+    """The seed's own metric query, in Python: count(distinct …) over status and resolution."""
+    groups = defaultdict(list)
+    for r in ultimate_records(sandbox):
+        if int(r["bot_messages_count"]) == 0:  # suggestion-engine conversations are left out
+            continue
+        groups[(ts(r["conversation_start_time"]).date(), "ultimate", r["bot_id"])].append(r)
+    out = {}
+    for key, rs in groups.items():
+        ids = lambda cond: len({r["conversation_id"] for r in rs if cond(r)})  # noqa: E731
+        n = ids(lambda r: True)
+        visitors = sum(int(r["visitor_messages_count"]) for r in rs)
+        not_understood = sum(int(r["not_understood_messages_count"]) for r in rs)
+        out[key] = (n, ids(lambda r: r["conversation_status"] == "botHandled") / n,
+                    ids(lambda r: r["conversation_status"] in ("email", "agent", "customEscalation")) / n,
+                    ids(lambda r: r["conversation_status"] == "failedEscalation") / n,
+                    ids(lambda r: r["conversation_status"] not in ("email", "agent", "customEscalation")) / n,
+                    ids(lambda r: r["last_resolution"] in ("informed", "resolved")) / n,
+                    ids(lambda r: r["last_resolution"] == "informed") / n,
+                    (visitors - not_understood) / visitors if visitors else None)
+    return out
+
+
+def expected_unless(sandbox) -> dict:
+    by_key = defaultdict(list)
+    root = sandbox.dataset / "unless"
+    for path in root.rglob("*.json"):
+        doc = json.loads(path.read_text())
+        logs = doc["chatHistory"]
+        started = ts(doc["createdAt"]) if "createdAt" in doc else min(ts(x["timestamp"]) for x in logs)
+        agent = any(x["sender"] == "support" and x["type"] != "error" for x in logs)
+        attempted = any(x.get("isLiveChat") or x["type"] == "error" for x in logs)
+        outcome = "escalated" if agent else "failed_escalation" if attempted else "bot_handled"
+        by_key[(started.date(), "unless", doc["websiteId"])].append(outcome)
+    return {key: rates(o) for key, o in by_key.items()}
+
+
+def expected_intents(sandbox) -> dict:
+    """The seed's third query for Ultimate: first meaningful intent by timestamp, per day and bot."""
+    groups = defaultdict(list)
+    for r in ultimate_records(sandbox):
+        if int(r["bot_messages_count"]) == 0:
+            continue
+        meaningful = sorted((ts(i["intent_timestamp"]), n, i["intent_name"])
+                            for n, i in enumerate(r["triggered_intent_replies"])
+                            if i["not_meaningful"] is False and i["intent_name"] not in EXCLUDED)
+        if meaningful:
+            groups[(ts(r["conversation_start_time"]).date(), r["bot_id"], meaningful[0][2])].append(
+                r["conversation_status"] == "botHandled")
+    return {key: (len(v), sum(v) / len(v)) for key, v in groups.items()}
+
+
+def expected_status_seconds(sandbox, company: str, day: dt.date) -> dict:
+    out = defaultdict(float)
+    start = dt.datetime.combine(day, dt.time(), UTC)
+    end = start + dt.timedelta(days=1)
+    for row in jsonl(sandbox.dataset / "botslovers" / company / "agent_status_logs.jsonl"):
+        if row["duration_seconds"] is None:
+            continue
+        closed = ts(row["status_changed_at"])
+        began = closed - dt.timedelta(seconds=row["duration_seconds"])
+        overlap = (min(closed, end) - max(began, start)).total_seconds()
+        if overlap > 0:
+            out[(row["agent_id"], row["old_status"])] += overlap
+    return dict(out)
+
+
+def expected_first_responses(sandbox, company: str, day: dt.date) -> dict[str, list[float]]:
+    folder = sandbox.dataset / "botslovers" / company
+    newest = {}
+    for row in jsonl(folder / "chat_agent_log.jsonl"):
+        if row["id"] not in newest or row["updated_at"] >= newest[row["id"]]["updated_at"]:
+            newest[row["id"]] = row
+    handoffs = {}
+    for row in newest.values():
+        if row["deleted_at"] is None and row["event"] in ("chat_escalated", "assigned_to_human", "transferred"):
+            at = ts(row["joined_at"])
+            handoffs[row["chat_id"]] = min(at, handoffs.get(row["chat_id"], at))
+    firsts = {}
+    for m in {m["id"]: m for m in jsonl(folder / "messages.jsonl")}.values():
+        at = ts(m["created_at"])
+        if m["sender_type"] == "human" and m["session"] in handoffs and at >= handoffs[m["session"]]:
+            if m["session"] not in firsts or (at, m["id"]) < firsts[m["session"]][:2]:
+                firsts[m["session"]] = (at, m["id"], m["sender_id"], (at - handoffs[m["session"]]).total_seconds())
+    out = defaultdict(list)
+    for at, _, agent, seconds in firsts.values():
+        if at.date() == day:
+            out[agent].append(seconds)
+    return out
+
+
+# -- the tests -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def reported(sandbox):
+    with sandbox.warehouse() as conn:
+        conn.execute("DROP SCHEMA IF EXISTS staging, audit, reporting CASCADE")
+    land_everything(sandbox)
+    build(sandbox)
+    return sandbox
+
+
+@pytest.mark.parametrize("source, expected", [
+    ("botslovers", expected_botslovers), ("a8", expected_a8), ("ultimate", expected_ultimate),
+    ("unless", expected_unless)])
+def test_daily_kpis_match_an_independent_computation(reported, source, expected):
+    actual = {k: v for k, v in kpis(reported).items() if k[1] == source and k[0] in reported.days}
+    wanted = {k: v for k, v in expected(reported).items() if k[0] in reported.days}
+    assert set(actual) == set(wanted) and wanted
+    for key, values in wanted.items():
+        assert actual[key] == pytest.approx(values), key
+
+
+def test_intent_metrics_follow_the_seeds_third_query(reported):
+    with reported.warehouse() as conn:
+        rows = conn.execute("SELECT conversation_date, tenant, first_meaningful_intent, total_conversations, "
+                            "bot_handled_rate FROM reporting.intent_metrics WHERE source = 'ultimate'").fetchall()
+    actual = {(d, t, i): (n, float(r)) for d, t, i, n, r in rows if d in reported.days}
+    wanted = {k: v for k, v in expected_intents(reported).items() if k[0] in reported.days}
+    assert set(actual) == set(wanted) and wanted
+    for key, values in wanted.items():
+        assert actual[key] == pytest.approx(values), key
+
+
+def test_agent_status_seconds_and_first_responses(reported):
+    company, day = reported.manifest["botslovers"]["companies"][0], reported.days[1]
+    with reported.warehouse() as conn:
+        status = {(a, s): float(sec) for a, s, sec in conn.execute(
+            "SELECT agent_id, status, seconds FROM reporting.agent_status_daily WHERE tenant = %s "
+            "AND status_date = %s", (company, day))}
+        responses = {a: (None if m is None else float(m), None if p is None else float(p)) for a, m, p in
+                     conn.execute("SELECT agent_id, first_response_median_s, first_response_p90_s FROM "
+                                  "reporting.agent_daily_kpis WHERE tenant = %s AND activity_date = %s",
+                                  (company, day))}
+    assert status == pytest.approx(expected_status_seconds(reported, company, day)) and status
+    firsts = expected_first_responses(reported, company, day)
+    for agent, seconds in firsts.items():
+        median = statistics.median(seconds)
+        p90 = statistics.quantiles(seconds, n=10, method="inclusive")[-1] if len(seconds) > 1 else seconds[0]
+        assert responses[agent] == pytest.approx((median, p90)), agent
+
+
+def test_no_reporting_text_holds_an_email_or_phone_and_users_are_keyed(reported):
+    patterns = re.compile(r"[\w.+-]+@example\.(com|org|es)|\+34 6\d\d \d{3} \d{3}|\d{8}")
+    with reported.warehouse() as conn:
+        texts = [t for (t,) in conn.execute("SELECT text_masked FROM reporting.messages WHERE text_masked <> ''")]
+        keys = conn.execute("SELECT count(user_key), count(DISTINCT user_key), bool_and(user_key ~ '^[0-9a-f]{64}$') "
+                            "FROM reporting.conversations WHERE source = 'botslovers'").fetchone()
+        columns = {c for (c,) in conn.execute("SELECT column_name FROM information_schema.columns "
+                                              "WHERE table_schema = 'reporting'")}
+    assert texts and not [t for t in texts if patterns.search(t)]
+    assert any("[email]" in t for t in texts) and any("[phone]" in t for t in texts)
+    assert any("[number]" in t for t in texts)
+    assert keys[0] > 0 and keys[2]
+    assert not {"ip_address", "email", "name", "sender_id", "client_id"} & columns
+
+
+def test_the_user_key_is_an_hmac_of_the_id_with_the_connection_key(reported):
+    import hashlib
+    import hmac
+
+    company = reported.manifest["botslovers"]["companies"][0]
+    with reported.warehouse() as conn:
+        session, key = conn.execute("SELECT conversation_id, user_key FROM reporting.conversations "
+                                    "WHERE source = 'botslovers' AND tenant = %s LIMIT 1", (company,)).fetchone()
+        user = conn.execute("SELECT min(sender_id) FROM staging.botslovers_messages WHERE session = %s "
+                            "AND sender_type = 'user'", (session,)).fetchone()[0]
+    assert key == hmac.new(b"test-hmac-key", user.encode(), hashlib.sha256).hexdigest()
+
+
+def test_a_rebuild_changes_nothing(reported):
+    from chat_ingest.reporting import rebuild_day
+    from chat_ingest.warehouse import connect
+
+    def fingerprint():
+        with reported.warehouse() as conn:
+            return [conn.execute(f"SELECT md5(string_agg(t::text, '|' ORDER BY t::text)) FROM reporting.{t} t"
+                                 ).fetchone()[0] for t in ("conversations", "messages", "daily_bot_kpis",
+                                                           "intent_metrics", "agent_daily_kpis", "agent_status_daily")]
+
+    before = fingerprint()
+    with connect() as conn:
+        for source in ("botslovers", "a8", "ultimate", "unless"):
+            for day in reported.days:
+                rebuild_day(conn, source, day, pii_key="test-hmac-key", run_id="test-again")
+    assert fingerprint() == before
+    assert build(reported) == []  # nothing pending: every change was consumed
+
+
+def test_the_reader_sees_reporting_only_and_the_loader_cannot_drop_it(reported):
+    password = uuid.uuid4().hex
+    with reported.warehouse() as conn:
+        for role, group in (("test_reader", "chat_ingest_reader"), ("test_loader", "chat_ingest_loader")):
+            conn.execute(f"DROP ROLE IF EXISTS {role}")
+            conn.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{password}' IN ROLE {group}")
+    base = psycopg.conninfo.conninfo_to_dict(reported.warehouse_dsn)
+    as_reader = psycopg.conninfo.make_conninfo(**{**base, "user": "test_reader", "password": password})
+    as_loader = psycopg.conninfo.make_conninfo(**{**base, "user": "test_loader", "password": password})
+    with psycopg.connect(as_reader, autocommit=True) as conn:
+        assert conn.execute("SELECT count(*) FROM reporting.daily_bot_kpis").fetchone()[0] > 0
+        for table in ("staging.botslovers_messages", "audit.rejected_records"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(f"SELECT count(*) FROM {table}")
+    with psycopg.connect(as_loader, autocommit=True) as conn:
+        assert conn.execute("SELECT count(*) FROM staging.botslovers_messages").fetchone()[0] > 0
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("DROP TABLE reporting.conversations")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("DELETE FROM reporting.daily_bot_kpis")
+
+
+def test_the_reporting_dag_rebuilds_a_requested_range(reported, airflow, tmp_path):
+    day = reported.days[0]
+    run_id = airflow.trigger("reporting", {"start_date": day.isoformat(), "end_date": day.isoformat()},
+                             tmp_path / "airflow.log")
+    with reported.warehouse() as conn:
+        rebuilt = {(s, d) for s, d in conn.execute("SELECT source, day FROM audit.reporting_builds WHERE run_id = %s",
+                                                   (run_id,))}
+    assert rebuilt == {(s, day) for s in ("botslovers", "a8", "ultimate", "unless")}
+
+
+def test_a_late_ultimate_file_changes_the_earlier_day_and_nothing_else(clean_warehouse):
+    """File X+1 holds conversations that began on day X: landing it rebuilds day X, not the days before."""
+    from chat_ingest.operators.ultimate import UltimateToStagingOperator
+
+    sandbox = clean_warehouse
+    day_x, day_next = sandbox.days[1], sandbox.days[2]
+    land_everything(sandbox, ultimate_days=[sandbox.days[0], day_x])
+    build(sandbox)
+    before = kpis(sandbox)
+    bot = sandbox.manifest["ultimate"]["bots"][0]
+    late = dict(ultimate_records(sandbox)[0], bot_id=bot, conversation_id="late-" + uuid.uuid4().hex,
+                conversation_start_time=f"{day_x}T23:58:00Z", conversation_end_time=f"{day_next}T00:03:00Z",
+                conversation_status="failedEscalation", bot_messages_count="2")
+    folder = sandbox.dataset / "ultimate" / bot / day_next.isoformat()
+    folder.mkdir()
+    (folder / "part-late.json").write_text(json.dumps([late]))
+    try:
+        start = dt.datetime.combine(day_next, dt.time(), UTC)
+        window = {"start": start.isoformat(), "end": (start + dt.timedelta(days=1)).isoformat()}
+        UltimateToStagingOperator(task_id="l", tenant=bot, window=window).execute({"run_id": "late"})
+        partitions = build(sandbox)
+    finally:
+        (folder / "part-late.json").unlink()
+        folder.rmdir()
+    after = kpis(sandbox)
+    assert ("ultimate", day_x) in partitions
+    assert after[(day_x, "ultimate", bot)][0] > before[(day_x, "ultimate", bot)][0]
+    assert after[(day_x, "ultimate", bot)][3] > before[(day_x, "ultimate", bot)][3]  # a failed escalation more
+    changed = {k for k in set(before) | set(after) if before.get(k) != after.get(k)}
+    assert changed and changed <= {(d, "ultimate", b) for d in (day_x, day_next)
+                                   for b in sandbox.manifest["ultimate"]["bots"]}
