@@ -264,18 +264,19 @@ def env_vars(root: Path, state: SandboxState, server_dsn: str, warehouse: str, d
 
 
 def write_sources_config(path: Path, dataset: Path) -> None:
-    """The tenants each source covers in this sandbox, in include/config's format."""
+    """include/config/sources.yaml with the tenants this sandbox's dataset covers."""
     import yaml
+
+    from chat_ingest.config import DEFAULT_CONFIG
 
     manifest = json.loads((dataset / "manifest.json").read_text()) if (dataset / "manifest.json").exists() else {}
     unless = manifest.get("unless", {})
-    config = {
-        "botslovers": {"companies": _tenants(dataset, "botslovers")},
-        "a8": {"bots": manifest.get("a8", {}).get("bots", [])},
-        "ultimate": {"bots": _tenants(dataset, "ultimate")},
-        "unless": {"bucket": UNLESS_BUCKET, "account": unless.get("account", ""),
-                   "websites": unless.get("websites", [])},
-    }
+    config = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    config["botslovers"]["companies"] = _tenants(dataset, "botslovers")
+    config["a8"]["bots"] = manifest.get("a8", {}).get("bots", [])
+    config["ultimate"]["bots"] = _tenants(dataset, "ultimate")
+    config["unless"].update(bucket=UNLESS_BUCKET, account=unless.get("account", ""),
+                            websites=unless.get("websites", []))
     path.write_text(yaml.safe_dump(config, sort_keys=False))
 
 

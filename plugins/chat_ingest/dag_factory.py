@@ -18,6 +18,7 @@ from typing import Any
 
 from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, Param, get_current_context, task
 
+from chat_ingest.alerts import failure_alerts
 from chat_ingest.operators.load import DocumentLoadOperator, LandingOperator
 from chat_ingest.operators.validate import ValidateStagingOperator
 from chat_ingest.tablespec import TableSpec
@@ -39,13 +40,21 @@ def staging_asset(spec: TableSpec) -> Asset:
     return Asset(name=f"staging.{spec.staging_table}")
 
 
-def ingest_params(tenant_label: str) -> dict[str, Param]:
-    return {
+def ingest_params(tenant_label: str, full_refresh: bool) -> dict[str, Param]:
+    one = tenant_label[:-1] if tenant_label.endswith("s") else tenant_label
+    params = {
         "date": Param(None, type=["null", "string"], format="date", title="Day to load (UTC)",
                       description="Leave empty on scheduled runs; a manual run loads exactly this day."),
+        "start_date": Param(None, type=["null", "string"], format="date", title="Or: first day of a range",
+                            description="A manual run may load a range of days instead of one."),
+        "end_date": Param(None, type=["null", "string"], format="date", title="Last day of the range (inclusive)"),
         "tenants": Param([], type="array", items={"type": "string"}, title=f"Only these {tenant_label}",
-                         description=f"Empty: every configured {tenant_label[:-1] if tenant_label.endswith('s') else tenant_label}."),
+                         description=f"Empty: every configured {one}."),
     }
+    if full_refresh:
+        params["full_refresh"] = Param(False, type="boolean", title="Full refresh",
+                                       description="Re-read everything the source holds, not only what changed.")
+    return params
 
 
 @task
@@ -80,7 +89,8 @@ def ingest_dag(*, dag_id: str, source: str, doc_md: str, tenant_label: str, tena
         default_args=DEFAULT_ARGS,
         tags=["chat-ingest", "ingestion", source, *tags],
         doc_md=doc_md,
-        params=ingest_params(tenant_label),
+        params=ingest_params(tenant_label, load_operator.supports_full_refresh),
+        on_failure_callback=failure_alerts(),
         template_searchpath=[str(SQL_DIR)],
     ) as dag:
         window = resolve_window()

@@ -104,7 +104,9 @@ def rebuild_day(conn, source: str, day: dt.date, *, pii_key: str, run_id: str,
 
 
 def mark_consumed(conn, change_ids: list[int]) -> int:
+    """Close a build: its changes are consumed and ``reporting.source_freshness`` is refreshed."""
     with conn.transaction():
         cur = conn.execute("UPDATE audit.changed_days SET consumed_at = now() WHERE change_id = ANY(%s) "
                            "AND consumed_at IS NULL", (change_ids,))
+        conn.execute((REPORTING_SQL / "source_freshness.sql").read_text())
     return cur.rowcount

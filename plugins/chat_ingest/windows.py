@@ -1,8 +1,10 @@
 """The load window of a run: ``[start, end)`` in UTC.
 
 A scheduled run covers its data interval (the previous UTC day, from the DAG's
-data-interval timetable).  A manual run names its day with the ``date`` Param,
-because a manual run's data interval is not derived from its logical date.
+data-interval timetable).  A manual run names its day with the ``date`` Param, or
+a range with ``start_date`` / ``end_date`` (inclusive), because a manual run's
+data interval is not derived from its logical date.  ``full_refresh`` travels
+with the window to the sources that support it.
 """
 
 from __future__ import annotations
@@ -18,11 +20,20 @@ def day_window(day: dt.date) -> tuple[dt.datetime, dt.datetime]:
     return start, start + dt.timedelta(days=1)
 
 
-def resolve_window(params: dict[str, Any], data_interval_start, data_interval_end) -> dict[str, str]:
+def resolve_window(params: dict[str, Any], data_interval_start, data_interval_end) -> dict[str, Any]:
     """The window as ISO strings (XCom-friendly) from the run's params or data interval."""
-    day = params.get("date")
+    day, first, last = params.get("date"), params.get("start_date"), params.get("end_date")
+    if day and (first or last):
+        raise ValueError("pass either 'date' or 'start_date' / 'end_date', not both")
+    if last and not first:
+        raise ValueError("'end_date' needs a 'start_date'")
     if day:
         start, end = day_window(dt.date.fromisoformat(str(day)))
+    elif first:
+        start = day_window(dt.date.fromisoformat(str(first)))[0]
+        end = day_window(dt.date.fromisoformat(str(last or first)))[1]
+        if end <= start:
+            raise ValueError(f"end_date {last} is before start_date {first}")
     elif data_interval_start is not None and data_interval_end is not None:
         start, end = data_interval_start.astimezone(UTC), data_interval_end.astimezone(UTC)
     else:
@@ -30,7 +41,7 @@ def resolve_window(params: dict[str, Any], data_interval_start, data_interval_en
     if end <= start:
         raise ValueError(f"empty window [{start}, {end}): a bare cron schedule has no data interval; "
                          "use a data-interval timetable or pass 'date'")
-    return {"start": start.isoformat(), "end": end.isoformat()}
+    return {"start": start.isoformat(), "end": end.isoformat(), "full_refresh": bool(params.get("full_refresh"))}
 
 
 def parse_window(window: dict[str, str]) -> tuple[dt.datetime, dt.datetime]:

@@ -378,6 +378,26 @@ def test_the_reporting_dag_rebuilds_a_requested_range(reported, airflow, tmp_pat
     assert rebuilt == {(s, day) for s in ("botslovers", "a8", "ultimate", "unless")}
 
 
+def test_the_html_report_draws_every_source(reported, tmp_path):
+    from sandbox.report import write_report
+
+    page = write_report(reported.warehouse_dsn, tmp_path / "report.html").read_text()
+    assert page.count("<svg") == 4 and "<polyline" in page
+    for source in ("botslovers", "a8", "ultimate", "unless"):
+        assert f">{source}</text>" in page
+
+
+def test_source_freshness_names_every_tenants_latest_day(reported):
+    m = reported.manifest
+    tenants = {("botslovers", t) for t in m["botslovers"]["companies"]} | {("a8", t) for t in m["a8"]["bots"]} \
+        | {("ultimate", t) for t in m["ultimate"]["bots"]} | {("unless", t) for t in m["unless"]["websites"]}
+    with reported.warehouse() as conn:
+        fresh = {(s, t): d for s, t, d in conn.execute(
+            "SELECT source, tenant, latest_landed_day FROM reporting.source_freshness")}
+    assert set(fresh) == tenants
+    assert all(day >= reported.days[-1] for day in fresh.values())
+
+
 def test_a_late_ultimate_file_changes_the_earlier_day_and_nothing_else(clean_warehouse):
     """File X+1 holds conversations that began on day X: landing it rebuilds day X, not the days before."""
     from chat_ingest.operators.ultimate import UltimateToStagingOperator

@@ -86,6 +86,15 @@ def test_first_run_loads_every_object_and_a_rerun_changes_nothing(clean_warehous
     # Every day whose conversations started or logged anything is noted for the reporting layer.
     assert set(first["logs"]["changed_days"]) >= {d.isoformat() for d in sandbox.days}
 
+    tomorrow = day_window(TODAY + dt.timedelta(days=1))
+    refresh = UnlessToStagingOperator(
+        task_id="load", tenant=WEBSITE, bucket=sandbox.env["SANDBOX_UNLESS_BUCKET"],
+        account=sandbox.manifest["unless"]["account"],
+        window={"start": tomorrow[0].isoformat(), "end": tomorrow[1].isoformat(), "full_refresh": True},
+    ).execute({"run_id": "unless-refresh"})
+    # a full refresh re-reads every object past the watermark; none is newer, so none is rewritten
+    assert refresh["conversations"]["rows_extracted"] == len(docs) and refresh["conversations"]["rows_landed"] == 0
+
     again = load(sandbox)
     assert again["conversations"]["rows_landed"] == 0 and again["logs"]["rows_landed"] == 0
     assert again["logs"]["rows_deleted"] == 0 and not again["logs"]["changed_days"]

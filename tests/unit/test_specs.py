@@ -68,7 +68,13 @@ def test_identifier_allow_list_accepts_plain_names():
 
 def test_window_from_the_date_param_or_the_data_interval():
     assert resolve_window({"date": "2026-11-18"}, None, None) == {
-        "start": "2026-11-18T00:00:00+00:00", "end": "2026-11-19T00:00:00+00:00"}
+        "start": "2026-11-18T00:00:00+00:00", "end": "2026-11-19T00:00:00+00:00", "full_refresh": False}
+    assert resolve_window({"start_date": "2026-11-16", "end_date": "2026-11-18", "full_refresh": True}, None, None) == {
+        "start": "2026-11-16T00:00:00+00:00", "end": "2026-11-19T00:00:00+00:00", "full_refresh": True}
+    with pytest.raises(ValueError, match="before start_date"):
+        resolve_window({"start_date": "2026-11-18", "end_date": "2026-11-16"}, None, None)
+    with pytest.raises(ValueError, match="not both"):
+        resolve_window({"date": "2026-11-18", "start_date": "2026-11-16"}, None, None)
     start = dt.datetime(2026, 11, 18, tzinfo=UTC)
     assert resolve_window({}, start, start + dt.timedelta(days=1))["end"] == "2026-11-19T00:00:00+00:00"
     with pytest.raises(ValueError, match="empty window"):

@@ -123,6 +123,17 @@ CREATE TABLE IF NOT EXISTS audit.reporting_builds (
     built_at         timestamptz NOT NULL DEFAULT now()
 );
 
+-- How fresh each source is, per tenant: refreshed by every reporting build from audit.load_log
+-- (readers may not see audit itself).
+CREATE TABLE IF NOT EXISTS reporting.source_freshness (
+    source                 text        NOT NULL,
+    tenant                 text        NOT NULL,
+    latest_landed_day      date,        -- the last day a load of this tenant brought rows for
+    last_successful_load   timestamptz NOT NULL,
+    refreshed_at           timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (source, tenant)
+);
+
 -- Access: the loader owns staging and audit, the reader may read reporting only.  Creating roles
 -- needs CREATEROLE; where the build user lacks it, a DBA runs this block once (see README).
 DO $$
@@ -165,3 +176,4 @@ CREATE INDEX IF NOT EXISTS a8_a8bot_nlp_mid_idx ON staging.a8_a8bot_nlp (mid);
 CREATE INDEX IF NOT EXISTS a8_event_metrics_chat_idx ON staging.a8_event_metrics (chat_id);
 CREATE INDEX IF NOT EXISTS ultimate_conversations_start_idx ON staging.ultimate_conversations (conversation_start_time);
 CREATE INDEX IF NOT EXISTS unless_conversations_start_idx ON staging.unless_conversations (started_at);
+

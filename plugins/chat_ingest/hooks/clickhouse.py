@@ -14,6 +14,10 @@ from airflow.sdk.exceptions import AirflowFailException
 IDENTIFIER = re.compile(r"[a-z][a-z0-9_]{0,62}", re.ASCII)
 
 
+class ClickHouseAuthenticationError(AirflowFailException):
+    """The server refused the connection's credentials: a retry cannot fix that."""
+
+
 class UnsafeIdentifierError(AirflowFailException, ValueError):
     """A configured name would not be a plain identifier (refused, never retried)."""
 
@@ -40,6 +44,19 @@ class ClickHouseHttpHook(ClickHouseHook):
     default_conn_name = "botslovers_clickhouse"
     conn_type = "clickhouse"
     hook_name = "ClickHouse over HTTP(S)"
+
+    def get_client(self):
+        """The provider's client; refused credentials fail the task at once instead of being retried."""
+        from clickhouse_connect.driver.exceptions import DatabaseError
+
+        try:
+            return super().get_client()
+        except DatabaseError as exc:
+            if "Authentication failed" in str(exc) or "AUTHENTICATION_FAILED" in str(exc):
+                raise ClickHouseAuthenticationError(
+                    f"ClickHouse refused the credentials of connection {getattr(self, self.conn_name_attr)!r}: authentication "
+                    "failed (check the login and password; not retried)") from None
+            raise
 
     def test_connection(self) -> tuple[bool, str]:
         try:

@@ -34,6 +34,8 @@ class LandingOperator(BaseOperator):
     ui_color = "#e8f4ff"
     #: name -> TableSpec, set by each source.
     tables: dict[str, TableSpec] = {}
+    #: Whether the window's ``full_refresh`` flag means something to this source (its DAG offers it).
+    supports_full_refresh = False
 
     def __init__(self, *, tenant: str | None, window: dict[str, str],
                  warehouse_conn_id: str = WAREHOUSE_CONN_ID, **kwargs) -> None:

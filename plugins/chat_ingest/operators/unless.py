@@ -26,13 +26,15 @@ class UnlessToStagingOperator(DocumentLoadOperator):
     ``lower`` is the window's start, or earlier: the stored watermark of the
     website's prefix (``audit.watermarks``) minus ``overlap_minutes``, so changes
     a previous run did not see (an object written while it listed, a paused DAG)
-    are caught up.  Without a watermark the first run reads the prefix's history.
+    are caught up.  Without a watermark (the first run), or when the window asks
+    for a full refresh, the run reads the prefix's whole history.
     Objects are fetched by ``max_workers`` threads; each lands as its conversation
     (upserted when newer than staging's) and its log items (replaced with it), and
     the watermark advances in the same transaction.
     """
 
     tables = unless.TABLES
+    supports_full_refresh = True
     template_fields: Sequence[str] = (*DocumentLoadOperator.template_fields, "bucket", "account")
 
     def __init__(self, *, bucket: str, account: str, aws_conn_id: str = "unless_s3", max_workers: int = 16,
@@ -70,7 +72,7 @@ class UnlessToStagingOperator(DocumentLoadOperator):
     def selection(self, start: dt.datetime, end: dt.datetime) -> tuple[dt.datetime | None, dt.datetime]:
         """``[lower, end)`` of LastModified this run reads (``lower`` None: the whole history)."""
         watermark = self.read_watermark()
-        if watermark is None:
+        if watermark is None or self.window.get("full_refresh"):
             return None, end
         return min(start, watermark - dt.timedelta(minutes=self.overlap_minutes)), end
 

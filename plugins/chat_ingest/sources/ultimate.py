@@ -9,8 +9,8 @@ land as integers, and a value that is not one is quarantined, never zeroed.
 from __future__ import annotations
 
 import json
-from typing import Any
 
+from chat_ingest.sources.values import as_text
 from chat_ingest.tablespec import Column, MergeRule, TableSpec
 
 SOURCE = "ultimate"
@@ -68,19 +68,8 @@ INTENTS = _spec("intents", description="One row per triggered intent of a conver
 TABLES = {spec.name: spec for spec in (CONVERSATIONS, INTENTS)}
 
 
-def _text(value: Any) -> str | None:
-    """A value as the text COPY will cast: JSON for containers, lower-case for booleans."""
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (dict, list)):
-        return json.dumps(value, ensure_ascii=False)
-    return str(value)
-
-
 def conversation_row(record: dict, export_date: str) -> dict[str, str | None]:
-    row = {c: _text(record.get(c)) for c in CONVERSATIONS.column_names if c != "export_date"}
+    row = {c: as_text(record.get(c)) for c in CONVERSATIONS.column_names if c != "export_date"}
     data = record.get("conversations_data")
     if isinstance(data, str):  # a JSON document inside a string: land the document, or the raw text to quarantine
         try:
@@ -98,12 +87,12 @@ def intent_rows(record: dict, export_date: str) -> list[dict[str, str | None]]:
         intents = [intents]
     rows = []
     for i, item in enumerate(intents):
-        row = {"export_date": export_date, "bot_id": _text(record.get("bot_id")),
-               "conversation_id": _text(record.get("conversation_id")), "position": str(i)}
+        row = {"export_date": export_date, "bot_id": as_text(record.get("bot_id")),
+               "conversation_id": as_text(record.get("conversation_id")), "position": str(i)}
         if isinstance(item, dict):
-            row.update(intent_name=_text(item.get("intent_name")), intent_timestamp=_text(item.get("intent_timestamp")),
-                       not_meaningful=_text(item.get("not_meaningful")))
+            row.update(intent_name=as_text(item.get("intent_name")), intent_timestamp=as_text(item.get("intent_timestamp")),
+                       not_meaningful=as_text(item.get("not_meaningful")))
         else:
-            row.update(_pre_reason="triggered_intent_replies: an item is not an object", _raw=_text(item))
+            row.update(_pre_reason="triggered_intent_replies: an item is not an object", _raw=as_text(item))
         rows.append(row)
     return rows

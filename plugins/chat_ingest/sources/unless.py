@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from chat_ingest.sources.values import as_text
 from chat_ingest.tablespec import Column, MergeRule, TableSpec
 
 SOURCE = "unless"
@@ -110,18 +111,6 @@ def parse_key(key: str) -> dict[str, str] | None:
     return match.groupdict() if match else None
 
 
-def _text(value: Any) -> str | None:
-    import json
-
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (dict, list)):
-        return json.dumps(value, ensure_ascii=False)
-    return str(value)
-
-
 def epoch_ms(value: Any) -> str | None:
     """An epoch-milliseconds number as an ISO timestamp; anything else as its text (so it is rejected)."""
     if value is None:
@@ -162,16 +151,16 @@ def document_rows(ref: ObjectRef, ids: dict[str, str], doc: Any) -> tuple[dict, 
         row = {**common, "position": str(position)}
         if not isinstance(item, dict):
             row.update(_pre_reason=f"{field}[{position}]: a JSON {type(item).__name__}, not a log object",
-                       _raw=_text(item))
+                       _raw=as_text(item))
         else:
             extra = {k: v for k, v in item.items() if k not in LOG_FIELDS}
             content = item.get("content")
             row.update(
-                uuid=_text(item.get("uuid")), type=_text(item.get("type")), sender=_text(item.get("sender")),
-                logged_at=epoch_ms(item.get("timestamp")), hidden=_text(item.get("hidden")),
-                historical=_text(item.get("historical")), local=_text(item.get("local")),
-                segment_id=_text(item.get("segmentId")), message_format=_text(item.get("messageFormat")),
-                parent_id=_text(item.get("parentId")), is_live_chat=_text(item.get("isLiveChat")),
+                uuid=as_text(item.get("uuid")), type=as_text(item.get("type")), sender=as_text(item.get("sender")),
+                logged_at=epoch_ms(item.get("timestamp")), hidden=as_text(item.get("hidden")),
+                historical=as_text(item.get("historical")), local=as_text(item.get("local")),
+                segment_id=as_text(item.get("segmentId")), message_format=as_text(item.get("messageFormat")),
+                parent_id=as_text(item.get("parentId")), is_live_chat=as_text(item.get("isLiveChat")),
                 content=content if isinstance(content, str) or content is None else json.dumps(content),
                 extra=json.dumps(extra, ensure_ascii=False) if extra else None,
             )
@@ -181,10 +170,10 @@ def document_rows(ref: ObjectRef, ids: dict[str, str], doc: Any) -> tuple[dict, 
     created = epoch_ms(doc.get("createdAt"))
     conversation = {
         **common, "account": ids["account"], "object_key": ref.key, "etag": ref.etag,
-        "conversation_name": _text(doc.get("conversationName")), "created_at": created,
-        "started_at": created or first_log, "metadata": _text(doc.get("metadata")),
-        "personalization_id": _text(doc.get("personalizationId")), "session_id": _text(doc.get("sessionId")),
-        "starting_message_sent": _text(doc.get("startingMessageSent")), "website_id": _text(doc.get("websiteId")),
+        "conversation_name": as_text(doc.get("conversationName")), "created_at": created,
+        "started_at": created or first_log, "metadata": as_text(doc.get("metadata")),
+        "personalization_id": as_text(doc.get("personalizationId")), "session_id": as_text(doc.get("sessionId")),
+        "starting_message_sent": as_text(doc.get("startingMessageSent")), "website_id": as_text(doc.get("websiteId")),
         "history_field": field, "log_items": str(len(items)),
     }
     return conversation, logs
