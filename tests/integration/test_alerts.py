@@ -53,6 +53,6 @@ def test_wrong_clickhouse_password_fails_fast_and_alerts_once(clean_warehouse, a
     logs = (tmp_path / "airflow.log").read_text(errors="replace") + "".join(
         p.read_text(errors="replace") for p in (sandbox.root / "airflow" / "logs").rglob("*.log")
         if run_id.replace(":", "_") in str(p) or run_id in str(p))
-    assert "authentication failed" in logs
+    assert "authentication failed" in logs.lower()
     assert wrong not in logs and clickhouse["password"] not in logs
     assert len(_Webhook.received) == 1 and "botslovers_ingest" in _Webhook.received[0]["text"]

@@ -54,7 +54,7 @@ class ClickHouseHttpHook(ClickHouseHook):
         except DatabaseError as exc:
             if "Authentication failed" in str(exc) or "AUTHENTICATION_FAILED" in str(exc):
                 raise ClickHouseAuthenticationError(
-                    f"ClickHouse refused the credentials of connection {getattr(self, self.conn_name_attr)!r}: authentication "
+                    f"ClickHouse refused the credentials of connection {getattr(self, self.conn_name_attr)!r}: Authentication "
                     "failed (check the login and password; not retried)") from None
             raise
 
