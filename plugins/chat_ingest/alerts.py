@@ -1,32 +1,19 @@
-"""Failure alerts: one chat-webhook message per failed DAG run, configured under ``alerts``."""
+"""Failure alerts: one chat-webhook message per failed DAG run, configured under ``alerts``.
+
+Called while DAG files are parsed, so the http provider (and aiohttp behind it) is
+imported only when alerts are configured.
+"""
 
 from __future__ import annotations
 
-from airflow.providers.http.notifications.http import HttpNotifier
 
-
-class RunFailureNotifier(HttpNotifier):
-    """POST ``{"text", "dag_id", "run_id", "reason"}`` to an HTTP connection (Slack / Teams / Chat webhook).
-
-    The message is built from the callback's context rather than Jinja: Airflow 3.3
-    runs DAG-level callbacks of ``airflow dags test`` on a serialized DAG that
-    cannot render templates, and an alert must not depend on how the run started.
-    """
-
-    template_fields = ()
-
-    def render_template_fields(self, context, jinja_env=None) -> None:
-        dag_run = context.get("dag_run")
-        dag_id = getattr(dag_run, "dag_id", None) or getattr(context.get("dag"), "dag_id", "?")
-        run_id = getattr(dag_run, "run_id", None) or context.get("run_id", "?")
-        reason = context.get("reason") or "a task failed; see its log"
-        self.json = {"text": f"chat-ingest: {dag_id} run {run_id} failed: {reason}", "dag_id": dag_id,
-                     "run_id": run_id, "reason": reason}
-
-
-def failure_alerts() -> list[RunFailureNotifier]:
+def failure_alerts() -> list:
     """The DAG-level failure notifiers configured under ``alerts.http_conn_id`` (none when unset)."""
     from chat_ingest.config import load_config
 
     conn_id = (load_config().get("alerts") or {}).get("http_conn_id")
-    return [RunFailureNotifier(http_conn_id=conn_id)] if conn_id else []
+    if not conn_id:
+        return []
+    from chat_ingest.notifiers import RunFailureNotifier
+
+    return [RunFailureNotifier(http_conn_id=conn_id)]
