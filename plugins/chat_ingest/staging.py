@@ -207,7 +207,7 @@ class StagingLoader:
                 result.rows_deleted = self._delete_window()
                 result.rows_landed = self._insert_all()
             elif self.spec.merge_rule is MergeRule.REPLACE_CHILDREN:
-                result.rows_deleted, result.rows_landed, result.rows_duplicate = self._replace_children(typed)
+                result.rows_deleted, result.rows_landed, result.rows_duplicate = self._replace_children()
                 result.rows_unchanged = typed - result.rows_duplicate - result.rows_landed
             else:
                 distinct = self._dedupe()
@@ -412,7 +412,7 @@ class StagingLoader:
         ).format(target=self.target, cols=sql.SQL(", ").join(target), values=sql.SQL(", ").join(values),
                  good=self._good_rows(), changes=self._changes()))
 
-    def _replace_children(self, typed: int) -> tuple[int, int, int]:
+    def _replace_children(self) -> tuple[int, int, int]:
         """REPLACE_CHILDREN: swap the rows of every document whose batch version is newer than staging's.
 
         Returns (rows deleted, rows inserted, rows of older versions of a document in the same batch).

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import re
 import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
@@ -14,8 +13,6 @@ from chat_ingest.sources import unless
 if TYPE_CHECKING:
     from chat_ingest.staging import LoadResult
 
-#: Account and website ids become part of an S3 prefix: nothing else than this gets near a key.
-_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 #: A raw payload kept in audit.rejected_records is cut here (and the reason says so).
 MAX_RAW_CHARS = 1_000_000
 
@@ -53,7 +50,7 @@ class UnlessToStagingOperator(DocumentLoadOperator):
     @property
     def prefix(self) -> str:
         for what, value in (("account", self.account), ("website", self.tenant)):
-            if not isinstance(value, str) or not _ID.match(value):
+            if not unless.is_id(value):
                 raise ValueError(f"Unless {what} {value!r} is not an id ([A-Za-z0-9_-]); refused before any key "
                                  "is built")
         return f"{self.account}/conversations/{self.tenant}/"

@@ -10,6 +10,7 @@ object's ``last_modified``); its log items are replaced together with it
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -28,10 +29,11 @@ MESSAGE_FORMATS = ("md", "html", "text", "plain")
 LOG_FIELDS = ("uuid", "type", "sender", "timestamp", "hidden", "historical", "local", "segmentId",
               "messageFormat", "parentId", "isLiveChat", "content")
 
+#: An account, website, session or conversation id: ASCII only, so quotes, separators, ``../`` and
+#: Unicode look-alikes never become part of a key or prefix.
+ID = r"[A-Za-z0-9_-]{1,128}"
 KEY_PATTERN = re.compile(
-    r"^(?P<account>[A-Za-z0-9_-]{1,128})/conversations/(?P<website>[A-Za-z0-9_-]{1,128})/"
-    r"(?P<session>[A-Za-z0-9_-]{1,128})/(?P<conversation>[A-Za-z0-9_-]{1,128})\.json$"
-)
+    rf"^(?P<account>{ID})/conversations/(?P<website>{ID})/(?P<session>{ID})/(?P<conversation>{ID})\.json$")
 
 _OBJECT = (
     Column("website", "text", nullable=False, description="From the object key: the tenant."),
@@ -105,6 +107,10 @@ class ObjectRef:
     size: int
 
 
+def is_id(value) -> bool:
+    return isinstance(value, str) and re.fullmatch(ID, value) is not None
+
+
 def parse_key(key: str) -> dict[str, str] | None:
     """The ids an object key carries, or None when the key does not follow the documented layout."""
     match = KEY_PATTERN.match(key)
@@ -129,8 +135,6 @@ class BadDocument(ValueError):
 
 def document_rows(ref: ObjectRef, ids: dict[str, str], doc: Any) -> tuple[dict, list[dict]]:
     """The conversation row and its log rows, or :class:`BadDocument` saying why not."""
-    import json
-
     if not isinstance(doc, dict):
         raise BadDocument(f"a JSON {type(doc).__name__}, not an object")
     if not doc:
