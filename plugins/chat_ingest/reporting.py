@@ -42,10 +42,8 @@ def ensure_reporting_schema(conn) -> None:
     from chat_ingest.sources import TABLES_BY_SOURCE
     from chat_ingest.warehouse import ensure_schema
 
-    ensure_schema(conn, [spec for tables in TABLES_BY_SOURCE.values() for spec in tables.values()])
-    with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(hashtext('chat_ingest.ensure_schema'))")
-        conn.execute((REPORTING_SQL / "ddl.sql").read_text())
+    ensure_schema(conn, [spec for tables in TABLES_BY_SOURCE.values() for spec in tables.values()],
+                  then=(REPORTING_SQL / "ddl.sql",))
 
 
 def hmac_pads(key: str) -> tuple[str, str]:

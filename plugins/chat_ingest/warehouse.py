@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from psycopg import sql
 
 from chat_ingest.project import SQL_DIR, WAREHOUSE_CONN_ID
@@ -51,11 +53,14 @@ def staging_ddl(spec: TableSpec) -> sql.Composed:
     )
 
 
-def ensure_schema(conn, specs: list[TableSpec]) -> None:
-    """Create the audit tables and the staging tables of ``specs`` if missing (idempotent)."""
+def ensure_schema(conn, specs: list[TableSpec], *, then: tuple[Path, ...] = ()) -> None:
+    """Create the audit tables and the staging tables of ``specs`` if missing, then run the DDL files
+    ``then`` (idempotent, all under one lock)."""
     with conn.transaction():
         # Serialise concurrent first runs: CREATE ... IF NOT EXISTS races on the catalog.
         conn.execute("SELECT pg_advisory_xact_lock(hashtext('chat_ingest.ensure_schema'))")
         conn.execute((SQL_DIR / "audit" / "ddl.sql").read_text())
         for spec in specs:
             conn.execute(staging_ddl(spec))
+        for ddl in then:
+            conn.execute(ddl.read_text())
