@@ -36,22 +36,14 @@ ASSETS = [staging_asset(spec) for tables in TABLES_BY_SOURCE.values() for spec i
 @task
 def plan() -> dict:
     """The pending changes, and the partitions to rebuild (plus a requested range, if any)."""
-    import datetime as dt
-
-    from chat_ingest.reporting import SOURCES, ensure_reporting_schema, pending_changes
+    from chat_ingest.reporting import plan_build
     from chat_ingest.warehouse import connect
+    from chat_ingest.windows import parse_window, resolve_window
 
     params = get_current_context()["params"]
+    requested = parse_window(resolve_window(params, None, None)) if params.get("start_date") else None
     with connect() as conn:
-        ensure_reporting_schema(conn)
-        change_ids, partitions = pending_changes(conn)
-    if params.get("start_date"):
-        first = dt.date.fromisoformat(params["start_date"])
-        last = dt.date.fromisoformat(params.get("end_date") or params["start_date"])
-        if last < first:
-            raise ValueError(f"end_date {last} is before start_date {first}")
-        partitions = sorted({*partitions, *((s, first + dt.timedelta(days=i)) for s in SOURCES
-                                            for i in range((last - first).days + 1))})
+        change_ids, partitions = plan_build(conn, requested)
     print(f"{len(change_ids)} pending change(s); rebuilding {len(partitions)} partition(s)")
     return {"change_ids": change_ids, "partitions": [{"source": s, "day": d.isoformat()} for s, d in partitions]}
 

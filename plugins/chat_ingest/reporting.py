@@ -67,6 +67,19 @@ def pending_changes(conn, lookback_days: int = 1) -> tuple[list[int], list[tuple
     return [r[0] for r in rows], sorted(partitions)
 
 
+def plan_build(conn, requested: tuple[dt.datetime, dt.datetime] | None = None
+               ) -> tuple[list[int], list[tuple[str, dt.date]]]:
+    """Ensure the schemas; the pending change ids, and the partitions they call for plus, when a
+    ``[start, end)`` range is requested, every source's days in it."""
+    ensure_reporting_schema(conn)
+    change_ids, partitions = pending_changes(conn)
+    if requested:
+        start, end = requested
+        days = [start.date() + dt.timedelta(days=i) for i in range((end.date() - start.date()).days)]
+        partitions = sorted({*partitions, *((source, day) for source in SOURCES for day in days)})
+    return change_ids, partitions
+
+
 def rebuild_day(conn, source: str, day: dt.date, *, pii_key: str, run_id: str,
                 excluded_intents: Iterable[str] = DEFAULT_EXCLUDED_INTENTS) -> int:
     """Replace one source's day in every reporting table, in one transaction; returns its conversations."""

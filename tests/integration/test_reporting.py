@@ -67,12 +67,11 @@ def land_everything(sandbox, ultimate_days=None) -> None:
 
 def build(sandbox, key: str = "test-hmac-key") -> list:
     """The reporting DAG's steps: plan the pending changes, rebuild each partition, consume."""
-    from chat_ingest.reporting import ensure_reporting_schema, mark_consumed, pending_changes, rebuild_day
+    from chat_ingest.reporting import mark_consumed, plan_build, rebuild_day
     from chat_ingest.warehouse import connect
 
     with connect() as conn:
-        ensure_reporting_schema(conn)
-        ids, partitions = pending_changes(conn)
+        ids, partitions = plan_build(conn)
         for source, day in partitions:
             rebuild_day(conn, source, day, pii_key=key, run_id="test-build")
         mark_consumed(conn, ids)
