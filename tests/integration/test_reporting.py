@@ -246,6 +246,72 @@ def expected_first_responses(sandbox, company: str, day: dt.date) -> dict[str, l
     return out
 
 
+def expected_a8_agents(sandbox, day: dt.date) -> dict:
+    """(bot, agent) → (chats joined, handle seconds, first-response median, p90, resolved, timeouts)."""
+    folder = sandbox.dataset / "a8"
+    start = dt.datetime.combine(day, dt.time(), UTC)
+    end = start + dt.timedelta(days=1)
+    chats = defaultdict(list)
+    for s in jsonl(folder / "chat_state.jsonl"):
+        chats[(s["bot_handle"], s["chat_id"])].append((ts(s["time"]), s["id"], s["state"], s["agent_id"]))
+    bot_of = {chat: bot for bot, chat in chats}
+    joined, handled, resolved, timeouts, handoffs = (defaultdict(int), defaultdict(float), defaultdict(int),
+                                                     defaultdict(int), {})
+    for (bot, chat), states in chats.items():
+        states.sort()
+        for i, (at, _, state, agent) in enumerate(states):
+            if not start <= at < end:
+                continue
+            if state == "agentAssigned":
+                until = states[i + 1][0] if i + 1 < len(states) else end
+                joined[(bot, agent)] += 1
+                handled[(bot, agent)] += (min(until, end) - at).total_seconds()
+            resolved[(bot, agent)] += state == "closedChat"
+            timeouts[(bot, agent)] += state == "timeoutChat"
+        transfers = [at for at, _, state, _ in states if state == "TransferChat"]
+        if transfers:
+            handoffs[chat] = min(transfers)
+    agents, firsts = set(joined), {}
+    for m in jsonl(folder / "agent_message_details.jsonl"):
+        at, chat = ts(m["time"]), m["chat_id"]
+        if m["agent_id"] and start <= at < end:
+            agents.add((bot_of[chat], m["agent_id"]))
+        if m["agent_id"] and chat in handoffs and at >= handoffs[chat]:
+            if chat not in firsts or (at, m["mid"]) < firsts[chat][:2]:
+                firsts[chat] = (at, m["mid"], m["agent_id"], (at - handoffs[chat]).total_seconds())
+    responses = defaultdict(list)
+    for chat, (at, _, agent, seconds) in firsts.items():
+        if start <= at < end:
+            responses[(bot_of[chat], agent)].append(seconds)
+    out = {}
+    for key in agents:
+        seconds = responses.get(key)
+        p90 = None if not seconds else (
+            statistics.quantiles(seconds, n=10, method="inclusive")[-1] if len(seconds) > 1 else seconds[0])
+        out[key] = (joined[key], handled[key], statistics.median(seconds) if seconds else None, p90,
+                    resolved[key], timeouts[key])
+    return out
+
+
+def expected_a8_status_seconds(sandbox, day: dt.date) -> dict:
+    """(agent, status) → seconds: each log-in / log-out starts a status lasting until the agent's next one."""
+    start = dt.datetime.combine(day, dt.time(), UTC)
+    end = start + dt.timedelta(days=1)
+    events = defaultdict(list)
+    for a in jsonl(sandbox.dataset / "a8" / "agent_activities.jsonl"):
+        if a["chat_id"] is None:
+            events[a["agent_id"]].append((ts(a["time"]), {"loggedIn": "online", "loggedOut": "offline"}.get(
+                a["event_name"], a["event_name"])))
+    out = defaultdict(float)
+    for agent, rows in events.items():
+        rows.sort()
+        for (began, status), (ended, _) in zip(rows, rows[1:]):
+            overlap = (min(ended, end) - max(began, start)).total_seconds()
+            if overlap > 0:
+                out[(agent, status)] += overlap
+    return dict(out)
+
+
 # -- the tests -------------------------------------------------------------------------------------
 
 
@@ -296,6 +362,31 @@ def test_agent_status_seconds_and_first_responses(reported):
         median = statistics.median(seconds)
         p90 = statistics.quantiles(seconds, n=10, method="inclusive")[-1] if len(seconds) > 1 else seconds[0]
         assert responses[agent] == pytest.approx((median, p90)), agent
+
+
+def test_a8_agent_kpis_and_status_seconds(reported):
+    day = reported.days[1]
+    with reported.warehouse() as conn:
+        kpis_rows = conn.execute(
+            "SELECT tenant, agent_id, chats_joined, handle_seconds, first_response_median_s, first_response_p90_s, "
+            "resolved, timeouts, manual_closed, csat FROM reporting.agent_daily_kpis "
+            "WHERE source = 'a8' AND activity_date = %s", (day,)).fetchall()
+        status = {(a, s): float(sec) for a, s, sec in conn.execute(
+            "SELECT agent_id, status, seconds FROM reporting.agent_status_daily WHERE source = 'a8' "
+            "AND status_date = %s", (day,))}
+        tenants = {t for (t,) in conn.execute("SELECT DISTINCT tenant FROM reporting.agent_status_daily "
+                                              "WHERE source = 'a8'")}
+    number = lambda v: None if v is None else float(v)  # noqa: E731
+    actual = {(bot, agent): (n, float(h), number(med), number(p90), res, tout)
+              for bot, agent, n, h, med, p90, res, tout, manual, csat in kpis_rows}
+    assert all(row[-2] is None and row[-1] is None for row in kpis_rows)  # A8 has no close reason or rating
+    wanted = expected_a8_agents(reported, day)
+    assert set(actual) == set(wanted) and any(v[2] is not None for v in wanted.values())
+    for key, values in wanted.items():
+        assert actual[key] == pytest.approx(values), key
+    assert status == pytest.approx(expected_a8_status_seconds(reported, day)) and status
+    # an agent who has not been assigned a chat yet has no bot to be reported under
+    assert tenants - {"(no bot)"} == set(reported.manifest["a8"]["bots"])
 
 
 def test_no_reporting_text_holds_an_email_or_phone_and_users_are_keyed(reported):

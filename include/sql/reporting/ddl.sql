@@ -94,7 +94,7 @@ CREATE TABLE IF NOT EXISTS reporting.agent_daily_kpis (
     first_response_median_s  numeric,
     first_response_p90_s     numeric,
     resolved                 integer NOT NULL,
-    manual_closed            integer NOT NULL,
+    manual_closed            integer,  -- NULL where the source does not say how a chat was closed (A8)
     timeouts                 integer NOT NULL,
     csat                     numeric,
     csat_share_4_plus        numeric,

@@ -1,0 +1,30 @@
+-- Seconds per A8 agent and status on one UTC day, from agent_activities: an activity without a chat_id
+-- (log-in, log-out, a status change) starts the agent's status until their next such activity —
+-- `loggedIn` starts `online`, `loggedOut` starts `offline`, any other event the status it names.  The
+-- last activity's interval is still open and not counted yet (its end arrives with the next load, which
+-- rebuilds this day too).  Intervals are cut at midnight.  Activities carry no bot: an agent is reported
+-- under each bot whose chats they were assigned (chat_state), or under '(no bot)' if none yet.
+-- online_share = online seconds / seconds logged in (every status but offline) that day.
+WITH events AS (
+    SELECT agent_id, time AS began,
+           CASE event_name WHEN 'loggedIn' THEN 'online' WHEN 'loggedOut' THEN 'offline' ELSE event_name END
+               AS status,
+           lead(time) OVER (PARTITION BY agent_id ORDER BY time, session_id) AS ended
+    FROM staging.a8_agent_activities
+    WHERE chat_id IS NULL AND event_name IS NOT NULL
+), intervals AS (
+    SELECT agent_id, status, greatest(began, %(day_start)s) AS began, least(ended, %(day_end)s) AS ended
+    FROM events WHERE ended > %(day_start)s AND began < %(day_end)s
+), per_status AS (
+    SELECT agent_id, status, sum(extract(epoch FROM ended - began)) AS seconds
+    FROM intervals GROUP BY agent_id, status
+), bots AS (
+    SELECT DISTINCT agent_id, bot_handle FROM staging.a8_chat_state
+    WHERE state = 'agentAssigned' AND agent_id IN (SELECT agent_id FROM per_status)
+)
+INSERT INTO reporting.agent_status_daily (status_date, source, tenant, agent_id, status, seconds, online_share)
+SELECT %(day)s, 'a8', coalesce(b.bot_handle, '(no bot)'), p.agent_id, p.status, p.seconds,
+       coalesce(coalesce(sum(p.seconds) FILTER (WHERE p.status = 'online') OVER agent, 0)
+                / nullif(sum(p.seconds) FILTER (WHERE p.status <> 'offline') OVER agent, 0), 0)
+FROM per_status p LEFT JOIN bots b USING (agent_id)
+WINDOW agent AS (PARTITION BY p.agent_id, b.bot_handle);
