@@ -5,14 +5,20 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import secrets
+import socket
 import subprocess
 import sys
-from dataclasses import dataclass
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import psycopg
 import pytest
 import requests
+import yaml
 
 from sandbox.__main__ import down, up
 from sandbox.demo import Airflow, read_env
@@ -76,6 +82,114 @@ def airflow(sandbox) -> Airflow:
     cli.run("db", "migrate", timeout=600, log=sandbox.root / "airflow.log")
     cli.run("pools", "import", str(REPO / "include" / "config" / "pools.json"), log=sandbox.root / "airflow.log")
     return cli
+
+
+class Webhook(ThreadingHTTPServer):
+    """A chat webhook on loopback that keeps every JSON message posted to it."""
+
+    def __init__(self) -> None:
+        self.received: list[dict] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 (the http.server API)
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                outer.received.append(json.loads(body or b"{}"))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args):  # keep the test output clean
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_port}"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Services:
+    """Airflow's api-server, scheduler, dag-processor and triggerer running over the sandbox."""
+
+    env: dict[str, str]
+    port: int
+    logs: Path
+    webhook: Webhook
+    users: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@pytest.fixture(scope="session")
+def airflow_services(sandbox, airflow, tmp_path_factory):
+    """The four services with a LocalExecutor, simple-auth users with passwords, and alerts on: failures
+    and late data (``landed_by`` 00:00, so every scheduled run's deadline has passed) post to a webhook."""
+    root = tmp_path_factory.mktemp("airflow-services")
+    port, webhook = free_port(), Webhook()
+    users = {"operator": secrets.token_urlsafe(12)}
+    (root / "passwords.json").write_text(json.dumps(users))
+    config = yaml.safe_load((sandbox.root / "sources.yaml").read_text())
+    config["alerts"] = {"http_conn_id": "chat_alerts", "landed_by": "00:00"}
+    (root / "sources.yaml").write_text(yaml.safe_dump(config))
+    env = {
+        **airflow.env,
+        "CHAT_INGEST_CONFIG": str(root / "sources.yaml"),
+        "AIRFLOW_CONN_CHAT_ALERTS": webhook.url,
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+        "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(f"{u}:admin" for u in users),
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(root / "passwords.json"),
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__PARALLELISM": "4",
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+        # write what this dag-processor parses (this configuration) at once, even if a test's
+        # `airflow dags test` serialized the DAGs moments ago
+        "AIRFLOW__CORE__MIN_SERIALIZED_DAG_UPDATE_INTERVAL": "0",
+        "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
+    }
+    services, started = Airflow(env), dt.datetime.now(dt.timezone.utc)
+    procs = [services.start(name, *args, log=root / f"{name}.log") for name, *args in (
+        ("api-server", "--port", str(port)), ("scheduler",), ("dag-processor",), ("triggerer",))]
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/api/v2/monitor/health", timeout=2).ok \
+                        and _all_parsed_since(airflow, started):
+                    break
+            except requests.RequestException:
+                pass
+            assert time.monotonic() < deadline, (root / "api-server.log").read_text()[-3000:]
+            assert all(p.poll() is None for p in procs), [p.args for p in procs if p.poll() is not None]
+            time.sleep(1)
+        yield Services(env, port, root, webhook, users)
+    finally:
+        Airflow.stop(procs)
+        webhook.shutdown()
+
+
+DAG_IDS = ("botslovers_ingest", "a8_ingest", "ultimate_ingest", "unless_ingest", "reporting")
+
+
+def _all_parsed_since(airflow, started: dt.datetime) -> bool:
+    """Every DAG parsed by this dag-processor (with this configuration), not only by an earlier test."""
+    with psycopg.connect(airflow.metadata_dsn) as conn:
+        found = {d for (d,) in conn.execute("SELECT dag_id FROM dag WHERE dag_id = ANY(%s) AND last_parsed_time > %s",
+                                            (list(DAG_IDS), started))}
+    return found == set(DAG_IDS)
 
 
 @pytest.fixture

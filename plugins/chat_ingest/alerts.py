@@ -1,19 +1,66 @@
-"""Failure alerts: one chat-webhook message per failed DAG run, configured under ``alerts``.
+"""Alerts, configured under ``alerts`` in sources.yaml: where they go, and when data counts as late.
 
-Called while DAG files are parsed, so the http provider (and aiohttp behind it) is
-imported only when alerts are configured.
+* a failed DAG run sends one message to every target;
+* ``landed_by`` (UTC "HH:MM"): a scheduled ingestion run whose day has not landed
+  successfully by that time on the next day raises a deadline alert (an Airflow
+  DeadlineAlert run by the triggerer), also when the run is merely slow or stuck.
+
+Called while DAG files are parsed, so the providers behind the notifiers (and
+aiohttp) are imported only when a target is configured.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import re
 
-def failure_alerts() -> list:
-    """The DAG-level failure notifiers configured under ``alerts.http_conn_id`` (none when unset)."""
+
+def alert_targets() -> dict:
+    """``http_conn_id`` (chat webhook), ``smtp_conn_id`` + ``email_to`` + ``email_from`` (e-mail)."""
     from chat_ingest.config import load_config
 
-    conn_id = (load_config().get("alerts") or {}).get("http_conn_id")
-    if not conn_id:
-        return []
-    from chat_ingest.notifiers import RunFailureNotifier
+    alerts = load_config().get("alerts") or {}
+    targets = {"http_conn_id": alerts.get("http_conn_id"), "smtp_conn_id": alerts.get("smtp_conn_id"),
+               "email_to": alerts.get("email_to") or [], "email_from": alerts.get("email_from")}
+    if targets["smtp_conn_id"] and not (targets["email_to"] and targets["email_from"]):
+        raise ValueError("alerts.smtp_conn_id needs alerts.email_to (a list of addresses) and alerts.email_from")
+    return targets
 
-    return [RunFailureNotifier(http_conn_id=conn_id)]
+
+def _configured(targets: dict) -> bool:
+    return bool(targets["http_conn_id"] or targets["smtp_conn_id"])
+
+
+def failure_alerts() -> list:
+    """The DAG-level failure notifiers (none when no target is configured)."""
+    targets = alert_targets()
+    if not _configured(targets):
+        return []
+    from chat_ingest.notifiers import notifiers
+
+    return notifiers(targets)
+
+
+def landed_by_offset(value: str) -> dt.timedelta:
+    """``"HH:MM"`` (UTC, on the day after the data's day) as the time after that day's end."""
+    match = re.fullmatch(r"([01]\d|2[0-3]):([0-5]\d)", str(value))
+    if not match:
+        raise ValueError(f"alerts.landed_by must be a UTC time HH:MM, got {value!r}")
+    return dt.timedelta(hours=int(match[1]), minutes=int(match[2]))
+
+
+def landing_deadline():
+    """The ingestion DAGs' deadline alert, or None (no ``landed_by`` or no target)."""
+    from chat_ingest.config import load_config
+
+    landed_by = (load_config().get("alerts") or {}).get("landed_by")
+    targets = alert_targets()
+    if not landed_by or not _configured(targets):
+        return None
+    from airflow.sdk import AsyncCallback, DeadlineAlert
+
+    from chat_ingest.deadlines import ScheduledDayEnd
+
+    return DeadlineAlert(reference=ScheduledDayEnd(), interval=landed_by_offset(landed_by),
+                         callback=AsyncCallback("chat_ingest.notifiers.notify_deadline_missed", kwargs=targets),
+                         name="previous day landed")

@@ -18,7 +18,7 @@ from typing import Any
 
 from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, Param, get_current_context, task
 
-from chat_ingest.alerts import failure_alerts
+from chat_ingest.alerts import failure_alerts, landing_deadline
 from chat_ingest.operators.load import DocumentLoadOperator, LandingOperator
 from chat_ingest.operators.validate import ValidateStagingOperator
 from chat_ingest.tablespec import TableSpec
@@ -91,6 +91,7 @@ def ingest_dag(*, dag_id: str, source: str, doc_md: str, tenant_label: str, tena
         doc_md=doc_md,
         params=ingest_params(tenant_label, load_operator.supports_full_refresh),
         on_failure_callback=failure_alerts(),
+        deadline=landing_deadline(),
         template_searchpath=[str(SQL_DIR)],
     ) as dag:
         window = resolve_window()
