@@ -2,7 +2,8 @@
 FROM apache/airflow:3.3.2-python3.11
 COPY requirements.txt /requirements.txt
 RUN pip install --no-cache-dir -r /requirements.txt
-# The project itself (editable over the mounted plugins/): registers its connection types.
+# The project itself (editable over the mounted plugins/): registers its connection types and plugin
+# (the build's egg-info is removed so the plugins folder does not hold a second copy of the distribution).
 COPY --chown=airflow:0 pyproject.toml /opt/airflow/pyproject.toml
 COPY --chown=airflow:0 plugins /opt/airflow/plugins
-RUN pip install --no-cache-dir --no-deps -e /opt/airflow
+RUN pip install --no-cache-dir --no-deps -e /opt/airflow && rm -rf /opt/airflow/plugins/chat_ingest.egg-info

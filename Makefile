@@ -12,6 +12,9 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	$(PY) -m pip install --quiet --no-deps -e .
+	# the build leaves egg-info beside the package; on sys.path (the plugins folder) it would make a
+	# second copy of the distribution, and Airflow would load the plugin twice
+	rm -rf plugins/chat_ingest.egg-info
 	rm -f $(VENV)/.installed-*
 	touch $@
 

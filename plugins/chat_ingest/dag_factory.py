@@ -41,7 +41,6 @@ def staging_asset(spec: TableSpec) -> Asset:
 
 
 def ingest_params(tenant_label: str, full_refresh: bool) -> dict[str, Param]:
-    one = tenant_label[:-1] if tenant_label.endswith("s") else tenant_label
     params = {
         "date": Param(None, type=["null", "string"], format="date", title="Day to load (UTC)",
                       description="Leave empty on scheduled runs; a manual run loads exactly this day."),
@@ -49,7 +48,7 @@ def ingest_params(tenant_label: str, full_refresh: bool) -> dict[str, Param]:
                             description="A manual run may load a range of days instead of one."),
         "end_date": Param(None, type=["null", "string"], format="date", title="Last day of the range (inclusive)"),
         "tenants": Param([], type="array", items={"type": "string"}, title=f"Only these {tenant_label}",
-                         description=f"Empty: every configured {one}."),
+                         description=f"One per line. Empty: all configured {tenant_label}."),
     }
     if full_refresh:
         params["full_refresh"] = Param(False, type="boolean", title="Full refresh",

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from psycopg import sql
 
 from chat_ingest.project import SQL_DIR, WAREHOUSE_CONN_ID
 from chat_ingest.tablespec import TableSpec
-
 
 
 def connect(conn_id: str = WAREHOUSE_CONN_ID):
@@ -55,12 +55,34 @@ def staging_ddl(spec: TableSpec) -> sql.Composed:
 
 def ensure_schema(conn, specs: list[TableSpec], *, then: tuple[Path, ...] = ()) -> None:
     """Create the audit tables and the staging tables of ``specs`` if missing, then run the DDL files
-    ``then`` (idempotent, all under one lock)."""
+    ``then`` (idempotent, all under one lock) -- unless this very DDL has been applied already.
+
+    Every task calls this first.  Running the DDL each time would be wrong as well as slow:
+    ``CREATE INDEX IF NOT EXISTS`` locks its table, so two tasks of one run (one creating, one
+    merging) deadlock.  So the DDL's fingerprint is recorded in ``audit.schema_applied`` and a
+    task whose DDL is recorded, and whose staging tables exist, takes no lock at all.
+    """
+    statements = [(SQL_DIR / "audit" / "ddl.sql").read_text(), *(staging_ddl(spec).as_string(conn) for spec in specs),
+                  *(ddl.read_text() for ddl in then)]
+    fingerprint = hashlib.sha256("\n".join(statements).encode()).hexdigest()
+    tables = [f"staging.{spec.staging_table}" for spec in specs]
+    if _applied(conn, fingerprint, tables):
+        return
     with conn.transaction():
         # Serialise concurrent first runs: CREATE ... IF NOT EXISTS races on the catalog.
         conn.execute("SELECT pg_advisory_xact_lock(hashtext('chat_ingest.ensure_schema'))")
-        conn.execute((SQL_DIR / "audit" / "ddl.sql").read_text())
-        for spec in specs:
-            conn.execute(staging_ddl(spec))
-        for ddl in then:
-            conn.execute(ddl.read_text())
+        for statement in statements:
+            conn.execute(statement)
+        conn.execute("INSERT INTO audit.schema_applied (fingerprint) VALUES (%s) ON CONFLICT DO NOTHING",
+                     (fingerprint,))
+
+
+def _applied(conn, fingerprint: str, tables: list[str]) -> bool:
+    """Whether this DDL ran before and its staging tables (and the three schemas) still exist."""
+    with conn.transaction():
+        present = conn.execute(
+            "SELECT to_regclass('audit.schema_applied') IS NOT NULL AND to_regnamespace('reporting') IS NOT NULL "
+            "AND NOT EXISTS (SELECT 1 FROM unnest(%s::text[]) t WHERE to_regclass(t) IS NULL)", (tables,)
+        ).fetchone()[0]
+        return present and conn.execute("SELECT 1 FROM audit.schema_applied WHERE fingerprint = %s",
+                                        (fingerprint,)).fetchone() is not None

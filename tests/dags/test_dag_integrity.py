@@ -108,3 +108,46 @@ def test_parsing_does_no_heavy_imports_or_io(dag_file):
     res = run_python(code, env={**STUB_CONNECTIONS, "AIRFLOW__CORE__UNIT_TEST_MODE": "False"})
     assert res.returncode == 0, res.stderr[-2000:]
     assert json.loads(res.stdout.strip().splitlines()[-1]) == []
+
+
+def test_the_project_plugin_loads_once_and_registers_the_deadline_reference(tmp_path):
+    """Airflow loads the plugin from its entry point, exactly once, and skips the package files."""
+    code = (
+        "import json, sys\n"
+        "from airflow import plugins_manager\n"
+        "plugins, errors = plugins_manager._get_plugins()\n"
+        "print(json.dumps({'plugins': [p.name for p in plugins], 'errors': {k: str(v) for k, v in errors.items()},\n"
+        "                  'references': sorted(plugins_manager.get_deadline_references_plugins()),\n"
+        "                  'package_files_as_modules': [m for m in ('staging', 'load', 'a8') if m in sys.modules]}))\n"
+    )
+    res = run_python(code, env={"AIRFLOW_HOME": str(tmp_path), "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins")})
+    assert res.returncode == 0, res.stderr[-2000:]
+    loaded = json.loads(res.stdout.strip().splitlines()[-1])
+    assert loaded["plugins"].count("chat_ingest") == 1 and loaded["errors"] == {}
+    assert loaded["references"] == ["chat_ingest.deadlines.ScheduledDayEnd"]
+    assert loaded["package_files_as_modules"] == []
+
+
+def test_a_deadline_alert_only_when_landed_by_and_a_target_are_set(tmp_path, monkeypatch):
+    import yaml
+
+    from chat_ingest import alerts
+    from chat_ingest.config import DEFAULT_CONFIG
+
+    config = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    path = tmp_path / "sources.yaml"
+    monkeypatch.setenv("CHAT_INGEST_CONFIG", str(path))
+
+    def with_alerts(**values):
+        path.write_text(yaml.safe_dump({**config, "alerts": {**config["alerts"], **values}}))
+        return alerts.landing_deadline()
+
+    assert with_alerts() is None  # the defaults: landed_by 06:00 but nowhere to send it
+    deadline = with_alerts(http_conn_id="chat_alerts")
+    assert deadline.interval == dt.timedelta(hours=6)
+    assert deadline.callback.kwargs["http_conn_id"] == "chat_alerts"
+    assert with_alerts(http_conn_id="chat_alerts", landed_by=None) is None
+    with pytest.raises(ValueError, match="HH:MM"):
+        with_alerts(http_conn_id="chat_alerts", landed_by="6am")
+    with pytest.raises(ValueError, match="email_to"):
+        with_alerts(smtp_conn_id="mail")

@@ -7,6 +7,12 @@ CREATE SCHEMA IF NOT EXISTS reporting;
 -- rejected raw payloads: only their owner, the loader, reads them, whatever a DBA granted to PUBLIC.
 REVOKE ALL ON SCHEMA staging, audit FROM PUBLIC;
 
+-- The fingerprints of the DDL already applied (chat_ingest.warehouse.ensure_schema skips those).
+CREATE TABLE IF NOT EXISTS audit.schema_applied (
+    fingerprint text PRIMARY KEY,
+    applied_at  timestamptz NOT NULL DEFAULT now()
+);
+
 CREATE TABLE IF NOT EXISTS audit.load_log (
     load_id          bigserial PRIMARY KEY,
     run_id           text        NOT NULL,

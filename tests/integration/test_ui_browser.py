@@ -1,0 +1,136 @@
+"""The Airflow UI in a real browser: log in, see the five DAGs and their docs, trigger a day by the form.
+
+Headless Chromium (Debian's ``chromium`` and ``chromium-driver``, installed here
+when missing and the machine allows it) drives the api-server over the sandbox,
+with the scheduler, dag-processor and triggerer running the triggered DAG for real.
+Screenshots go to ``test-output/ui/``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.conftest import DAG_IDS, REPO
+
+pytestmark = pytest.mark.integration
+AIRFLOW = str(Path(sys.executable).parent / "airflow")
+OUTPUT = REPO / "test-output" / "ui"
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-dev-shm-usage", "--disable-component-update", "--disable-sync", "--no-first-run",
+         "--window-size=1400,1000")
+
+
+def _install_chromium() -> str | None:
+    """Install Debian's chromium + chromium-driver if missing; the reason it cannot be, or None."""
+    if os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER):
+        return None
+    apt = shutil.which("apt-get")
+    if not apt:
+        return "Chromium is not installed and this machine has no apt-get to install it"
+    if os.geteuid() != 0:
+        return "Chromium is not installed and installing Debian packages needs root"
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for args in (["update", "-qq"], ["install", "-y", "-qq", "chromium", "chromium-driver"]):
+        done = subprocess.run([apt, *args], env=env, capture_output=True, text=True, timeout=900)
+        if done.returncode:
+            return f"apt-get {' '.join(args)} failed: {done.stderr.strip()[-500:]}"
+    return None
+
+
+@pytest.fixture(scope="module")
+def browser():
+    reason = _install_chromium()
+    if reason:
+        pytest.skip(reason)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in FLAGS:
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    yield driver
+    driver.quit()
+
+
+def _first_doc_line(airflow, dag_id: str) -> str:
+    with psycopg.connect(airflow.metadata_dsn) as conn:
+        doc = conn.execute("SELECT s.data -> 'dag' ->> 'doc_md' FROM serialized_dag s JOIN dag_version v "
+                           "ON v.id = s.dag_version_id WHERE v.dag_id = %s ORDER BY v.version_number DESC "
+                           "LIMIT 1", (dag_id,)).fetchone()[0]
+    assert doc, f"{dag_id} has no doc_md"
+    return next(line.strip("# ").strip() for line in doc.splitlines() if line.strip())
+
+
+def test_operator_logs_in_reads_docs_and_triggers_a_day(sandbox, airflow, airflow_services, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    services, driver, day = airflow_services, browser, sandbox.days[1]
+    wait = WebDriverWait(driver, 60)
+    user, password = next(iter(services.users.items()))
+
+    driver.get(services.url + "/")
+    wait.until(ec.presence_of_element_located((By.NAME, "username"))).send_keys(user)
+    driver.find_element(By.NAME, "password").send_keys(password)
+    driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    wait.until(lambda d: "/auth/login" not in d.current_url)
+
+    driver.get(services.url + "/dags")
+    listed = wait.until(lambda d: {a.text for a in d.find_elements(By.CSS_SELECTOR, "a[href*='/dags/']")}
+                        >= set(DAG_IDS) and {a.text for a in d.find_elements(By.CSS_SELECTOR, "a[href*='/dags/']")})
+    assert set(DAG_IDS) <= listed
+    driver.save_screenshot(str(OUTPUT / "dags.png"))
+
+    for dag_id in DAG_IDS:
+        driver.get(f"{services.url}/dags/{dag_id}")
+        wait.until(ec.element_to_be_clickable((By.CSS_SELECTOR, "button[aria-label='Dag Docs']"))).click()
+        heading = _first_doc_line(airflow, dag_id)
+        wait.until(lambda d: any(heading in dialog.text for dialog in d.find_elements(By.CSS_SELECTOR, "[role=dialog]")))
+        driver.save_screenshot(str(OUTPUT / f"docs-{dag_id}.png"))
+
+    driver.get(f"{services.url}/dags/botslovers_ingest")
+    wait.until(ec.element_to_be_clickable((By.CSS_SELECTOR, "button[aria-label='Trigger Dag']"))).click()
+    date_field = wait.until(ec.element_to_be_clickable((By.NAME, "element_date")))
+    date_field.send_keys(day.strftime("%m%d%Y"))
+    assert date_field.get_attribute("value") == day.isoformat()
+    driver.save_screenshot(str(OUTPUT / "trigger-form.png"))
+    dialog = driver.find_elements(By.CSS_SELECTOR, "[role=dialog]")[-1]
+    next(b for b in dialog.find_elements(By.TAG_NAME, "button") if b.text.strip() == "Trigger").click()
+
+    try:
+        deadline = time.monotonic() + 600
+        while True:
+            with psycopg.connect(airflow.metadata_dsn) as conn:
+                run = conn.execute("SELECT run_id, state FROM dag_run WHERE dag_id = 'botslovers_ingest' "
+                                   "AND run_type = 'manual' AND conf ->> 'date' = %s ORDER BY id DESC LIMIT 1",
+                                   (day.isoformat(),)).fetchone()
+            if run and run[1] in ("success", "failed"):
+                break
+            assert time.monotonic() < deadline, f"run {run} not finished"
+            time.sleep(3)
+    finally:
+        subprocess.run([AIRFLOW, "dags", "pause", "botslovers_ingest"], env=services.env, capture_output=True,
+                       timeout=120)
+    run_id, state = run
+    assert state == "success", (services.logs / "scheduler.log").read_text(errors="replace")[-3000:]
+
+    driver.get(f"{services.url}/dags/botslovers_ingest/runs/{run_id}")
+    wait.until(lambda d: "success" in d.find_element(By.TAG_NAME, "body").text.lower())
+    driver.save_screenshot(str(OUTPUT / "run-succeeded.png"))
+    with sandbox.warehouse() as conn:
+        windows = {w for (w,) in conn.execute("SELECT DISTINCT window_start::date FROM audit.load_log "
+                                              "WHERE run_id = %s", (run_id,))}
+    assert windows == {day}  # the form's date, exactly
