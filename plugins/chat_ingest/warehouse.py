@@ -15,13 +15,16 @@ def connect(conn_id: str = WAREHOUSE_CONN_ID):
     """A psycopg 3 connection to the warehouse from its Airflow connection, in UTC.
 
     Every timestamp the project writes is UTC; pinning the session time zone keeps
-    a server's local zone from leaking into casts of zone-less source values.
+    a server's local zone from leaking into casts of zone-less source values.  A load
+    stages a day in temp tables: ``temp_buffers`` (settable only before the session's
+    first temp table) keeps them in memory instead of spilling to disk.
     """
     from airflow.providers.postgres.hooks.postgres import PostgresHook
 
     conn = PostgresHook(postgres_conn_id=conn_id).get_conn()
     conn.autocommit = False
     conn.execute("SET TIME ZONE 'UTC'")
+    conn.execute("SET temp_buffers = '256MB'")
     conn.commit()
     return conn
 
