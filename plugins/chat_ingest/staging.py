@@ -190,6 +190,7 @@ class StagingLoader:
     def _land(self, encoded: Iterable[bytes], *, with_pre_reason: bool) -> LoadResult:
         started = time.monotonic()
         self.ignored_columns: tuple[str, ...] = ()
+        self.rows_encoded = 0  # counted by _encoded; a CSV pass-through (A8) reports bytes only
         result = LoadResult(
             run_id=self.run_id, source=self.spec.source, table=self.spec.name, tenant=self.tenant,
             window_start=self.window_start.isoformat(), window_end=self.window_end.isoformat(),
@@ -292,6 +293,7 @@ class StagingLoader:
             if batch.num_rows:
                 buf = io.BytesIO()
                 pa_csv.write_csv(self._prepare(batch), buf, _CSV_OPTIONS)
+                self.rows_encoded += batch.num_rows
                 yield buf.getbuffer()
 
     def _copy(self, encoded: Iterable[bytes], with_pre_reason: bool) -> int:
@@ -307,8 +309,11 @@ class StagingLoader:
                     copied += len(data)
                     now = time.monotonic()
                     if now - last_report >= self.progress_every_seconds:
-                        log.info("%s [%s]: %.1f MB copied (%.1f MB/s)", self.spec.qualified_name, self.tenant,
-                                 copied / 1e6, copied / 1e6 / max(now - copy_started, 1e-9))
+                        elapsed = max(now - copy_started, 1e-9)
+                        rows = (f"{self.rows_encoded:,} rows so far ({self.rows_encoded / elapsed:,.0f} rows/s), "
+                                if self.rows_encoded else "")
+                        log.info("%s [%s]: %s%.1f MB copied (%.1f MB/s)", self.spec.qualified_name, self.tenant,
+                                 rows, copied / 1e6, copied / 1e6 / elapsed)
                         last_report = now
             return cur.rowcount
 

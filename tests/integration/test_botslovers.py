@@ -312,3 +312,29 @@ def test_an_empty_day_lands_as_empty_and_says_so(clean_warehouse):
     assert (summary["rows_extracted"], summary["rows_landed"]) == (0, 0)
     with clean_warehouse.warehouse() as conn:
         assert conn.execute("SELECT rows_extracted FROM audit.load_log WHERE run_id = 'run-empty'").fetchall() == [(0,)]
+
+
+def test_a_long_load_logs_its_progress_in_rows(clean_warehouse, caplog):
+    """Every progress interval (here: every batch) the loader logs rows so far and the rate."""
+    import logging
+
+    from chat_ingest.staging import StagingLoader
+    from chat_ingest.warehouse import ensure_schema
+
+    sandbox = clean_warehouse
+    day = sandbox.days[1]
+    start, end = day_window(day)
+    company = sandbox.manifest["botslovers"]["companies"][0]
+    spec = botslovers.TABLES["messages"]
+    extractor = BotsloversToStagingOperator(task_id="progress", tenant=company, table="messages",
+                                            window={"start": start.isoformat(), "end": end.isoformat()},
+                                            max_block_size=5)
+    caplog.set_level(logging.INFO, logger="chat_ingest.staging")
+    with connect() as conn:
+        ensure_schema(conn, [spec])
+        loader = StagingLoader(conn, spec, run_id="progress", tenant=company, window_start=start, window_end=end,
+                               progress_every_seconds=0)
+        result = loader.load(extractor.extract(spec, start, end))
+    progress = [r.getMessage() for r in caplog.records if "rows so far" in r.getMessage()]
+    assert result.rows_extracted > 0 and progress
+    assert progress[-1].startswith(f"{spec.qualified_name} [{company}]: {result.rows_extracted:,} rows so far")
