@@ -15,11 +15,14 @@ import datetime as dt
 import re
 
 
-def alert_targets() -> dict:
-    """``http_conn_id`` (chat webhook), ``smtp_conn_id`` + ``email_to`` + ``email_from`` (e-mail)."""
+def _alerts_config() -> dict:
     from chat_ingest.config import load_config
 
-    alerts = load_config().get("alerts") or {}
+    return load_config().get("alerts") or {}
+
+
+def alert_targets(alerts: dict) -> dict:
+    """``http_conn_id`` (chat webhook), ``smtp_conn_id`` + ``email_to`` + ``email_from`` (e-mail)."""
     targets = {"http_conn_id": alerts.get("http_conn_id"), "smtp_conn_id": alerts.get("smtp_conn_id"),
                "email_to": alerts.get("email_to") or [], "email_from": alerts.get("email_from")}
     if targets["smtp_conn_id"] and not (targets["email_to"] and targets["email_from"]):
@@ -33,12 +36,12 @@ def _configured(targets: dict) -> bool:
 
 def failure_alerts() -> list:
     """The DAG-level failure notifiers (none when no target is configured)."""
-    targets = alert_targets()
+    targets = alert_targets(_alerts_config())
     if not _configured(targets):
         return []
-    from chat_ingest.notifiers import notifiers
+    from chat_ingest.notifiers import notifiers_for
 
-    return notifiers(targets)
+    return notifiers_for(targets)
 
 
 def landed_by_offset(value: str) -> dt.timedelta:
@@ -51,10 +54,8 @@ def landed_by_offset(value: str) -> dt.timedelta:
 
 def landing_deadline():
     """The ingestion DAGs' deadline alert, or None (no ``landed_by`` or no target)."""
-    from chat_ingest.config import load_config
-
-    landed_by = (load_config().get("alerts") or {}).get("landed_by")
-    targets = alert_targets()
+    alerts = _alerts_config()
+    landed_by, targets = alerts.get("landed_by"), alert_targets(alerts)
     if not landed_by or not _configured(targets):
         return None
     from airflow.sdk import AsyncCallback, DeadlineAlert

@@ -17,7 +17,7 @@ class ScheduledDayEnd(BaseDeadlineReference):
 
     required_kwargs = {"dag_id", "run_id"}
 
-    def _evaluate_with(self, *, session, dag_id: str, run_id: str, **_):
+    def _evaluate_with(self, *, session, dag_id: str, run_id: str):
         from airflow.models import DagRun
         from sqlalchemy import select
 

@@ -54,7 +54,7 @@ class EmailAlert(_MessageFromContext, SmtpNotifier):
         self.html_content = "<p>" + "</p><p>".join(html.escape(message[k]) for k in ("text", "reason")) + "</p>"
 
 
-def notifiers(targets: dict) -> list:
+def notifiers_for(targets: dict) -> list:
     """The notifiers for the alert targets ``chat_ingest.alerts.alert_targets`` read from the config."""
     out: list = []
     if targets.get("http_conn_id"):
@@ -71,6 +71,6 @@ async def notify_deadline_missed(context: dict, **targets) -> None:
     day = str(_field(dag_run, "data_interval_start", "?"))[:10]
     deadline = (context.get("deadline") or {}).get("deadline_time")
     context = {**context, "reason": f"the data of {day} had not landed by {deadline} (deadline alert)"}
-    for notifier in notifiers(targets):
+    for notifier in notifiers_for(targets):
         notifier.render_template_fields(context)
         await notifier.async_notify(context)

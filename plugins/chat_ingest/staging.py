@@ -384,11 +384,10 @@ class StagingLoader:
         """
         target, values = self._lineage()
         data = [sql.Identifier(n) for n in self.spec.column_names if n not in self.spec.staging_key]
-        # a tenant that comes from context is a literal, not a _batch column
         value_of = dict(zip(self.spec.staging_columns, values))
-        same_key = sql.SQL(" AND ").join(
-            sql.SQL("t.{} = {}").format(sql.Identifier(k), sql.SQL("b.{}").format(value_of[k])
-                                        if isinstance(value_of[k], sql.Identifier) else value_of[k])
+        same_key = sql.SQL(" AND ").join(  # a tenant from context is a literal, not a _batch column
+            sql.SQL("t.{} = {}").format(sql.Identifier(k), sql.SQL("b.{}").format(sql.Identifier(k))
+                                        if k in self.spec.column_names else value_of[k])
             for k in self.spec.staging_key)
         changed = sql.SQL("({old}) IS DISTINCT FROM ({new})").format(
             old=sql.SQL(", ").join(sql.SQL("t.{}").format(c) for c in data),

@@ -36,7 +36,7 @@ WITH states AS (
     SELECT bot_handle, agent_id FROM joins
     UNION
     SELECT s.bot_handle, m.agent_id FROM staging.a8_agent_message_details m
-    JOIN (SELECT DISTINCT bot_handle, chat_id FROM staging.a8_chat_state) s USING (chat_id)
+    JOIN staging.a8_chat_state s USING (chat_id)
     WHERE m.agent_id IS NOT NULL AND m.time >= %(day_start)s AND m.time < %(day_end)s
 ), closing AS (
     SELECT bot_handle, agent_id, count(*) FILTER (WHERE state = 'closedChat') AS resolved,
