@@ -331,27 +331,31 @@ class StagingLoader:
         return sql.SQL("NULLIF(concat_ws('; ', {}), '')").format(sql.SQL(", ").join(reasons))
 
     def _quarantine(self) -> int:
+        """Move every row that cannot land from ``_incoming`` to ``audit.rejected_records``, with its reason.
+
+        One pass evaluates the reason (casts are tried once per value); what stays in
+        ``_incoming`` is known good, so the merge only casts.
+        """
         cur = self.conn.execute(
             sql.SQL(
+                "WITH bad AS (DELETE FROM _incoming i WHERE {reason} IS NOT NULL RETURNING i, {reason} AS reason) "
                 "INSERT INTO audit.rejected_records (run_id, source, table_name, tenant, payload, reason) "
                 "SELECT %(run_id)s, %(source)s, %(table)s, %(tenant)s, "
-                "CASE WHEN i._raw IS NOT NULL "  # what is known of an unparsed record, and its raw text
-                "THEN jsonb_strip_nulls(to_jsonb(i) - '_pre_reason' - '_raw') || jsonb_build_object('raw', i._raw) "
-                "ELSE to_jsonb(i) - '_pre_reason' - '_raw' END, r.reason "
-                "FROM _incoming i CROSS JOIN LATERAL (SELECT {reason} AS reason) r WHERE r.reason IS NOT NULL"
+                "CASE WHEN (i)._raw IS NOT NULL "  # what is known of an unparsed record, and its raw text
+                "THEN jsonb_strip_nulls(to_jsonb(i) - '_pre_reason' - '_raw') || jsonb_build_object('raw', (i)._raw) "
+                "ELSE to_jsonb(i) - '_pre_reason' - '_raw' END, reason FROM bad"
             ).format(reason=self._reason()),
             {"run_id": self.run_id, "source": self.spec.source, "table": self.spec.name, "tenant": self.tenant},
         )
         return cur.rowcount
 
     def _good_rows(self) -> sql.Composed:
-        """The rows that passed quarantine, cast to the spec's types."""
+        """The rows left after quarantine, cast to the spec's types."""
         typed = sql.SQL(", ").join(
             sql.SQL("{c}::{t} AS {c}").format(c=sql.Identifier(c.name), t=sql.SQL(c.pg_type))
             for c in self.spec.columns
         )
-        return sql.SQL("SELECT {typed} FROM _incoming i WHERE {reason} IS NULL").format(
-            typed=typed, reason=self._reason())
+        return sql.SQL("SELECT {typed} FROM _incoming i").format(typed=typed)
 
     def _dedupe(self) -> int:
         """Build ``_batch``: typed rows, one per key (the newest version where the rule says so)."""

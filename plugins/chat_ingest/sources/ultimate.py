@@ -8,7 +8,7 @@ land as integers, and a value that is not one is quarantined, never zeroed.
 
 from __future__ import annotations
 
-import json
+import orjson
 
 from chat_ingest.sources.values import as_text
 from chat_ingest.tablespec import Column, MergeRule, TableSpec
@@ -73,8 +73,8 @@ def conversation_row(record: dict, export_date: str) -> dict[str, str | None]:
     data = record.get("conversations_data")
     if isinstance(data, str):  # a JSON document inside a string: land the document, or the raw text to quarantine
         try:
-            row["conversations_data"] = json.dumps(json.loads(data), ensure_ascii=False)
-        except json.JSONDecodeError:
+            row["conversations_data"] = orjson.dumps(orjson.loads(data)).decode()
+        except orjson.JSONDecodeError:
             row["conversations_data"] = data
     row["export_date"] = export_date
     return row

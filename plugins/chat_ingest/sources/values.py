@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
+
+import orjson
 
 
 def as_text(value: Any) -> str | None:
-    """JSON for containers, lower-case for booleans, ``str`` otherwise; None stays NULL."""
+    """JSON for containers, lower-case for booleans, ``str`` otherwise; None stays NULL.
+
+    Called for every field of every document, so the common case (a string) returns first.
+    """
+    if type(value) is str:
+        return value
     if value is None:
         return None
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (dict, list)):
-        return json.dumps(value, ensure_ascii=False)
+        return orjson.dumps(value, default=float).decode()  # default: a Decimal from a JSON parser
     return str(value)
