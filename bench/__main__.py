@@ -3,137 +3,243 @@
 Each measured run is a fresh process (``bench.worker``) so its peak RSS is its
 own; every benchmark reports the median of several runs and is compared with a
 raw baseline measured in the same session, because ratios survive noisy machines
-where absolute figures do not.  Results: printed and written to bench/results.json.
+where absolute figures do not.  Results: printed and written to bench/results.json,
+each with its target and whether the run met it.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+from bench.volumes import fill_a8, fill_botslovers, fill_ultimate, fill_unless
 from sandbox.__main__ import down, up
 from sandbox.demo import read_env
 from sandbox.generator import generate
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
-DAY = "2026-11-10"
-COMPANY_ROWS = {"bench1m": 1_000_000, "bench3m": 3_000_000}
+BENCHMARKS = ("botslovers", "a8", "ultimate", "unless", "reporting")
+TODAY = dt.datetime.now(dt.timezone.utc).date()
+#: The day the row benchmarks load: yesterday, the newest day Ultimate exports.
+DAY = TODAY - dt.timedelta(days=1)
+A8_BOT, ULTIMATE_BOT, UNLESS_WEBSITE = "bench-a8", "bench-ult", "bench-web"
+#: Conversations per tenant per day of the reporting benchmark's smaller dataset (the larger has twice).
+REPORTING_PER_DAY, REPORTING_DAYS = 40, 30
 
 
-def fill_botslovers(env: dict[str, str], company: str, rows: int) -> None:
-    """``rows`` realistic messages (≈300 bytes of text, the seed's columns) spread over one day."""
-    import clickhouse_connect
+# -- measuring -----------------------------------------------------------------------------------
 
-    from chat_ingest.sources.botslovers import MESSAGES
-    from sandbox.stack import clickhouse_ddl
-
-    port = int(env["SANDBOX_CLICKHOUSE_URL"].rsplit(":", 1)[1])
-    client = clickhouse_connect.get_client(host="127.0.0.1", port=port, username="admin",
-                                           password=env["SANDBOX_CLICKHOUSE_ADMIN_PASSWORD"],
-                                           send_receive_timeout=1800)
-    table = f"messages_{company}"
-    client.command(f"DROP TABLE IF EXISTS {table}")
-    client.command(clickhouse_ddl(MESSAGES, table))
-    client.command(
-        f"INSERT INTO {table} SELECT "
-        "concat('user-', toString(number % 50000)), "
-        "['user', 'bot', 'human', 'system'][number % 4 + 1], "
-        "generateUUIDv4(number), "
-        f"toDateTime('{DAY} 00:00:00', 'UTC') + intDiv(number * 86400, {rows}), "
-        "['web', 'whatsapp'][number % 2 + 1], "
-        "concat('session-', toString(intDiv(number, 12))), "
-        "['inbound', 'outbound'][number % 2 + 1], ['inbound', 'outbound'][number % 2 + 1], "
-        "concat('Hi, my order #', toString(number % 99991), ' has not arrived; mail me at user', "
-        "toString(number % 997), '@example.com or call +34 600 ', toString(number % 999), ' 123. ', "
-        "randomPrintableASCII(200)), "
-        "['es', 'en'][number % 2 + 1] "
-        f"FROM numbers({rows})"
-    )
+def run_worker(kind: str, env: dict[str, str], *, tenant: str = "", start: dt.date = DAY,
+               end: dt.date = TODAY) -> dict:
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.worker", kind, "--tenant", tenant, "--start", str(start), "--end", str(end)],
+        env={**os.environ, **env, "PYTHONPATH": f"{REPO / 'plugins'}:{REPO}"},
+        capture_output=True, text=True, cwd=REPO, timeout=3600)
+    if proc.returncode:
+        raise RuntimeError(f"{kind} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def measure(kind: str, env: dict[str, str], company: str, runs: int) -> dict:
+def measure(kind: str, env: dict[str, str], runs: int, before: Callable[[], None] | None = None, **kw) -> dict:
+    """Median seconds and peak RSS of ``runs`` fresh-process runs (``before`` runs ahead of each)."""
     results = []
     for _ in range(runs):
-        proc = subprocess.run([sys.executable, "-m", "bench.worker", kind, "--company", company, "--day", DAY],
-                              env={**os.environ, **env, "PYTHONPATH": f"{REPO / 'plugins'}:{REPO}"},
-                              capture_output=True, text=True, cwd=REPO, timeout=3600)
-        if proc.returncode:
-            raise RuntimeError(f"{kind} failed:\n{proc.stderr[-3000:]}")
-        results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        if before:
+            before()
+        results.append(run_worker(kind, env, **kw))
     seconds = statistics.median(r["seconds"] for r in results)
     rows = results[0]["rows"]
     return {"rows": rows, "seconds": seconds, "rows_per_s": round(rows / seconds),
-            "peak_rss_mb": statistics.median(r["peak_rss_mb"] for r in results), "runs": results}
+            "peak_rss_mb": statistics.median(r["peak_rss_mb"] for r in results)}
 
 
-def reset_staging(env: dict[str, str]) -> None:
+def against_baseline(project: dict, baseline: dict, min_ratio: float, max_rss_mb: float | None = None) -> dict:
+    ratio = round(project["rows_per_s"] / baseline["rows_per_s"], 3)
+    target = {"ratio": f">= {min_ratio}"}
+    met = ratio >= min_ratio
+    if max_rss_mb is not None:
+        target["peak_rss_mb"] = f"<= {max_rss_mb}"
+        met = met and project["peak_rss_mb"] <= max_rss_mb
+    return {**project, "baseline": baseline, "ratio": ratio, "target": target, "met": met}
+
+
+def sql(env: dict[str, str], statement: str, params=(), dsn_key: str = "CHAT_INGEST_WAREHOUSE_DSN"):
     import psycopg
 
-    with psycopg.connect(env["CHAT_INGEST_WAREHOUSE_DSN"], autocommit=True) as conn:
-        conn.execute("DROP TABLE IF EXISTS staging.botslovers_messages")
+    with psycopg.connect(env[dsn_key], autocommit=True) as conn:
+        cur = conn.execute(statement, params)
+        return cur.fetchall() if cur.description else None
+
+
+def drop_staging(env: dict[str, str], *tables: str) -> Callable[[], None]:
+    """A reset that makes the next project run a first load: its staging tables gone."""
+    def reset() -> None:
+        for table in tables:
+            sql(env, f"DROP TABLE IF EXISTS staging.{table}")
+        sql(env, "DELETE FROM audit.watermarks WHERE scope LIKE %s", (f"%/{UNLESS_WEBSITE}/",))
+    return reset
+
+
+def last_load(env: dict[str, str], source: str, table: str) -> dict:
+    """What the newest load of a table did (the rerun check: nothing landed, nothing deleted)."""
+    row = sql(env, "SELECT rows_extracted, rows_landed, rows_unchanged, rows_deleted FROM audit.load_log "
+                   "WHERE source = %s AND table_name = %s ORDER BY load_id DESC LIMIT 1", (source, table))[0]
+    return dict(zip(("rows_extracted", "rows_landed", "rows_unchanged", "rows_deleted"), row))
+
+
+def rerun(first: dict, again: dict, load: dict) -> dict:
+    ratio = round(again["seconds"] / first["seconds"], 3)
+    rewritten = load["rows_landed"] + load["rows_deleted"]
+    return {"first_seconds": first["seconds"], "rerun_seconds": again["seconds"], "time_ratio": ratio,
+            "rerun_load": load, "target": {"time_ratio": "<= 0.5", "rows_rewritten": 0},
+            "met": ratio <= 0.5 and rewritten == 0}
+
+
+# -- the benchmarks ------------------------------------------------------------------------------
+
+def bench_botslovers(env: dict[str, str], runs: int, quick: bool) -> dict:
+    results = {}
+    sizes = {"bench100k": 100_000} if quick else {"bench1m": 1_000_000, "bench3m": 3_000_000}
+    reset = drop_staging(env, "botslovers_messages")
+    for company, rows in sizes.items():
+        print(f"botslovers: filling {rows:,} messages ...", flush=True)
+        fill_botslovers(env, company, rows, DAY)
+        reset()
+        baseline = measure("botslovers-baseline", env, runs, tenant=company)
+        project = measure("botslovers-project", env, runs, before=reset, tenant=company)
+        name = f"botslovers_messages_{rows // 1000}k"
+        results[name] = against_baseline(project, baseline, 0.5, 300)
+        if company == next(iter(sizes)):  # the day is loaded: run it again
+            again = measure("botslovers-project", env, runs, tenant=company)
+            results["botslovers_rerun"] = rerun(project, again, last_load(env, "botslovers", "messages"))
+    if not quick:
+        small, large = results["botslovers_messages_1000k"], results["botslovers_messages_3000k"]
+        rss, seconds = large["peak_rss_mb"] / small["peak_rss_mb"], large["seconds"] / small["seconds"]
+        results["botslovers_scaling"] = {"rss_ratio": round(rss, 3), "time_ratio": round(seconds, 3),
+                                         "target": {"rss_ratio": "<= 1.2", "time_ratio": "<= 3.3"},
+                                         "met": rss <= 1.2 and seconds <= 3.3}
+    return results
+
+
+def bench_a8(env: dict[str, str], runs: int, quick: bool) -> dict:
+    rows = 100_000 if quick else 1_000_000
+    print(f"a8: filling {rows:,} messages and chat states ...", flush=True)
+    fill_a8(env, A8_BOT, rows, DAY)
+    baseline = measure("a8-baseline", env, runs, tenant=A8_BOT)
+    project = measure("a8-project", env, runs, before=drop_staging(env, "a8_messages", "a8_chat_state"),
+                      tenant=A8_BOT)
+    return {f"a8_messages_chat_state_{rows // 1000}k": against_baseline(project, baseline, 0.6)}
+
+
+def bench_ultimate(env: dict[str, str], runs: int, quick: bool) -> dict:
+    conversations = 20_000 if quick else 200_000
+    print(f"ultimate: writing a day of {conversations:,} conversations ...", flush=True)
+    size_mb = fill_ultimate(env, ULTIMATE_BOT, conversations, DAY).stat().st_size / 1e6
+    baseline = measure("ultimate-baseline", env, runs, tenant=ULTIMATE_BOT)
+    project = measure("ultimate-project", env, runs,
+                      before=drop_staging(env, "ultimate_conversations", "ultimate_intents"), tenant=ULTIMATE_BOT)
+    return {f"ultimate_{conversations // 1000}k_conversations": {
+        **against_baseline(project, baseline, 0.5, 300), "file_mb": round(size_mb, 1)}}
+
+
+def bench_unless(env: dict[str, str], runs: int, quick: bool) -> dict:
+    from chat_ingest.config import load_config  # CHAT_INGEST_CONFIG: the bench sandbox's
+
+    objects = 2_000 if quick else 20_000
+    print(f"unless: uploading {objects:,} objects ...", flush=True)
+    fill_unless(env, load_config()["unless"]["account"], UNLESS_WEBSITE, objects)
+    tomorrow = TODAY + dt.timedelta(days=1)
+    window = {"tenant": UNLESS_WEBSITE, "start": TODAY, "end": tomorrow}  # the objects were written today
+    baseline = measure("unless-baseline", env, runs, **window)
+    project = measure("unless-project", env, runs,
+                      before=drop_staging(env, "unless_conversations", "unless_logs"), **window)
+    again = measure("unless-project", env, runs, **window)
+    return {f"unless_{objects // 1000}k_objects": against_baseline(project, baseline, 0.5),
+            "unless_rerun": rerun(project, again, last_load(env, "unless", "conversations"))}
+
+
+def bench_reporting(runs: int, quick: bool) -> dict:
+    """Rebuild 30 days of every source at one volume and at twice that volume."""
+    days = 3 if quick else REPORTING_DAYS
+    timings = {}
+    for scale in (1, 2):
+        root = BENCH_DIR / ".work" / f"reporting-{scale}x"
+        dataset = root / "dataset"
+        if not (dataset / "manifest.json").exists():
+            generate(dataset, days=days, per_day=REPORTING_PER_DAY * scale)
+        if up(root, dataset, days, seed=7, bad_records=0.0, timeout=600):
+            raise RuntimeError(f"the reporting sandbox ({scale}x) did not start")
+        try:
+            env = {**read_env(root / "env"), "AIRFLOW_HOME": str(root / "airflow")}
+            first = dt.date.fromisoformat(env["SANDBOX_DATASET_START"])
+            span = {"start": first, "end": dt.date.fromisoformat(env["SANDBOX_DATASET_END"]) + dt.timedelta(days=1)}
+            print(f"reporting {scale}x: landing {days} days of every source ...", flush=True)
+            run_worker("land-all", env, **span)
+            timings[scale] = measure("reporting-rebuild", env, runs, **span)
+        finally:
+            down(root)
+    ratio = round(timings[2]["seconds"] / timings[1]["seconds"], 3)
+    return {"reporting_rebuild_30_days": {
+        "days": days, "sources": 4, "conversations": {"1x": timings[1]["rows"], "2x": timings[2]["rows"]},
+        "seconds": {"1x": timings[1]["seconds"], "2x": timings[2]["seconds"]},
+        "peak_rss_mb": {"1x": timings[1]["peak_rss_mb"], "2x": timings[2]["peak_rss_mb"]},
+        "time_ratio": ratio, "target": {"time_ratio": "<= 2.2"}, "met": ratio <= 2.2}}
+
+
+def print_table(results: dict) -> None:
+    print(f"\n{'benchmark':34} {'rows':>9} {'s':>7} {'rows/s':>9} {'RSS MB':>7} {'base rows/s':>11} "
+          f"{'ratio':>6}  target met")
+    for name, r in results.items():
+        if name.startswith("_"):
+            continue
+        if "baseline" in r:
+            print(f"{name:34} {r['rows']:>9} {r['seconds']:>7.1f} {r['rows_per_s']:>9} {r['peak_rss_mb']:>7.0f} "
+                  f"{r['baseline']['rows_per_s']:>11} {r['ratio']:>6.2f}  {'yes' if r['met'] else 'NO'}")
+        else:
+            figures = {k: v for k, v in r.items() if k.endswith("ratio") or k.endswith("seconds")}
+            print(f"{name:34} {json.dumps(figures)}  {'yes' if r['met'] else 'NO'}")
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--runs", type=int, default=3)
-    p.add_argument("--quick", action="store_true", help="100k rows instead of 1M/3M (smoke run)")
+    p.add_argument("--quick", action="store_true", help="a tenth of the volumes (smoke run)")
+    p.add_argument("--only", nargs="+", choices=BENCHMARKS, default=list(BENCHMARKS))
     a = p.parse_args(argv)
-    sizes = {"bench100k": 100_000} if a.quick else COMPANY_ROWS
     root = BENCH_DIR / ".work"
     dataset = root / "dataset"
     if not (dataset / "manifest.json").exists():
         generate(dataset, days=1, per_day=2)
-    if up(root, dataset, 1, seed=7, bad_records=0.0, timeout=300):
-        return 1
-    try:
-        env = read_env(root / "env")
-        env["AIRFLOW_HOME"] = str(root / "airflow")
-        os.environ.update(env)
-        results = {}
-        for company, rows in sizes.items():
-            print(f"filling {rows:,} Botslovers messages ...", flush=True)
-            fill_botslovers(env, company, rows)
-            reset_staging(env)
-            baseline = measure("botslovers-baseline", env, company, a.runs)
-            project = []
-            for _ in range(a.runs):  # every run lands the day into an empty table, like a first load
-                reset_staging(env)
-                project.append(measure("botslovers-project", env, company, 1))
-            proj = {"rows": project[0]["rows"], "seconds": statistics.median(r["seconds"] for r in project),
-                    "peak_rss_mb": statistics.median(r["peak_rss_mb"] for r in project)}
-            proj["rows_per_s"] = round(proj["rows"] / proj["seconds"])
-            results[f"botslovers_messages_{rows // 1000}k"] = {
-                **proj, "baseline": {k: baseline[k] for k in ("rows", "seconds", "rows_per_s", "peak_rss_mb")},
-                "ratio": round(proj["rows_per_s"] / baseline["rows_per_s"], 3),
-            }
-        keys = list(results)
-        if len(keys) == 2:
-            small, large = results[keys[0]], results[keys[1]]
-            results["botslovers_scaling"] = {
-                "rss_ratio": round(large["peak_rss_mb"] / small["peak_rss_mb"], 3),
-                "time_ratio": round(large["seconds"] / small["seconds"], 3),
-                "targets": {"rss_ratio": "<= 1.2", "time_ratio": "<= 3.3"},
-            }
-        results["_meta"] = {"runs": a.runs, "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                            "cpus": os.cpu_count()}
-        (BENCH_DIR / "results.json").write_text(json.dumps(results, indent=2))
-        print(f"\n{'benchmark':32} {'rows':>9} {'s':>7} {'rows/s':>9} {'RSS MB':>7} {'base rows/s':>11} {'ratio':>6}")
-        for name, r in results.items():
-            if "baseline" in r:
-                print(f"{name:32} {r['rows']:>9} {r['seconds']:>7.1f} {r['rows_per_s']:>9} {r['peak_rss_mb']:>7.0f} "
-                      f"{r['baseline']['rows_per_s']:>11} {r['ratio']:>6.2f}")
-        if "botslovers_scaling" in results:
-            print("3M vs 1M:", results["botslovers_scaling"])
-        return 0
-    finally:
-        down(root)
+    results_path = BENCH_DIR / "results.json"
+    results = json.loads(results_path.read_text()) if results_path.exists() and a.only != list(BENCHMARKS) else {}
+    row_benchmarks = [b for b in a.only if b != "reporting"]
+    if row_benchmarks:
+        if up(root, dataset, 1, seed=7, bad_records=0.0, timeout=300):
+            return 1
+        try:
+            env = {**read_env(root / "env"), "AIRFLOW_HOME": str(root / "airflow")}
+            os.environ.update(env)
+            for name in row_benchmarks:
+                results.update(globals()[f"bench_{name}"](env, a.runs, a.quick))
+        finally:
+            down(root)
+    if "reporting" in a.only:
+        results.update(bench_reporting(a.runs, a.quick))
+    results["_meta"] = {"runs": a.runs, "quick": a.quick, "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                        "cpus": os.cpu_count(),
+                        "all_targets_met": all(r.get("met", False) for k, r in results.items() if not k.startswith("_"))}
+    results_path.write_text(json.dumps(results, indent=2))
+    print_table(results)
+    return 0
 
 
 if __name__ == "__main__":
