@@ -21,6 +21,7 @@ import io
 import itertools
 import json
 import re
+import socket
 import threading
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -50,6 +51,10 @@ class ClickHouseError(Exception):
         self.code = code
 
 
+class _StreamCut(Exception):
+    """A scripted fault: the result stream stops here, connection dropped."""
+
+
 class ChdbBackend:
     """The chdb session, its lock and the users allowed in."""
 
@@ -75,6 +80,8 @@ def _error_code(message: str) -> int:
 
 
 class ClickHouseHandler(BaseHTTPRequestHandler):
+    #: Chunks this response may still send before a scripted cut (None: no cut).
+    chunks_left: int | None = None
     server: "ClickHouseHTTPServer"
     protocol_version = "HTTP/1.1"
 
@@ -114,6 +121,9 @@ class ClickHouseHandler(BaseHTTPRequestHandler):
                 raise ClickHouseError(
                     516, f"{user}: Authentication failed: password is incorrect, or there is no user with such name."
                 )
+            if url.path == "/_sandbox/faults":
+                self._post_fault(account, body)
+                return
             sql = "\n".join(part for part in (params.get("query", ""), body.decode("utf-8")) if part.strip())
             if not sql.strip():
                 raise ClickHouseError(62, "Empty query.")
@@ -128,6 +138,14 @@ class ClickHouseHandler(BaseHTTPRequestHandler):
         except Exception as exc:  # chdb reports every SQL error as an exception with the server's text
             message = str(exc)
             self._send_error(_error_code(message), message)
+
+    def _post_fault(self, account: tuple[str, bool], body: bytes) -> None:
+        """Tests script a stream cut: ``{"cut_after_chunks": N}`` drops the connection of the next
+        Arrow result stream (an extraction, not a metadata lookup) after N chunks, without the closing chunk, as a dying server or proxy would."""
+        if account[1]:
+            raise ClickHouseError(164, "faults are scripted by the admin user only")
+        self.server.cuts.append(int(json.loads(body)["cut_after_chunks"]))
+        self._send(200, b"Ok.\n", "text/plain")
 
     @staticmethod
     def _split_format(sql: str, default: str) -> tuple[str, str]:
@@ -187,8 +205,10 @@ class ClickHouseHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/octet-stream")
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
+        arrow = fmt.lower() == "arrowstream"
+        self.chunks_left = self.server.cuts.pop(0) if arrow and self.server.cuts else None
         try:
-            if fmt.lower() == "arrowstream":
+            if arrow:
                 self._stream_arrow(stream, first)
             else:
                 if first is not None:
@@ -196,6 +216,10 @@ class ClickHouseHandler(BaseHTTPRequestHandler):
                 for part in stream:
                     self._chunk(part.bytes())
             self.wfile.write(b"0\r\n\r\n")
+        except _StreamCut:
+            self.close_connection = True
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_RDWR)
         finally:
             stream.close()
 
@@ -219,6 +243,10 @@ class ClickHouseHandler(BaseHTTPRequestHandler):
             self._chunk(sink.getvalue())
 
     def _chunk(self, data: bytes) -> None:
+        if data and self.chunks_left is not None:
+            if self.chunks_left == 0:
+                raise _StreamCut
+            self.chunks_left -= 1
         if data:
             self.wfile.write(f"{len(data):X}\r\n".encode() + data + b"\r\n")
 
@@ -244,4 +272,6 @@ class ClickHouseHTTPServer(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], backend: ChdbBackend) -> None:
         super().__init__(address, ClickHouseHandler)
+        #: Scripted stream cuts (see ``_post_fault``), played one per result stream.
+        self.cuts: list[int] = []
         self.backend = backend

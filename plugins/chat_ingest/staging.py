@@ -37,11 +37,13 @@ import pyarrow.csv as pa_csv
 from airflow.sdk.exceptions import AirflowFailException
 from psycopg import sql
 
-from chat_ingest.tablespec import Column, MergeRule, TableSpec
+from chat_ingest.tablespec import EARLIEST_TIMESTAMP, FUTURE_TOLERANCE, Column, MergeRule, TableSpec
 
 log = logging.getLogger(__name__)
 
 _CSV_OPTIONS = pa_csv.WriteOptions(include_header=False, quoting_style="needed")
+#: How much of an oversized value a quarantined payload keeps (characters).
+QUARANTINE_KEEP_CHARS = 2000
 #: Columns a batch may carry beside the spec's: why a row is already known bad, and its raw text.
 MARK_COLUMNS = ("_pre_reason", "_raw")
 
@@ -130,8 +132,11 @@ class LoadResult:
         return asdict(self)
 
 
-def _reason_expr(spec: TableSpec, col: Column) -> sql.Composable | None:
-    """SQL that yields why a raw text value of ``col`` cannot land, or NULL when it can."""
+def _reason_expr(spec: TableSpec, col: Column) -> sql.Composable:
+    """SQL that yields why a raw text value of ``col`` cannot land, or NULL when it can.
+
+    The first failing check wins, so a value is only cast once it is known castable.
+    """
     ident = sql.Identifier(col.name)
     checks = []
     if not col.nullable:
@@ -139,14 +144,24 @@ def _reason_expr(spec: TableSpec, col: Column) -> sql.Composable | None:
             c=ident, msg=sql.Literal(f"{col.name}: required value is missing")))
     if col.name in spec.key:
         checks.append(sql.SQL("WHEN {c} = '' THEN {msg}").format(c=ident, msg=sql.Literal(f"{col.name}: empty key")))
+    checks.append(sql.SQL("WHEN octet_length({c}) > {max} THEN {name} || octet_length({c}) || {what}").format(
+        c=ident, max=sql.Literal(col.max_bytes), name=sql.Literal(f"{col.name}: "),
+        what=sql.Literal(f" bytes, over the limit of {col.max_bytes}")))
     if col.pg_type != "text":
         checks.append(sql.SQL(
             "WHEN {c} IS NOT NULL AND NOT pg_input_is_valid({c}, {t}) "
             "THEN {name} || quote_literal(left({c}, 60)) || {what}"
         ).format(c=ident, t=sql.Literal(col.pg_type), name=sql.Literal(f"{col.name}: "),
                  what=sql.Literal(f" is not a valid {col.pg_type}")))
-    if not checks:
-        return None
+    if col.pg_type == "timestamptz":
+        at = sql.SQL("{}::timestamptz").format(ident)
+        utc = sql.SQL("to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS')").format(at)
+        checks.append(sql.SQL("WHEN {at} < {earliest} THEN {name} || {utc} || {before}").format(
+            at=at, earliest=sql.Literal(EARLIEST_TIMESTAMP), name=sql.Literal(f"{col.name}: "), utc=utc,
+            before=sql.Literal(f" is before {EARLIEST_TIMESTAMP}")))
+        checks.append(sql.SQL("WHEN {at} > now() + {tolerance}::interval THEN {name} || {utc} || {after}").format(
+            at=at, tolerance=sql.Literal(FUTURE_TOLERANCE), name=sql.Literal(f"{col.name}: "), utc=utc,
+            after=sql.Literal(f" is after the load time plus {FUTURE_TOLERANCE}")))
     return sql.SQL("CASE {} END").format(sql.SQL(" ").join(checks))
 
 
@@ -163,6 +178,7 @@ class StagingLoader:
         window_start: dt.datetime,
         window_end: dt.datetime,
         progress_every_seconds: float = 30.0,
+        ignored_columns: tuple[str, ...] = (),
     ) -> None:
         self.conn = conn
         self.spec = spec
@@ -171,6 +187,8 @@ class StagingLoader:
         self.window_start = window_start
         self.window_end = window_end
         self.progress_every_seconds = progress_every_seconds
+        #: Source columns the spec does not know, found by the extraction before the load (reported).
+        self.source_ignored_columns = ignored_columns
         self.target = sql.Identifier("staging", spec.staging_table)
 
     # -- public ----------------------------------------------------------------------------------
@@ -189,7 +207,7 @@ class StagingLoader:
 
     def _land(self, encoded: Iterable[bytes], *, with_pre_reason: bool) -> LoadResult:
         started = time.monotonic()
-        self.ignored_columns: tuple[str, ...] = ()
+        self.ignored_columns: tuple[str, ...] = self.source_ignored_columns
         self.rows_encoded = 0  # counted by _encoded; a CSV pass-through (A8) reports bytes only
         result = LoadResult(
             run_id=self.run_id, source=self.spec.source, table=self.spec.name, tenant=self.tenant,
@@ -286,7 +304,7 @@ class StagingLoader:
         checked = False
         for batch in batches:
             if not checked:
-                self.ignored_columns = check_source_columns(
+                self.ignored_columns += check_source_columns(
                     self.spec, [n for n in batch.schema.names if n not in MARK_COLUMNS],
                     "the extracted batch")
                 checked = True
@@ -320,7 +338,7 @@ class StagingLoader:
     def _reason(self) -> sql.Composable:
         """Why a row of ``_incoming`` cannot land: NULL for a good row."""
         reasons = [sql.SQL("_pre_reason")]
-        reasons += [r for r in (_reason_expr(self.spec, c) for c in self.spec.columns) if r is not None]
+        reasons += [_reason_expr(self.spec, c) for c in self.spec.columns]
         if self.spec.merge_rule is MergeRule.REPLACE_WINDOW:
             # A replaced window must only receive rows inside it, or a rerun could not remove them.
             reasons.append(sql.SQL(
@@ -334,18 +352,25 @@ class StagingLoader:
         """Move every row that cannot land from ``_incoming`` to ``audit.rejected_records``, with its reason.
 
         One pass evaluates the reason (casts are tried once per value); what stays in
-        ``_incoming`` is known good, so the merge only casts.
+        ``_incoming`` is known good, so the merge only casts.  A value longer than
+        ``QUARANTINE_KEEP_CHARS`` is kept as its start and its size: the audit row
+        shows what was wrong without storing a 50 MB text again.
         """
         cur = self.conn.execute(
             sql.SQL(
                 "WITH bad AS (DELETE FROM _incoming i WHERE {reason} IS NOT NULL RETURNING i, {reason} AS reason) "
                 "INSERT INTO audit.rejected_records (run_id, source, table_name, tenant, payload, reason) "
                 "SELECT %(run_id)s, %(source)s, %(table)s, %(tenant)s, "
-                "CASE WHEN (i)._raw IS NOT NULL "  # what is known of an unparsed record, and its raw text
+                "(SELECT coalesce(jsonb_object_agg(key, CASE WHEN jsonb_typeof(value) = 'string' "
+                "AND length(value #>> '{{}}') > %(keep)s THEN to_jsonb(left(value #>> '{{}}', %(keep)s) || "
+                "' … (' || octet_length(value #>> '{{}}') || ' bytes in all)') ELSE value END), '{{}}') "
+                "FROM jsonb_each(p.payload)), reason "
+                "FROM bad CROSS JOIN LATERAL (SELECT CASE WHEN (i)._raw IS NOT NULL "  # an unparsed record: its raw text
                 "THEN jsonb_strip_nulls(to_jsonb(i) - '_pre_reason' - '_raw') || jsonb_build_object('raw', (i)._raw) "
-                "ELSE to_jsonb(i) - '_pre_reason' - '_raw' END, reason FROM bad"
+                "ELSE to_jsonb(i) - '_pre_reason' - '_raw' END AS payload) p"
             ).format(reason=self._reason()),
-            {"run_id": self.run_id, "source": self.spec.source, "table": self.spec.name, "tenant": self.tenant},
+            {"run_id": self.run_id, "source": self.spec.source, "table": self.spec.name, "tenant": self.tenant,
+             "keep": QUARANTINE_KEEP_CHARS},
         )
         return cur.rowcount
 
@@ -474,8 +499,8 @@ class StagingLoader:
         self.conn.execute(
             "INSERT INTO audit.load_log (run_id, source, table_name, tenant, window_start, window_end, "
             "rows_extracted, rows_rejected, rows_duplicate, rows_landed, rows_unchanged, rows_deleted, "
-            "duration_seconds) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            "duration_seconds, ignored_columns) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
             (r.run_id, r.source, r.table, r.tenant, self.window_start, self.window_end, r.rows_extracted,
              r.rows_rejected, r.rows_duplicate, r.rows_landed, r.rows_unchanged, r.rows_deleted,
-             r.duration_seconds),
+             r.duration_seconds, list(r.ignored_columns)),
         )

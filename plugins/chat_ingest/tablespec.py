@@ -14,6 +14,12 @@ from dataclasses import dataclass
 
 #: Lineage columns present on every staging row.
 LINEAGE_COLUMNS = ("_run_id", "_loaded_at")
+#: No chat analytics value is larger: a bigger one is an accident or an attack, and is quarantined.
+MAX_VALUE_BYTES = 8 << 20
+#: Timestamps before this are a default or a corrupt value, not an event of a chat (quarantined).
+EARLIEST_TIMESTAMP = "2000-01-01"
+#: Timestamps later than the load time plus this are a clock or parsing error (quarantined).
+FUTURE_TOLERANCE = "1 day"
 
 
 class MergeRule(enum.Enum):
@@ -47,6 +53,8 @@ class Column:
     #: Inclusive sane range for numeric values, checked by the validation gate.
     value_range: tuple[float | None, float | None] | None = None
     description: str = ""
+    #: Largest value accepted, in bytes of its text.
+    max_bytes: int = MAX_VALUE_BYTES
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,8 @@ CREATE TABLE IF NOT EXISTS audit.load_log (
     duration_seconds double precision NOT NULL,
     loaded_at        timestamptz NOT NULL DEFAULT now()
 );
+-- Columns the source delivered that the table spec does not know (reported, not landed).
+ALTER TABLE audit.load_log ADD COLUMN IF NOT EXISTS ignored_columns text[] NOT NULL DEFAULT '{}';
 CREATE INDEX IF NOT EXISTS load_log_source_table_idx ON audit.load_log (source, table_name, window_start);
 
 CREATE TABLE IF NOT EXISTS audit.rejected_records (

@@ -2,32 +2,19 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 from airflow.providers.clickhousedb.hooks.clickhouse import ClickHouseHook
 from airflow.sdk.exceptions import AirflowFailException
 
-#: Names that may become part of a ClickHouse identifier (``messages_<company>``).
-#: ASCII only, so Unicode look-alikes, quotes, spaces and separators never get through.
-IDENTIFIER = re.compile(r"[a-z][a-z0-9_]{0,62}", re.ASCII)
+from chat_ingest.names import UnsafeIdentifierError, check_identifier
+
+__all__ = ["ClickHouseAuthenticationError", "ClickHouseHttpHook", "UnsafeIdentifierError", "check_identifier"]
 
 
 class ClickHouseAuthenticationError(AirflowFailException):
     """The server refused the connection's credentials: a retry cannot fix that."""
-
-
-class UnsafeIdentifierError(AirflowFailException, ValueError):
-    """A configured name would not be a plain identifier (refused, never retried)."""
-
-
-def check_identifier(name: str, what: str = "name") -> str:
-    if not isinstance(name, str) or not IDENTIFIER.fullmatch(name):
-        raise UnsafeIdentifierError(
-            f"refusing {what} {name!r}: it must match {IDENTIFIER.pattern} (lower-case ASCII letters, digits, '_')"
-        )
-    return name
 
 
 class ClickHouseHttpHook(ClickHouseHook):

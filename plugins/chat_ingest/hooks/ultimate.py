@@ -106,7 +106,9 @@ class UltimateExportHook(HttpHook):
             try:
                 response = session.request(method, url, timeout=self.timeout, **kwargs)
             except _TRANSIENT_ERRORS as exc:
-                failure = f"{type(exc).__name__}"
+                failure = type(exc).__name__
+                if isinstance(exc, requests.Timeout):
+                    failure += f" (timed out after {self.timeout[0]:g}s to connect / {self.timeout[1]:g}s to read)"
             else:
                 if response.status_code < 400:
                     return response
@@ -190,7 +192,12 @@ class UltimateExportHook(HttpHook):
                 yield from ijson.items(buffered, "item", use_float=True)
             else:
                 for line in buffered.lines():
-                    text = line.decode("utf-8", errors="replace").strip()
+                    try:
+                        text = line.decode("utf-8").strip()
+                    except UnicodeDecodeError as exc:  # never land a silently mangled value
+                        yield BadLine(line.decode("utf-8", errors="replace").strip(),
+                                      f"not valid UTF-8: byte 0x{line[exc.start]:02x} at position {exc.start}")
+                        continue
                     if not text:
                         continue
                     try:

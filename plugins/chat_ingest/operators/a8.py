@@ -23,6 +23,7 @@ class A8ToStagingOperator(ExtractLoadOperator):
     """
 
     tables = a8.TABLES
+    tenant_label = "bot"
     extract_format = "csv"
 
     def __init__(self, *, a8_conn_id: str = "a8_timescale", **kwargs) -> None:
@@ -43,7 +44,7 @@ class A8ToStagingOperator(ExtractLoadOperator):
                 "AND table_name = %s ORDER BY ordinal_position", (spec.name,))]
             if not actual:
                 raise AirflowFailException(f"A8 table {spec.name!r} does not exist in {self.a8_conn_id}")
-            check_source_columns(spec, actual, f"A8 table {spec.name}")
+            self.ignored_columns = check_source_columns(spec, actual, f"A8 table {spec.name}")
         except BaseException:
             conn.close()
             raise

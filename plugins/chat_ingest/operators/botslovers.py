@@ -40,6 +40,7 @@ class BotsloversToStagingOperator(ExtractLoadOperator):
     """
 
     tables = botslovers.TABLES
+    tenant_label = "company"
 
     def __init__(self, *, clickhouse_conn_id: str = "botslovers_clickhouse",
                  agent_log_lookback: dt.timedelta = dt.timedelta(hours=48), max_block_size: int = 65536,
@@ -61,7 +62,7 @@ class BotsloversToStagingOperator(ExtractLoadOperator):
         if source_table not in hook.existing_tables([source_table]):
             raise AirflowFailException(f"Botslovers table {source_table!r} does not exist for company {company!r}; "
                                        "check include/config/sources.yaml")
-        check_source_columns(spec, hook.table_columns(source_table), source_table)
+        self.ignored_columns = check_source_columns(spec, hook.table_columns(source_table), source_table)
         if spec.version_column:
             start = start - self.agent_log_lookback
         self.log.info("extracting %s where %s in [%s, %s)", source_table, spec.cursor, start, end)

@@ -36,6 +36,8 @@ class LandingOperator(BaseOperator):
     tables: dict[str, TableSpec] = {}
     #: Whether the window's ``full_refresh`` flag means something to this source (its DAG offers it).
     supports_full_refresh = False
+    #: What the vendor calls a tenant (company, bot, website), for messages.
+    tenant_label = "tenant"
 
     def __init__(self, *, tenant: str | None, window: dict[str, str],
                  warehouse_conn_id: str = WAREHOUSE_CONN_ID, **kwargs) -> None:
@@ -43,6 +45,14 @@ class LandingOperator(BaseOperator):
         self.tenant = tenant
         self.window = window
         self.warehouse_conn_id = warehouse_conn_id
+
+    def refuse_unsafe_tenant(self) -> None:
+        """Refuse a hostile tenant name (quotes, ``../``, look-alikes) before any connection, query, key
+        or header is built from it; None is a table the vendor does not split by tenant."""
+        from chat_ingest.names import check_tenant
+
+        if self.tenant is not None:
+            check_tenant(self.tenant, self.tenant_label)
 
     def report(self, spec: TableSpec, result: LoadResult, run_id: str) -> dict[str, Any]:
         """Log one table's outcome and return it as the XCom summary."""
@@ -72,13 +82,17 @@ class ExtractLoadOperator(LandingOperator):
     template_fields: Sequence[str] = ("tenant", "table", "window")
     #: What :meth:`extract` yields: Arrow record batches, or CSV bytes in the spec's column order.
     extract_format = "arrow"
+    #: Columns the source table has and the spec does not, as :meth:`extract` found them (reported).
+    ignored_columns: tuple[str, ...] = ()
 
     def __init__(self, *, table: str, **kwargs) -> None:
         super().__init__(**kwargs)
         self.table = table
 
     def extract(self, spec: TableSpec, start: dt.datetime, end: dt.datetime) -> Iterator:
-        """Yield the window in bounded pieces (see ``extract_format``); never all of it at once."""
+        """Yield the window in bounded pieces (see ``extract_format``); never all of it at once.
+
+        A source whose columns are checked before extraction sets ``ignored_columns``."""
         raise NotImplementedError
 
     def execute(self, context) -> dict[str, Any]:
@@ -86,6 +100,7 @@ class ExtractLoadOperator(LandingOperator):
         from chat_ingest.warehouse import connect, ensure_schema
         from chat_ingest.windows import parse_window
 
+        self.refuse_unsafe_tenant()
         if self.table not in self.tables:
             raise ValueError(f"unknown table {self.table!r}; known: {', '.join(sorted(self.tables))}")
         spec = self.tables[self.table]
@@ -94,7 +109,7 @@ class ExtractLoadOperator(LandingOperator):
         with connect(self.warehouse_conn_id) as conn:
             ensure_schema(conn, [spec])
             loader = StagingLoader(conn, spec, run_id=context["run_id"], tenant=self.tenant,
-                                   window_start=start, window_end=end)
+                                   window_start=start, window_end=end, ignored_columns=self.ignored_columns)
             result = loader.load_csv(batches) if self.extract_format == "csv" else loader.load(batches)
         return self.report(spec, result, context["run_id"])
 
@@ -127,6 +142,7 @@ class DocumentLoadOperator(LandingOperator):
         from chat_ingest.warehouse import connect, ensure_schema
         from chat_ingest.windows import parse_window
 
+        self.refuse_unsafe_tenant()
         start, end = parse_window(self.window)
         with tempfile.TemporaryDirectory(prefix="chat-ingest-spool-") as folder:
             spool = _Spool(Path(folder), self.tables, self.batch_size)

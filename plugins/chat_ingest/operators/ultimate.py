@@ -19,6 +19,7 @@ class UltimateToStagingOperator(DocumentLoadOperator):
     """
 
     tables = ultimate.TABLES
+    tenant_label = "bot"
 
     def __init__(self, *, ultimate_conn_id: str = "ultimate_export", url_ttl_minutes: int = 60,
                  max_url_refreshes: int = 3, **kwargs) -> None:

@@ -107,10 +107,6 @@ class ObjectRef:
     size: int
 
 
-def is_id(value) -> bool:
-    return isinstance(value, str) and re.fullmatch(ID, value) is not None
-
-
 def parse_key(key: str) -> dict[str, str] | None:
     """The ids an object key carries, or None when the key does not follow the documented layout."""
     match = KEY_PATTERN.match(key)

@@ -1,0 +1,500 @@
+"""Faults, bad input and hostile input against the real sandbox servers (tests/RELIABILITY.md).
+
+Each test injects one thing a production pipeline meets — a killed worker, a cut
+stream, a duplicate, a concurrent run, drifted or hostile data, a dead source —
+and checks that the warehouse holds all of a load or none of it, never a partial
+or doubled day, and never a secret.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import psycopg
+import pytest
+import requests
+
+from bench.volumes import fill_a8, fill_botslovers, fill_ultimate, fill_unless
+from chat_ingest.hooks.clickhouse import UnsafeIdentifierError
+from chat_ingest.operators.a8 import A8ToStagingOperator
+from chat_ingest.operators.botslovers import BotsloversToStagingOperator
+from chat_ingest.operators.ultimate import UltimateToStagingOperator
+from chat_ingest.operators.unless import UnlessToStagingOperator
+from chat_ingest.sources import a8, botslovers, ultimate, unless
+from chat_ingest.windows import day_window
+from sandbox.stack import clickhouse_ddl
+
+pytestmark = pytest.mark.integration
+REPO_ENV = {"PYTHONPATH": os.pathsep.join([str(p) for p in (os.path.abspath("plugins"), os.path.abspath("."))])}
+TODAY = dt.datetime.now(dt.timezone.utc).date()
+BIG = "bigco"  # the tenant of the large days (Botslovers company, A8 bot, Ultimate bot, Unless website)
+
+
+def window(day: dt.date, days: int = 1) -> dict[str, str]:
+    start, _ = day_window(day)
+    return {"start": start.isoformat(), "end": (start + dt.timedelta(days=days)).isoformat()}
+
+
+def run_id() -> str:
+    return f"test-{uuid.uuid4().hex[:8]}"
+
+
+# -- the large day of each source, landed by the DAG's operator --------------------------------------
+
+def big_day(sandbox) -> dt.date:
+    return sandbox.days[-1]
+
+
+def landing_code(source: str, sandbox) -> str:
+    """Python that lands the source's large day with the DAG's operator (run in a child process)."""
+    day = TODAY if source == "unless" else big_day(sandbox)
+    w = window(day)
+    return {
+        "botslovers": f"from chat_ingest.operators.botslovers import BotsloversToStagingOperator as Op\n"
+                      f"Op(task_id='t', tenant='{BIG}', table='messages', window={w!r})",
+        "a8": f"from chat_ingest.operators.a8 import A8ToStagingOperator as Op\n"
+              f"Op(task_id='t', tenant='{BIG}', table='messages', window={w!r})",
+        "ultimate": f"from chat_ingest.operators.ultimate import UltimateToStagingOperator as Op\n"
+                    f"Op(task_id='t', tenant='{BIG}', window={w!r})",
+        "unless": f"from chat_ingest.operators.unless import UnlessToStagingOperator as Op\n"
+                  f"Op(task_id='t', tenant='{BIG}', window={w!r}, bucket={sandbox.env['SANDBOX_UNLESS_BUCKET']!r}, "
+                  f"account={sandbox.manifest['unless']['account']!r})",
+    }[source].replace("\nOp(", "\nop = Op(") + "\nimport sys\nop.execute({'run_id': sys.argv[1]})\n"
+
+
+#: The staging table whose content each source's large day is checked on.
+CHECKED_TABLE = {"botslovers": botslovers.TABLES["messages"], "a8": a8.TABLES["messages"],
+                 "ultimate": ultimate.TABLES["conversations"], "unless": unless.TABLES["logs"]}
+
+
+@pytest.fixture(scope="module")
+def large_days(sandbox):
+    """Every source's large day for tenant ``bigco``: 200k Botslovers messages, 200k A8 rows,
+    a 20k-conversation Ultimate file, 3,000 Unless objects."""
+    day = big_day(sandbox)
+    fill_botslovers(sandbox.env, BIG, 200_000, day)
+    fill_a8(sandbox.env, BIG, 200_000, day)
+    fill_ultimate(sandbox.env, BIG, 20_000, day)
+    fill_unless(sandbox.env, sandbox.manifest["unless"]["account"], BIG, 3_000)
+    yield sandbox
+    # leave the stand-ins as the other suites expect them
+    sandbox.clickhouse_admin().command(f"DROP TABLE IF EXISTS messages_{BIG}")
+    with psycopg.connect(sandbox.env["AIRFLOW_CONN_A8_TIMESCALE"], autocommit=True) as conn:
+        for table in ("messages", "chat_state"):
+            conn.execute(f"DELETE FROM {table} WHERE bot_handle = %s", (BIG,))
+    (sandbox.dataset / "ultimate" / BIG / f"{day}.json").unlink()
+    (sandbox.dataset / "ultimate" / BIG).rmdir()
+    s3 = unless_client(sandbox)
+    bucket = sandbox.env["SANDBOX_UNLESS_BUCKET"]
+    pages = s3.get_paginator("list_objects_v2").paginate(
+        Bucket=bucket, Prefix=f"{sandbox.manifest['unless']['account']}/conversations/{BIG}/")
+    for page in pages:
+        if page.get("Contents"):
+            s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": o["Key"]} for o in page["Contents"]]})
+
+
+def unless_client(sandbox):
+    import boto3
+
+    conn = json.loads(sandbox.env["AIRFLOW_CONN_UNLESS_S3"])
+    return boto3.client("s3", endpoint_url=sandbox.env["SANDBOX_S3_ENDPOINT"], region_name="us-east-1",
+                        aws_access_key_id=conn["login"], aws_secret_access_key=conn["password"])
+
+
+def land_in_child(sandbox, source: str, rid: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", landing_code(source, sandbox), rid],
+                            env={**os.environ, **REPO_ENV}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def data_checksum(sandbox, spec, tenant: str = BIG) -> tuple[int, str]:
+    """Row count and checksum of the data columns (lineage excluded) of one tenant in staging."""
+    cols = ", ".join(f'"{c}"' for c in spec.column_names)
+    tenant_filter = f'WHERE "{spec.tenant_column}" = %s' if spec.tenant_column else ""
+    with sandbox.warehouse() as conn:
+        if not conn.execute("SELECT to_regclass(%s)", (f"staging.{spec.staging_table}",)).fetchone()[0]:
+            return 0, ""
+        return conn.execute(f"SELECT count(*), md5(coalesce(string_agg(r::text, '|' ORDER BY r::text), '')) FROM "
+                            f"(SELECT {cols} FROM staging.{spec.staging_table} {tenant_filter}) r",
+                            (tenant,) if tenant_filter else ()).fetchone()
+
+
+def clean_run_checksum(sandbox, source: str) -> tuple[int, str]:
+    """The large day landed into empty staging tables, in this process."""
+    with sandbox.warehouse() as conn:
+        conn.execute("DROP SCHEMA IF EXISTS staging, audit CASCADE")
+    proc = land_in_child(sandbox, source, run_id())
+    assert proc.wait(timeout=600) == 0, proc.stderr.read()[-2000:]
+    return data_checksum(sandbox, CHECKED_TABLE[source])
+
+
+# 1. -- kill mid-load ---------------------------------------------------------------------------------
+
+WRITING = r"^(COPY _incoming|WITH touched|WITH bad|INSERT INTO \"staging\"|UPDATE \"staging\"|DELETE FROM \"staging\")"
+
+
+@pytest.mark.parametrize("source", ["botslovers", "a8", "ultimate", "unless"])
+def test_a_landing_killed_mid_load_leaves_nothing_and_the_rerun_equals_a_clean_run(large_days, source):
+    sandbox = large_days
+    clean = clean_run_checksum(sandbox, source)
+    assert clean[0] > 0
+    with sandbox.warehouse() as conn:
+        conn.execute("DROP SCHEMA IF EXISTS staging, audit CASCADE")
+    killed = run_id()
+    proc = land_in_child(sandbox, source, killed)
+    seen = None
+    with sandbox.warehouse() as conn:
+        deadline = time.monotonic() + 300
+        while seen is None and proc.poll() is None and time.monotonic() < deadline:
+            seen = conn.execute("SELECT left(query, 40) FROM pg_stat_activity WHERE state = 'active' AND query ~ %s "
+                                "LIMIT 1", (WRITING,)).fetchone()
+            time.sleep(0.005)
+    assert seen is not None, f"the load never reached the warehouse: {proc.stderr.read()[-2000:] if proc.stderr else ''}"
+    os.kill(proc.pid, signal.SIGKILL)
+    assert proc.wait(timeout=30) == -signal.SIGKILL
+    with sandbox.warehouse() as conn:  # the server notices the dead client and rolls its transaction back
+        deadline = time.monotonic() + 60
+        while conn.execute("SELECT count(*) FROM pg_stat_activity WHERE query ~ %s AND state <> 'idle'",
+                           (WRITING,)).fetchone()[0] and time.monotonic() < deadline:
+            time.sleep(0.1)
+    after_kill = data_checksum(sandbox, CHECKED_TABLE[source])
+    assert after_kill[0] == 0 or after_kill == clean, f"a partial batch is visible: {after_kill[0]} rows"
+    with sandbox.warehouse() as conn:
+        if conn.execute("SELECT to_regclass('audit.load_log')").fetchone()[0]:
+            assert conn.execute("SELECT count(*) FROM audit.load_log WHERE run_id = %s", (killed,)).fetchone()[0] == 0
+    rerun = land_in_child(sandbox, source, run_id())
+    assert rerun.wait(timeout=600) == 0, rerun.stderr.read()[-2000:]
+    assert data_checksum(sandbox, CHECKED_TABLE[source]) == clean
+
+
+# 2. -- ClickHouse stream cut mid-read ----------------------------------------------------------------
+
+def test_a_clickhouse_stream_cut_mid_read_fails_the_task_commits_nothing_and_the_retry_lands(large_days):
+    sandbox = large_days
+    with sandbox.warehouse() as conn:
+        conn.execute("DROP SCHEMA IF EXISTS staging, audit CASCADE")
+    requests.post(sandbox.env["SANDBOX_CLICKHOUSE_URL"] + "/_sandbox/faults", json={"cut_after_chunks": 2},
+                  auth=("admin", sandbox.env["SANDBOX_CLICKHOUSE_ADMIN_PASSWORD"]), timeout=10).raise_for_status()
+    op = BotsloversToStagingOperator(task_id="t", tenant=BIG, table="messages", window=window(big_day(sandbox)))
+    cut = run_id()
+    with pytest.raises(Exception) as failure:
+        op.execute({"run_id": cut})
+    assert "IncompleteRead" in repr(failure.value) or "connection" in str(failure.value).lower(), failure.value
+    spec = botslovers.TABLES["messages"]
+    assert data_checksum(sandbox, spec)[0] == 0  # nothing of the window
+    with sandbox.warehouse() as conn:
+        assert conn.execute("SELECT count(*) FROM audit.load_log WHERE run_id = %s", (cut,)).fetchone()[0] == 0
+    retry = op.execute({"run_id": run_id()})
+    assert retry["rows_landed"] == retry["rows_extracted"] == 200_000
+
+
+# -- a company of the test's own, filled row by row ---------------------------------------------------
+
+EDGE = "edgeco"
+
+
+@pytest.fixture
+def edgeco(sandbox):
+    """Empty Botslovers tables of company ``edgeco``; the test inserts exactly the rows it needs."""
+    client = sandbox.clickhouse_admin()
+    for spec in botslovers.TABLES.values():
+        client.command(f"DROP TABLE IF EXISTS {spec.name}_{EDGE}")
+        client.command(clickhouse_ddl(spec, f"{spec.name}_{EDGE}"))
+    yield client
+    for spec in botslovers.TABLES.values():
+        client.command(f"DROP TABLE IF EXISTS {spec.name}_{EDGE}")
+
+
+def insert_messages(client, rows: list[dict]) -> None:
+    base = {"sender_id": "u1", "sender_type": "user", "channel": "web", "session": "s1", "direction": "inbound",
+            "type": "inbound", "text": "hello", "language": "en"}
+    body = "\n".join(json.dumps({**base, **r, "created_at": r["created_at"].strftime("%Y-%m-%d %H:%M:%S")})
+                     for r in rows)
+    client.command(f"INSERT INTO messages_{EDGE} FORMAT JSONEachRow {body}")
+
+
+def load_edge(day: dt.date, days: int = 1, rid: str | None = None) -> dict:
+    op = BotsloversToStagingOperator(task_id="t", tenant=EDGE, table="messages", window=window(day, days))
+    return op.execute({"run_id": rid or run_id()})
+
+
+def staged_ids(sandbox) -> list[tuple[str, dt.datetime]]:
+    with sandbox.warehouse() as conn:
+        return conn.execute("SELECT id, created_at FROM staging.botslovers_messages WHERE company = %s "
+                            "ORDER BY created_at, id", (EDGE,)).fetchall()
+
+
+# 3. / 12. -- duplicates, null keys, the window boundary and midnight --------------------------------
+
+def test_duplicates_empty_keys_and_rows_on_the_boundary_land_once_in_their_day(clean_warehouse, edgeco,
+                                                                                  monkeypatch):
+    sandbox = clean_warehouse
+    monkeypatch.setenv("TZ", "Pacific/Kiritimati")  # UTC+14: a local time zone must not move a row's day
+    monkeypatch.setenv("PGTZ", "America/Adak")  # UTC-10 for the warehouse sessions
+    time.tzset()
+    day1 = dt.date(2026, 11, 10)
+    midnight = dt.datetime(2026, 11, 11, tzinfo=dt.timezone.utc)
+    last_second = midnight - dt.timedelta(seconds=1)
+    insert_messages(edgeco, [
+        {"id": "late-1", "created_at": last_second},
+        {"id": "dup-1", "created_at": last_second}, {"id": "dup-1", "created_at": last_second},  # within a batch
+        {"id": "", "created_at": last_second},  # an empty key
+        *({"id": f"edge-{i}", "created_at": midnight} for i in range(3)),  # share the cursor value at the boundary
+    ])
+    try:
+        first = load_edge(day1)
+        second = load_edge(day1 + dt.timedelta(days=1))
+        overlapping = load_edge(day1, days=2)  # delivered again across batches
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+    assert (first["rows_extracted"], first["rows_duplicate"], first["rows_rejected"], first["rows_landed"]) == \
+        (4, 1, 1, 2)
+    assert second["rows_landed"] == 3 and second["changed_days"] == ("2026-11-11",)
+    assert overlapping["rows_landed"] == 0 and overlapping["rows_unchanged"] == 5
+    assert staged_ids(sandbox) == [("dup-1", last_second), ("late-1", last_second),
+                                   ("edge-0", midnight), ("edge-1", midnight), ("edge-2", midnight)]
+    with sandbox.warehouse() as conn:
+        assert conn.execute("SELECT reason FROM audit.rejected_records WHERE tenant = %s",
+                            (EDGE,)).fetchall() == [("id: empty key",), ("id: empty key",)]
+
+
+# 4. -- two runs of the same day at once -------------------------------------------------------------
+
+def test_two_loads_of_the_same_day_at_once_serialise_and_equal_one_run(large_days):
+    sandbox = large_days
+    clean = clean_run_checksum(sandbox, "botslovers")
+    with sandbox.warehouse() as conn:
+        conn.execute("DROP SCHEMA IF EXISTS staging, audit CASCADE")
+    ids = [run_id(), run_id()]
+    procs = [land_in_child(sandbox, "botslovers", rid) for rid in ids]
+    for proc in procs:
+        assert proc.wait(timeout=600) == 0, proc.stderr.read()[-2000:]
+    assert data_checksum(sandbox, botslovers.TABLES["messages"]) == clean
+    with sandbox.warehouse() as conn:
+        loads = conn.execute("SELECT rows_landed, rows_unchanged FROM audit.load_log WHERE run_id = ANY(%s) "
+                             "ORDER BY load_id", (ids,)).fetchall()
+    assert loads == [(200_000, 0), (0, 200_000)]  # the second waited for the first, then found nothing new
+
+
+# 5. -- schema drift ---------------------------------------------------------------------------------
+
+def test_a_new_source_column_is_reported_and_the_rest_lands(clean_warehouse, edgeco):
+    edgeco.command(f"ALTER TABLE messages_{EDGE} ADD COLUMN mood String")
+    at = dt.datetime(2026, 11, 10, 9, tzinfo=dt.timezone.utc)
+    insert_messages(edgeco, [{"id": "m1", "created_at": at, "mood": "happy"}])
+    summary = load_edge(at.date(), rid="run-drift")
+    assert summary["rows_landed"] == 1 and summary["ignored_columns"] == ("mood",)
+    with clean_warehouse.warehouse() as conn:
+        assert conn.execute("SELECT ignored_columns FROM audit.load_log WHERE run_id = 'run-drift'"
+                            ).fetchone() == (["mood"],)
+
+
+def agent_log_rows(client, rows: list[dict]) -> None:
+    def text(v):
+        return v.strftime("%Y-%m-%d %H:%M:%S") if isinstance(v, dt.datetime) else v
+
+    at = dt.datetime(2026, 11, 10, 9, tzinfo=dt.timezone.utc)
+    base = {"chat_id": "c1", "agent_id": "a1", "joined_at": at, "left_at": None, "event": "agent_joined",
+            "response_rating": None, "created_at": at, "updated_at": at, "deleted_at": None}
+    body = "\n".join(json.dumps({k: text(v) for k, v in {**base, **r}.items()}) for r in rows)
+    client.command(f"INSERT INTO chat_agent_log_{EDGE} FORMAT JSONEachRow {body}")
+
+
+# 5. / 6. -- a changed column type, timestamps from the future or before 2000 ------------------------------
+
+def test_a_changed_type_and_impossible_timestamps_are_quarantined_with_reasons(clean_warehouse, edgeco):
+    edgeco.command(f"ALTER TABLE chat_agent_log_{EDGE} MODIFY COLUMN response_rating Nullable(String)")
+    agent_log_rows(edgeco, [
+        {"id": "ok", "response_rating": "4"},
+        {"id": "stars", "response_rating": "five stars"},
+        {"id": "future", "joined_at": dt.datetime(2099, 1, 1, tzinfo=dt.timezone.utc)},
+        {"id": "ancient", "left_at": dt.datetime(1999, 12, 31, 23, 59, tzinfo=dt.timezone.utc)},
+    ])
+    op = BotsloversToStagingOperator(task_id="t", tenant=EDGE, table="chat_agent_log",
+                                     window=window(dt.date(2026, 11, 10)))
+    summary = op.execute({"run_id": "run-types"})
+    assert (summary["rows_landed"], summary["rows_rejected"]) == (1, 3)
+    with clean_warehouse.warehouse() as conn:
+        reasons = dict(conn.execute("SELECT payload->>'id', reason FROM audit.rejected_records "
+                                    "WHERE run_id = 'run-types'").fetchall())
+    assert reasons == {
+        "stars": "response_rating: 'five stars' is not a valid smallint",
+        "future": "joined_at: 2099-01-01 00:00:00 is after the load time plus 1 day",
+        "ancient": "left_at: 1999-12-31 23:59:00 is before 2000-01-01",
+    }
+
+
+# 6. -- bad payloads ---------------------------------------------------------------------------------
+
+def test_a_50_mb_message_text_is_quarantined_with_its_size_and_a_short_payload(clean_warehouse, edgeco):
+    at = dt.datetime(2026, 11, 10, 9, tzinfo=dt.timezone.utc)
+    insert_messages(edgeco, [{"id": "small", "created_at": at}])
+    edgeco.command(f"INSERT INTO messages_{EDGE} (id, created_at, sender_type, text) "
+                   "SELECT 'huge', toDateTime('2026-11-10 10:00:00', 'UTC'), 'user', repeat(repeat('x', 1000000), 50)")
+    summary = load_edge(at.date(), rid="run-huge")
+    assert (summary["rows_landed"], summary["rows_rejected"]) == (1, 1)
+    with clean_warehouse.warehouse() as conn:
+        reason, payload_bytes = conn.execute(
+            "SELECT reason, octet_length(payload::text) FROM audit.rejected_records WHERE run_id = 'run-huge'"
+        ).fetchone()
+    assert reason == "text: 50000000 bytes, over the limit of 8388608"
+    assert payload_bytes < 10_000  # the audit row keeps the start of the value and its size, not 50 MB
+
+
+def test_malformed_empty_invalid_utf8_and_future_ultimate_records_are_quarantined(clean_warehouse):
+    sandbox = clean_warehouse
+    day = sandbox.days[0]
+    good = {"conversation_id": "good", "bot_id": "ult-edge", "conversation_start_time": f"{day}T10:00:00Z",
+            "conversation_end_time": f"{day}T10:05:00Z", "triggered_intent_replies": []}
+    lines = [json.dumps(good).encode(),
+             json.dumps({**good, "conversation_id": "future", "conversation_start_time": "2099-01-01T00:00:00Z",
+                         "conversation_end_time": "2099-01-01T00:01:00Z"}).encode(),
+             b"{}",
+             b'{"conversation_id": "latin1", "bot_id": "ult-edge", "language": "espa\xf1ol"}',
+             b'{"conversation_id": "truncated", "bot_id": "ult-ed']
+    folder = sandbox.dataset / "ultimate" / "ult-edge"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{day}.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    try:
+        op = UltimateToStagingOperator(task_id="t", tenant="ult-edge", window=window(day))
+        summary = op.execute({"run_id": "run-bad-ult"})["conversations"]
+    finally:
+        (folder / f"{day}.jsonl").unlink()
+        folder.rmdir()
+    assert (summary["rows_extracted"], summary["rows_landed"], summary["rows_rejected"]) == (5, 1, 4)
+    with sandbox.warehouse() as conn:
+        reasons = [r for (r,) in conn.execute("SELECT reason FROM audit.rejected_records WHERE run_id = 'run-bad-ult' "
+                                              "ORDER BY rejected_id")]
+    assert len(reasons) == 4
+    assert any("2099-01-01" in r and "after the load time" in r for r in reasons), reasons
+    assert any("conversation_id: required value is missing" in r for r in reasons), reasons
+    assert any("UTF-8" in r for r in reasons), reasons
+    assert any("not valid JSON" in r or "truncated" in r.lower() for r in reasons), reasons
+
+
+# 7. -- HTTP faults past the timeout --------------------------------------------------------------------
+
+def test_slow_responses_past_the_timeout_are_retried_a_bounded_number_of_times_then_fail(sandbox, faults):
+    from chat_ingest.hooks.ultimate import UltimateExportHook
+
+    faults({"target": "signed-urls", "delay_seconds": 2, "status": 200, "times": 3})
+    hook = UltimateExportHook(max_attempts=3, backoff_seconds=0.05, timeout=(2.0, 0.5))
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="timed out.*gave up after 3 attempts"):
+        hook.get_signed_urls(sandbox.days[0], "ult-bank")
+    assert faults.remaining() == 0  # exactly three attempts
+    assert time.monotonic() - started < 30
+
+
+# 8. -- hostile names ------------------------------------------------------------------------------------
+
+HOSTILE = ["acme'; DROP TABLE staging.botslovers_messages; --", "../../etc/passwd", "acme\u0430", "a b", "acme\n",
+           "web-shop/../web-help", ""]
+
+
+def operator_for(source: str, tenant: str):
+    w = window(dt.date(2026, 11, 10))
+    return {
+        "botslovers": lambda: BotsloversToStagingOperator(task_id="t", tenant=tenant, table="messages", window=w),
+        "a8": lambda: A8ToStagingOperator(task_id="t", tenant=tenant, table="messages", window=w),
+        "ultimate": lambda: UltimateToStagingOperator(task_id="t", tenant=tenant, window=w),
+        "unless": lambda: UnlessToStagingOperator(task_id="t", tenant=tenant, window=w, bucket="b", account="acct"),
+    }[source]()
+
+
+@pytest.mark.parametrize("name", HOSTILE)
+@pytest.mark.parametrize("source", ["botslovers", "a8", "ultimate", "unless"])
+def test_a_hostile_tenant_name_is_refused_before_any_connection(source, name, monkeypatch):
+    dead = "postgresql://nobody:x@127.0.0.1:9/none"  # any I/O would fail with a connection error instead
+    for conn_id in ("CHAT_WAREHOUSE", "A8_TIMESCALE"):
+        monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id}", dead)
+    monkeypatch.setenv("AIRFLOW_CONN_BOTSLOVERS_CLICKHOUSE", json.dumps({"conn_type": "clickhouse", "host": "127.0.0.1",
+                                                                         "port": 9}))
+    monkeypatch.setenv("AIRFLOW_CONN_ULTIMATE_EXPORT", json.dumps({"conn_type": "ultimate_export",
+                                                                   "host": "127.0.0.1", "port": 9}))
+    monkeypatch.setenv("AIRFLOW_CONN_UNLESS_S3", json.dumps({"conn_type": "aws",
+                                                             "extra": {"endpoint_url": "http://127.0.0.1:9"}}))
+    with pytest.raises(UnsafeIdentifierError, match="^refusing (company|bot|website) "):
+        operator_for(source, name).execute({"run_id": run_id()})
+
+
+def test_sql_and_markup_in_the_data_land_verbatim_and_run_nowhere(clean_warehouse, edgeco):
+    at = dt.datetime(2026, 11, 10, 9, tzinfo=dt.timezone.utc)
+    hostile = "Robert'); DROP TABLE staging.botslovers_messages; -- <script>alert(1)</script> {{ 7*7 }} %s"
+    insert_messages(edgeco, [{"id": "x'; DELETE FROM audit.load_log; --", "created_at": at, "text": hostile}])
+    load_edge(at.date())
+    with clean_warehouse.warehouse() as conn:
+        assert conn.execute("SELECT id, text FROM staging.botslovers_messages WHERE company = %s",
+                            (EDGE,)).fetchall() == [("x'; DELETE FROM audit.load_log; --", hostile)]
+        assert conn.execute("SELECT count(*) FROM audit.load_log").fetchone()[0] == 1
+
+
+# 11. -- empty and unreachable sources -------------------------------------------------------------------
+
+def test_an_empty_source_lands_as_empty_and_says_so(clean_warehouse, capfd):
+    sandbox = clean_warehouse
+    op = UnlessToStagingOperator(task_id="t", tenant="web-nobody", window=window(TODAY),
+                                 bucket=sandbox.env["SANDBOX_UNLESS_BUCKET"], account=sandbox.manifest["unless"]["account"])
+    summary = op.execute({"run_id": "run-empty-source"})
+    assert summary["conversations"]["rows_extracted"] == summary["logs"]["rows_extracted"] == 0
+    assert capfd.readouterr().out.count("the source had no rows for this window") == 2  # the task log says so
+    with sandbox.warehouse() as conn:
+        assert conn.execute("SELECT count(*) FROM audit.load_log WHERE run_id = 'run-empty-source'"
+                            ).fetchone()[0] == 2
+
+
+def test_an_unreachable_source_fails_clearly_and_the_others_still_land(clean_warehouse, monkeypatch):
+    sandbox = clean_warehouse
+    conn = json.loads(sandbox.env["AIRFLOW_CONN_BOTSLOVERS_CLICKHOUSE"])
+    monkeypatch.setenv("AIRFLOW_CONN_BOTSLOVERS_CLICKHOUSE", json.dumps({**conn, "port": 9}))
+    day = sandbox.days[0]
+    with pytest.raises(Exception, match="(?i)connection refused|failed to establish|max retries") as failure:
+        BotsloversToStagingOperator(task_id="t", tenant="acme", table="messages", window=window(day)).execute(
+            {"run_id": run_id()})
+    assert conn["password"] not in str(failure.value)
+    landed = A8ToStagingOperator(task_id="t", tenant=sandbox.manifest["a8"]["bots"][0], table="messages",
+                                 window=window(day)).execute({"run_id": run_id()})
+    assert landed["rows_landed"] > 0
+
+
+# 9. -- secrets ------------------------------------------------------------------------------------------
+
+def secrets_of(env: dict[str, str]) -> dict[str, str]:
+    """Every password, token and key the sandbox's connections hold."""
+    conn = {name: json.loads(env[f"AIRFLOW_CONN_{name}"]) for name in
+            ("BOTSLOVERS_CLICKHOUSE", "ULTIMATE_EXPORT", "UNLESS_S3", "REPORTING_PII")}
+    warehouse = psycopg.conninfo.conninfo_to_dict(env["CHAT_INGEST_WAREHOUSE_DSN"])
+    return {"clickhouse password": conn["BOTSLOVERS_CLICKHOUSE"]["password"],
+            "ultimate token": conn["ULTIMATE_EXPORT"]["password"],
+            "s3 secret key": conn["UNLESS_S3"]["password"], "s3 access key": conn["UNLESS_S3"]["login"],
+            "reporting hmac key": conn["REPORTING_PII"]["password"], "warehouse password": warehouse["password"]}
+
+
+def test_no_secret_reaches_task_logs_xcom_rendered_fields_or_audit(clean_warehouse, airflow, tmp_path):
+    sandbox = clean_warehouse
+    cli_log = tmp_path / "airflow.log"
+    for dag_id in ("botslovers_ingest", "a8_ingest", "ultimate_ingest", "unless_ingest", "reporting"):
+        airflow.trigger_day(dag_id, sandbox.days[1], cli_log) if dag_id != "reporting" else \
+            airflow.trigger("reporting", {}, cli_log)
+    places = {"airflow CLI output": cli_log.read_text(errors="replace")}
+    for path in (sandbox.root / "airflow" / "logs").rglob("*"):
+        if path.is_file():
+            places[f"task log {path.name}"] = path.read_text(errors="replace")
+    with psycopg.connect(airflow.metadata_dsn) as conn:
+        for table in ("xcom", "rendered_task_instance_fields", "dag_run", "task_instance", "log"):
+            places[f"metadata {table}"] = "\n".join(r for (r,) in conn.execute(f"SELECT t::text FROM {table} t"))
+    with sandbox.warehouse() as conn:
+        for (table,) in conn.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = 'audit'"):
+            places[f"audit.{table}"] = "\n".join(r for (r,) in conn.execute(f"SELECT t::text FROM audit.{table} t"))
+    assert any("staging.botslovers_messages" in text for text in places.values())  # the logs were read
+    assert places["metadata xcom"]  # the summaries were pushed
+    leaks = [(what, where) for what, secret in secrets_of(sandbox.env).items()
+             for where, text in places.items() if secret and secret in text]
+    assert leaks == []
