@@ -203,10 +203,10 @@ def print_table(results: dict) -> None:
             continue
         if "baseline" in r:
             print(f"{name:34} {r['rows']:>9} {r['seconds']:>7.1f} {r['rows_per_s']:>9} {r['peak_rss_mb']:>7.0f} "
-                  f"{r['baseline']['rows_per_s']:>11} {r['ratio']:>6.2f}  {'yes' if r['met'] else 'NO'}")
+                  f"{r['baseline']['rows_per_s']:>11} {r['ratio']:>6.2f}  {'yes' if r.get('met') else 'NO'}")
         else:
             figures = {k: v for k, v in r.items() if k.endswith("ratio") or k.endswith("seconds")}
-            print(f"{name:34} {json.dumps(figures)}  {'yes' if r['met'] else 'NO'}")
+            print(f"{name:34} {json.dumps(figures)}  {'yes' if r.get('met') else 'NO'}")
 
 
 def main(argv: list[str] | None = None) -> int:
