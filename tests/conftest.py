@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -216,6 +217,23 @@ def clean_warehouse(sandbox):
     with sandbox.warehouse() as conn:
         conn.execute("DROP SCHEMA IF EXISTS staging, audit, reporting CASCADE")
     return sandbox
+
+
+@contextlib.contextmanager
+def empty_botslovers_company(sandbox: Sandbox, company: str):
+    """Empty Botslovers tables of a company of a test's own, dropped afterwards; yields the admin client."""
+    from chat_ingest.sources import botslovers
+    from sandbox.stack import clickhouse_ddl
+
+    client = sandbox.clickhouse_admin()
+    for spec in botslovers.TABLES.values():
+        client.command(f"DROP TABLE IF EXISTS {spec.name}_{company}")
+        client.command(clickhouse_ddl(spec, f"{spec.name}_{company}"))
+    try:
+        yield client
+    finally:
+        for spec in botslovers.TABLES.values():
+            client.command(f"DROP TABLE IF EXISTS {spec.name}_{company}")
 
 
 def jsonl(path: Path) -> list[dict]:

@@ -15,7 +15,7 @@ from chat_ingest.sources import botslovers
 from chat_ingest.validation import ValidationFailed, run_gate
 from chat_ingest.warehouse import connect
 from chat_ingest.windows import day_window
-from sandbox.stack import clickhouse_ddl
+from tests.conftest import empty_botslovers_company
 
 pytestmark = pytest.mark.integration
 TEST_COMPANY = "testco"
@@ -48,13 +48,8 @@ def ch_rows(sandbox, table: str, rows: list[dict]) -> None:
 @pytest.fixture
 def testco(sandbox):
     """A company of the test's own: empty tables the test fills with exactly the rows it needs."""
-    client = sandbox.clickhouse_admin()
-    for spec in botslovers.TABLES.values():
-        client.command(f"DROP TABLE IF EXISTS {spec.name}_{TEST_COMPANY}")
-        client.command(clickhouse_ddl(spec, f"{spec.name}_{TEST_COMPANY}"))
-    yield client
-    for spec in botslovers.TABLES.values():
-        client.command(f"DROP TABLE IF EXISTS {spec.name}_{TEST_COMPANY}")
+    with empty_botslovers_company(sandbox, TEST_COMPANY) as client:
+        yield client
 
 
 def message(id_: str, at: dt.datetime, **over) -> dict:

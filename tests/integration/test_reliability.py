@@ -29,10 +29,9 @@ from chat_ingest.operators.ultimate import UltimateToStagingOperator
 from chat_ingest.operators.unless import UnlessToStagingOperator
 from chat_ingest.sources import a8, botslovers, ultimate, unless
 from chat_ingest.windows import day_window
-from sandbox.stack import clickhouse_ddl
+from tests.conftest import REPO, empty_botslovers_company
 
 pytestmark = pytest.mark.integration
-REPO_ENV = {"PYTHONPATH": os.pathsep.join([str(p) for p in (os.path.abspath("plugins"), os.path.abspath("."))])}
 TODAY = dt.datetime.now(dt.timezone.utc).date()
 BIG = "bigco"  # the tenant of the large days (Botslovers company, A8 bot, Ultimate bot, Unless website)
 
@@ -50,23 +49,6 @@ def run_id() -> str:
 
 def big_day(sandbox) -> dt.date:
     return sandbox.days[-1]
-
-
-def landing_code(source: str, sandbox) -> str:
-    """Python that lands the source's large day with the DAG's operator (run in a child process)."""
-    day = TODAY if source == "unless" else big_day(sandbox)
-    w = window(day)
-    return {
-        "botslovers": f"from chat_ingest.operators.botslovers import BotsloversToStagingOperator as Op\n"
-                      f"Op(task_id='t', tenant='{BIG}', table='messages', window={w!r})",
-        "a8": f"from chat_ingest.operators.a8 import A8ToStagingOperator as Op\n"
-              f"Op(task_id='t', tenant='{BIG}', table='messages', window={w!r})",
-        "ultimate": f"from chat_ingest.operators.ultimate import UltimateToStagingOperator as Op\n"
-                    f"Op(task_id='t', tenant='{BIG}', window={w!r})",
-        "unless": f"from chat_ingest.operators.unless import UnlessToStagingOperator as Op\n"
-                  f"Op(task_id='t', tenant='{BIG}', window={w!r}, bucket={sandbox.env['SANDBOX_UNLESS_BUCKET']!r}, "
-                  f"account={sandbox.manifest['unless']['account']!r})",
-    }[source].replace("\nOp(", "\nop = Op(") + "\nimport sys\nop.execute({'run_id': sys.argv[1]})\n"
 
 
 #: The staging table whose content each source's large day is checked on.
@@ -108,9 +90,22 @@ def unless_client(sandbox):
                         aws_access_key_id=conn["login"], aws_secret_access_key=conn["password"])
 
 
-def land_in_child(sandbox, source: str, rid: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", landing_code(source, sandbox), rid],
-                            env={**os.environ, **REPO_ENV}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def land_in_child(sandbox, source: str) -> subprocess.Popen:
+    """The source's large day landed by the DAG's operator in a child process (the bench's worker)."""
+    day = TODAY if source == "unless" else big_day(sandbox)  # Unless selects objects by LastModified: today
+    return subprocess.Popen(
+        [sys.executable, "-m", "bench.worker", f"{source}-project", "--tenant", BIG, "--start", str(day),
+         "--end", str(day + dt.timedelta(days=1))],
+        env={**os.environ, "PYTHONPATH": f"{REPO / 'plugins'}{os.pathsep}{REPO}"}, cwd=REPO,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def load_log(sandbox) -> list[tuple[int, int]]:
+    """(rows landed, rows unchanged) of every load since the audit schema was dropped, in order."""
+    with sandbox.warehouse() as conn:
+        if not conn.execute("SELECT to_regclass('audit.load_log')").fetchone()[0]:
+            return []
+        return conn.execute("SELECT rows_landed, rows_unchanged FROM audit.load_log ORDER BY load_id").fetchall()
 
 
 def data_checksum(sandbox, spec, tenant: str = BIG) -> tuple[int, str]:
@@ -129,7 +124,7 @@ def clean_run_checksum(sandbox, source: str) -> tuple[int, str]:
     """The large day landed into empty staging tables, in this process."""
     with sandbox.warehouse() as conn:
         conn.execute("DROP SCHEMA IF EXISTS staging, audit CASCADE")
-    proc = land_in_child(sandbox, source, run_id())
+    proc = land_in_child(sandbox, source)
     assert proc.wait(timeout=600) == 0, proc.stderr.read()[-2000:]
     return data_checksum(sandbox, CHECKED_TABLE[source])
 
@@ -146,8 +141,7 @@ def test_a_landing_killed_mid_load_leaves_nothing_and_the_rerun_equals_a_clean_r
     assert clean[0] > 0
     with sandbox.warehouse() as conn:
         conn.execute("DROP SCHEMA IF EXISTS staging, audit CASCADE")
-    killed = run_id()
-    proc = land_in_child(sandbox, source, killed)
+    proc = land_in_child(sandbox, source)
     seen = None
     with sandbox.warehouse() as conn:
         deadline = time.monotonic() + 300
@@ -165,10 +159,8 @@ def test_a_landing_killed_mid_load_leaves_nothing_and_the_rerun_equals_a_clean_r
             time.sleep(0.1)
     after_kill = data_checksum(sandbox, CHECKED_TABLE[source])
     assert after_kill[0] == 0 or after_kill == clean, f"a partial batch is visible: {after_kill[0]} rows"
-    with sandbox.warehouse() as conn:
-        if conn.execute("SELECT to_regclass('audit.load_log')").fetchone()[0]:
-            assert conn.execute("SELECT count(*) FROM audit.load_log WHERE run_id = %s", (killed,)).fetchone()[0] == 0
-    rerun = land_in_child(sandbox, source, run_id())
+    assert load_log(sandbox) == [] or after_kill == clean  # no load is logged for what did not land
+    rerun = land_in_child(sandbox, source)
     assert rerun.wait(timeout=600) == 0, rerun.stderr.read()[-2000:]
     assert data_checksum(sandbox, CHECKED_TABLE[source]) == clean
 
@@ -202,13 +194,8 @@ EDGE = "edgeco"
 @pytest.fixture
 def edgeco(sandbox):
     """Empty Botslovers tables of company ``edgeco``; the test inserts exactly the rows it needs."""
-    client = sandbox.clickhouse_admin()
-    for spec in botslovers.TABLES.values():
-        client.command(f"DROP TABLE IF EXISTS {spec.name}_{EDGE}")
-        client.command(clickhouse_ddl(spec, f"{spec.name}_{EDGE}"))
-    yield client
-    for spec in botslovers.TABLES.values():
-        client.command(f"DROP TABLE IF EXISTS {spec.name}_{EDGE}")
+    with empty_botslovers_company(sandbox, EDGE) as client:
+        yield client
 
 
 def insert_messages(client, rows: list[dict]) -> None:
@@ -272,15 +259,11 @@ def test_two_loads_of_the_same_day_at_once_serialise_and_equal_one_run(large_day
     clean = clean_run_checksum(sandbox, "botslovers")
     with sandbox.warehouse() as conn:
         conn.execute("DROP SCHEMA IF EXISTS staging, audit CASCADE")
-    ids = [run_id(), run_id()]
-    procs = [land_in_child(sandbox, "botslovers", rid) for rid in ids]
+    procs = [land_in_child(sandbox, "botslovers") for _ in range(2)]
     for proc in procs:
         assert proc.wait(timeout=600) == 0, proc.stderr.read()[-2000:]
     assert data_checksum(sandbox, botslovers.TABLES["messages"]) == clean
-    with sandbox.warehouse() as conn:
-        loads = conn.execute("SELECT rows_landed, rows_unchanged FROM audit.load_log WHERE run_id = ANY(%s) "
-                             "ORDER BY load_id", (ids,)).fetchall()
-    assert loads == [(200_000, 0), (0, 200_000)]  # the second waited for the first, then found nothing new
+    assert load_log(sandbox) == [(200_000, 0), (0, 200_000)]  # the second waited for the first, then found nothing new
 
 
 # 5. -- schema drift ---------------------------------------------------------------------------------
