@@ -37,12 +37,14 @@ import pyarrow.csv as pa_csv
 from airflow.sdk.exceptions import AirflowFailException
 from psycopg import sql
 
-from chat_ingest.tablespec import EARLIEST_TIMESTAMP, FUTURE_TOLERANCE, Column, MergeRule, TableSpec
+from chat_ingest.tablespec import (
+    EARLIEST_TIMESTAMP, FUTURE_TOLERANCE, MAX_VALUE_BYTES, Column, MergeRule, TableSpec,
+)
 
 log = logging.getLogger(__name__)
 
 _CSV_OPTIONS = pa_csv.WriteOptions(include_header=False, quoting_style="needed")
-#: How much of an oversized value a quarantined payload keeps (characters).
+#: How much of a value over the size limit a quarantined payload keeps (characters).
 QUARANTINE_KEEP_CHARS = 2000
 #: Columns a batch may carry beside the spec's: why a row is already known bad, and its raw text.
 MARK_COLUMNS = ("_pre_reason", "_raw")
@@ -352,9 +354,10 @@ class StagingLoader:
         """Move every row that cannot land from ``_incoming`` to ``audit.rejected_records``, with its reason.
 
         One pass evaluates the reason (casts are tried once per value); what stays in
-        ``_incoming`` is known good, so the merge only casts.  A value longer than
-        ``QUARANTINE_KEEP_CHARS`` is kept as its start and its size: the audit row
-        shows what was wrong without storing a 50 MB text again.
+        ``_incoming`` is known good, so the merge only casts.  A value over the size
+        limit (``MAX_VALUE_BYTES``) is kept as its first ``QUARANTINE_KEEP_CHARS``
+        characters and its size: the audit row shows what was wrong without storing
+        a 50 MB text again.
         """
         cur = self.conn.execute(
             sql.SQL(
@@ -362,7 +365,7 @@ class StagingLoader:
                 "INSERT INTO audit.rejected_records (run_id, source, table_name, tenant, payload, reason) "
                 "SELECT %(run_id)s, %(source)s, %(table)s, %(tenant)s, "
                 "(SELECT coalesce(jsonb_object_agg(key, CASE WHEN jsonb_typeof(value) = 'string' "
-                "AND length(value #>> '{{}}') > %(keep)s THEN to_jsonb(left(value #>> '{{}}', %(keep)s) || "
+                "AND octet_length(value #>> '{{}}') > %(limit)s THEN to_jsonb(left(value #>> '{{}}', %(keep)s) || "
                 "' … (' || octet_length(value #>> '{{}}') || ' bytes in all)') ELSE value END), '{{}}') "
                 "FROM jsonb_each(p.payload)), reason "
                 "FROM bad CROSS JOIN LATERAL (SELECT CASE WHEN (i)._raw IS NOT NULL "  # an unparsed record: its raw text
@@ -370,7 +373,7 @@ class StagingLoader:
                 "ELSE to_jsonb(i) - '_pre_reason' - '_raw' END AS payload) p"
             ).format(reason=self._reason()),
             {"run_id": self.run_id, "source": self.spec.source, "table": self.spec.name, "tenant": self.tenant,
-             "keep": QUARANTINE_KEEP_CHARS},
+             "keep": QUARANTINE_KEEP_CHARS, "limit": MAX_VALUE_BYTES},
         )
         return cur.rowcount
 
