@@ -21,7 +21,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bench.volumes import fill_a8, fill_botslovers, fill_ultimate, fill_unless
+from bench.volumes import fill_a8, fill_botslovers, fill_ultimate, fill_unless, run_sql
+from bench.worker import A8_TABLES
+from chat_ingest.sources import a8, botslovers, ultimate, unless
 from sandbox.__main__ import down, up
 from sandbox.demo import read_env
 from sandbox.generator import generate
@@ -73,20 +75,16 @@ def against_baseline(project: dict, baseline: dict, min_ratio: float, max_rss_mb
     return {**project, "baseline": baseline, "ratio": ratio, "target": target, "met": met}
 
 
-def sql(env: dict[str, str], statement: str, params=(), dsn_key: str = "CHAT_INGEST_WAREHOUSE_DSN"):
-    import psycopg
-
-    with psycopg.connect(env[dsn_key], autocommit=True) as conn:
-        cur = conn.execute(statement, params)
-        return cur.fetchall() if cur.description else None
+def sql(env: dict[str, str], statement: str, params=()):
+    return run_sql(env["CHAT_INGEST_WAREHOUSE_DSN"], statement, params)
 
 
-def drop_staging(env: dict[str, str], *tables: str) -> Callable[[], None]:
-    """A reset that makes the next project run a first load: its staging tables gone."""
+def drop_staging(env: dict[str, str], *specs) -> Callable[[], None]:
+    """A reset that makes the next project run a first load: its staging tables and its watermarks gone."""
     def reset() -> None:
-        for table in tables:
-            sql(env, f"DROP TABLE IF EXISTS staging.{table}")
-        sql(env, "DELETE FROM audit.watermarks WHERE scope LIKE %s", (f"%/{UNLESS_WEBSITE}/",))
+        for spec in specs:
+            sql(env, f"DROP TABLE IF EXISTS staging.{spec.staging_table}")
+        sql(env, "DELETE FROM audit.watermarks WHERE source = ANY(%s)", ([spec.source for spec in specs],))
     return reset
 
 
@@ -110,7 +108,7 @@ def rerun(first: dict, again: dict, load: dict) -> dict:
 def bench_botslovers(env: dict[str, str], runs: int, quick: bool) -> dict:
     results = {}
     sizes = {"bench100k": 100_000} if quick else {"bench1m": 1_000_000, "bench3m": 3_000_000}
-    reset = drop_staging(env, "botslovers_messages")
+    reset = drop_staging(env, botslovers.TABLES["messages"])
     for company, rows in sizes.items():
         print(f"botslovers: filling {rows:,} messages ...", flush=True)
         fill_botslovers(env, company, rows, DAY)
@@ -136,7 +134,7 @@ def bench_a8(env: dict[str, str], runs: int, quick: bool) -> dict:
     print(f"a8: filling {rows:,} messages and chat states ...", flush=True)
     fill_a8(env, A8_BOT, rows, DAY)
     baseline = measure("a8-baseline", env, runs, tenant=A8_BOT)
-    project = measure("a8-project", env, runs, before=drop_staging(env, "a8_messages", "a8_chat_state"),
+    project = measure("a8-project", env, runs, before=drop_staging(env, *(a8.TABLES[t] for t in A8_TABLES)),
                       tenant=A8_BOT)
     return {f"a8_messages_chat_state_{rows // 1000}k": against_baseline(project, baseline, 0.6)}
 
@@ -147,7 +145,7 @@ def bench_ultimate(env: dict[str, str], runs: int, quick: bool) -> dict:
     size_mb = fill_ultimate(env, ULTIMATE_BOT, conversations, DAY).stat().st_size / 1e6
     baseline = measure("ultimate-baseline", env, runs, tenant=ULTIMATE_BOT)
     project = measure("ultimate-project", env, runs,
-                      before=drop_staging(env, "ultimate_conversations", "ultimate_intents"), tenant=ULTIMATE_BOT)
+                      before=drop_staging(env, *ultimate.TABLES.values()), tenant=ULTIMATE_BOT)
     return {f"ultimate_{conversations // 1000}k_conversations": {
         **against_baseline(project, baseline, 0.5, 300), "file_mb": round(size_mb, 1)}}
 
@@ -162,7 +160,7 @@ def bench_unless(env: dict[str, str], runs: int, quick: bool) -> dict:
     window = {"tenant": UNLESS_WEBSITE, "start": TODAY, "end": tomorrow}  # the objects were written today
     baseline = measure("unless-baseline", env, runs, **window)
     project = measure("unless-project", env, runs,
-                      before=drop_staging(env, "unless_conversations", "unless_logs"), **window)
+                      before=drop_staging(env, *unless.TABLES.values()), **window)
     again = measure("unless-project", env, runs, **window)
     return {f"unless_{objects // 1000}k_objects": against_baseline(project, baseline, 0.5),
             "unless_rerun": rerun(project, again, last_load(env, "unless", "conversations"))}

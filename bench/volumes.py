@@ -22,11 +22,24 @@ _MESSAGE_TEXT_PG = ("'Hi, my order #' || mod(n, 99991) || ' has not arrived; mai
                     "substr(repeat(md5(n::text), 7), 1, 200)")
 
 
-def _warehouse_sql(dsn: str, statement: str, params=()) -> None:
+def run_sql(dsn: str, statement: str, params=()) -> list[tuple] | None:
+    """One autocommitted statement; its rows, if it returns any."""
     import psycopg
 
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(statement, params)
+        cur = conn.execute(statement, params)
+        return cur.fetchall() if cur.description else None
+
+
+def s3_client(env: dict[str, str], threads: int = 16):
+    """A boto3 client of the sandbox's S3 stand-in, with the Unless connection's keys, for ``threads`` threads."""
+    import boto3
+    from botocore.config import Config
+
+    conn = json.loads(env["AIRFLOW_CONN_UNLESS_S3"])
+    return boto3.client("s3", endpoint_url=env["SANDBOX_S3_ENDPOINT"], region_name="us-east-1",
+                        config=Config(max_pool_connections=threads),
+                        aws_access_key_id=conn["login"], aws_secret_access_key=conn["password"])
 
 
 def fill_botslovers(env: dict[str, str], company: str, rows: int, day: dt.date) -> None:
@@ -64,20 +77,20 @@ def fill_a8(env: dict[str, str], bot: str, rows: int, day: dt.date) -> None:
     half = rows // 2
     at = f"timestamptz '{day} 00:00:00+00' + (n * 86400.0 / {half}) * interval '1 second'"
     for table in ("messages", "chat_state"):
-        _warehouse_sql(dsn, f"DELETE FROM {table} WHERE bot_handle = %s", (bot,))
-    _warehouse_sql(dsn, f"""
+        run_sql(dsn, f"DELETE FROM {table} WHERE bot_handle = %s", (bot,))
+    run_sql(dsn, f"""
         INSERT INTO messages (time, chat_id, mid, msg_type, reply_to_id, bot_handle, msg_from, resp_time, msg)
         SELECT {at}, 'chat-' || (n / 12), 'mid-' || n, (ARRAY['text', 'hyperlink', 'quickReply'])[mod(n, 3) + 1],
                CASE WHEN mod(n, 2) = 1 THEN 'mid-' || (n - 1) END, %s, (ARRAY['user', 'bot', 'agent'])[mod(n, 3) + 1],
                mod(n, 5000) / 1000.0, jsonb_build_object('text', {_MESSAGE_TEXT_PG}, 'lang', 'en')
         FROM generate_series(0, {half - 1}) n""", (bot,))
-    _warehouse_sql(dsn, f"""
+    run_sql(dsn, f"""
         INSERT INTO chat_state (time, chat_id, agent_id, state, custom_fields, bot_handle, id, group_id)
         SELECT {at}, 'chat-' || (n / 4), CASE WHEN mod(n, 4) >= 2 THEN 'agent-' || mod(n, 40) END,
                (ARRAY['newChat', 'TransferChat', 'agentAssigned', 'closedChat'])[mod(n, 4) + 1],
                jsonb_build_object('page', '/checkout', 'campaign', 'c' || mod(n, 30)), %s, 'state-' || n, 'sales'
         FROM generate_series(0, {half - 1}) n""", (bot,))
-    _warehouse_sql(dsn, "ANALYZE messages, chat_state")
+    run_sql(dsn, "ANALYZE messages, chat_state")
 
 
 def fill_ultimate(env: dict[str, str], bot: str, conversations: int, day: dt.date) -> Path:
@@ -116,14 +129,9 @@ def fill_ultimate(env: dict[str, str], bot: str, conversations: int, day: dt.dat
 
 def fill_unless(env: dict[str, str], account: str, website: str, objects: int) -> None:
     """``objects`` conversation documents of ``website`` (8 log items each), written now by 16 threads."""
-    import boto3
     import orjson
-    from botocore.config import Config
 
-    conn = json.loads(env["AIRFLOW_CONN_UNLESS_S3"])
-    client = boto3.client("s3", endpoint_url=env["SANDBOX_S3_ENDPOINT"], region_name="us-east-1",
-                          config=Config(max_pool_connections=16),
-                          aws_access_key_id=conn["login"], aws_secret_access_key=conn["password"])
+    client = s3_client(env)
     started_ms = int(time.time() * 1000) - 3_600_000
 
     def put(n: int) -> None:

@@ -171,16 +171,11 @@ def unless_baseline(tenant: str, start: dt.date, end: dt.date) -> int:
     """boto3: list the website's prefix, GET every object with the same number of threads, no parsing."""
     from concurrent.futures import ThreadPoolExecutor
 
-    import boto3
-    from botocore.config import Config
-
+    from bench.volumes import s3_client
     from chat_ingest.config import load_config
 
     cfg = load_config()["unless"]
-    conn_info = json.loads(os.environ["AIRFLOW_CONN_UNLESS_S3"])
-    client = boto3.client("s3", endpoint_url=os.environ["SANDBOX_S3_ENDPOINT"], region_name="us-east-1",
-                          config=Config(max_pool_connections=UNLESS_THREADS),
-                          aws_access_key_id=conn_info["login"], aws_secret_access_key=conn_info["password"])
+    client = s3_client(dict(os.environ), UNLESS_THREADS)
 
     def keys() -> Iterator[str]:
         pages = client.get_paginator("list_objects_v2").paginate(

@@ -50,6 +50,12 @@ class Sandbox:
     def warehouse(self) -> psycopg.Connection:
         return psycopg.connect(self.warehouse_dsn, autocommit=True)
 
+    def s3(self):
+        """A boto3 client of the S3 stand-in, with the Unless connection's keys."""
+        from bench.volumes import s3_client
+
+        return s3_client(self.env)
+
     def clickhouse_admin(self):
         import clickhouse_connect
 
@@ -234,6 +240,33 @@ def empty_botslovers_company(sandbox: Sandbox, company: str):
     finally:
         for spec in botslovers.TABLES.values():
             client.command(f"DROP TABLE IF EXISTS {spec.name}_{company}")
+
+
+def load_window(day: dt.date, days: int = 1) -> dict[str, str]:
+    """The ``window`` argument of a landing operator: ``days`` whole UTC days from ``day``."""
+    from chat_ingest.windows import day_window
+
+    start, _ = day_window(day)
+    return {"start": start.isoformat(), "end": (start + dt.timedelta(days=days)).isoformat()}
+
+
+def staging_checksum(sandbox: Sandbox, spec, tenant: str | None = None) -> tuple[int, str]:
+    """Row count and checksum of a staging table's data: its tenant and spec columns, not the lineage
+    (run ids differ between two ways of landing the same data); only ``tenant``'s rows when given.
+    ``(0, "")`` when the table does not exist."""
+    from psycopg import sql
+
+    columns = list(dict.fromkeys([*filter(None, [spec.tenant_column]), *spec.column_names]))
+    where = sql.SQL("WHERE {} = %s").format(sql.Identifier(spec.tenant_column)) if tenant is not None else sql.SQL("")
+    with sandbox.warehouse() as conn:
+        if not conn.execute("SELECT to_regclass(%s)", (f"staging.{spec.staging_table}",)).fetchone()[0]:
+            return 0, ""
+        return conn.execute(sql.SQL(
+            "SELECT count(*), md5(coalesce(string_agg(r::text, '|' ORDER BY r::text), '')) FROM "
+            "(SELECT {cols} FROM {table} {where}) r"
+        ).format(cols=sql.SQL(", ").join(map(sql.Identifier, columns)),
+                 table=sql.Identifier("staging", spec.staging_table), where=where),
+            (tenant,) if tenant is not None else ()).fetchone()
 
 
 def jsonl(path: Path) -> list[dict]:

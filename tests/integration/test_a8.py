@@ -14,14 +14,13 @@ from chat_ingest.sources import a8
 from chat_ingest.validation import ValidationFailed, run_gate
 from chat_ingest.warehouse import connect
 from chat_ingest.windows import day_window
+from tests.conftest import load_window, staging_checksum
 
 pytestmark = pytest.mark.integration
 
 
 def load(table: str, day: dt.date, tenant: str | None, days: int = 1, run_id: str | None = None) -> dict:
-    start, _ = day_window(day)
-    window = {"start": start.isoformat(), "end": (start + dt.timedelta(days=days)).isoformat()}
-    op = A8ToStagingOperator(task_id=f"load_{table}", tenant=tenant, table=table, window=window)
+    op = A8ToStagingOperator(task_id=f"load_{table}", tenant=tenant, table=table, window=load_window(day, days))
     return op.execute({"run_id": run_id or f"test-{uuid.uuid4().hex[:8]}"})
 
 
@@ -33,13 +32,6 @@ def load_day(sandbox, day: dt.date, days: int = 1) -> None:
 
 def a8_conn(sandbox) -> psycopg.Connection:
     return psycopg.connect(sandbox.env["AIRFLOW_CONN_A8_TIMESCALE"], autocommit=True)
-
-
-def data_checksum(sandbox, spec) -> str:
-    cols = ", ".join(f'"{c}"' for c in spec.column_names)
-    with sandbox.warehouse() as conn:
-        return conn.execute(f"SELECT md5(coalesce(string_agg(r::text, '|' ORDER BY r::text), '')) "
-                            f"FROM (SELECT {cols} FROM staging.{spec.staging_table}) r").fetchone()[0]
 
 
 def test_every_table_lands_the_days_rows(clean_warehouse):
@@ -63,10 +55,10 @@ def test_rerun_and_overlapping_windows_leave_staging_unchanged(clean_warehouse):
     sandbox = clean_warehouse
     load_day(sandbox, sandbox.days[0])
     load_day(sandbox, sandbox.days[1])
-    before = {name: data_checksum(sandbox, spec) for name, spec in a8.TABLES.items()}
+    before = {name: staging_checksum(sandbox, spec) for name, spec in a8.TABLES.items()}
     load_day(sandbox, sandbox.days[1])
     load_day(sandbox, sandbox.days[0], days=2)
-    assert {name: data_checksum(sandbox, spec) for name, spec in a8.TABLES.items()} == before
+    assert {name: staging_checksum(sandbox, spec) for name, spec in a8.TABLES.items()} == before
 
 
 def test_a_row_at_midnight_lands_once_in_the_day_it_starts(clean_warehouse):

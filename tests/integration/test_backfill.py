@@ -14,21 +14,15 @@ import pytest
 from chat_ingest.operators.botslovers import BotsloversToStagingOperator
 from chat_ingest.sources import botslovers
 from chat_ingest.windows import day_window
+from tests.conftest import staging_checksum
 
 pytestmark = pytest.mark.integration
 AIRFLOW = str(Path(sys.executable).parent / "airflow")
 
 
-def _data_checksum(sandbox) -> dict[str, str]:
+def _data_checksum(sandbox) -> dict[str, tuple[int, str]]:
     """Staging contents without lineage columns (run ids differ between two ways of loading)."""
-    sums = {}
-    with sandbox.warehouse() as conn:
-        for spec in botslovers.TABLES.values():
-            cols = ", ".join(["company", *spec.column_names])
-            sums[spec.name] = conn.execute(
-                f"SELECT md5(string_agg(r::text, '|' ORDER BY r::text)) FROM "
-                f"(SELECT {cols} FROM staging.{spec.staging_table}) r").fetchone()[0]
-    return sums
+    return {spec.name: staging_checksum(sandbox, spec) for spec in botslovers.TABLES.values()}
 
 
 def test_backfill_loads_each_day_once_like_single_day_runs(clean_warehouse, airflow, airflow_services):

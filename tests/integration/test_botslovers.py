@@ -15,19 +15,15 @@ from chat_ingest.sources import botslovers
 from chat_ingest.validation import ValidationFailed, run_gate
 from chat_ingest.warehouse import connect
 from chat_ingest.windows import day_window
-from tests.conftest import empty_botslovers_company
+from tests.conftest import empty_botslovers_company, load_window
 
 pytestmark = pytest.mark.integration
 TEST_COMPANY = "testco"
 
 
-def window(day: dt.date, days: int = 1) -> dict[str, str]:
-    start, _ = day_window(day)
-    return {"start": start.isoformat(), "end": (start + dt.timedelta(days=days)).isoformat()}
-
-
 def load(company: str, table: str, day: dt.date, days: int = 1, run_id: str | None = None) -> dict:
-    op = BotsloversToStagingOperator(task_id=f"load_{table}", tenant=company, table=table, window=window(day, days))
+    op = BotsloversToStagingOperator(task_id=f"load_{table}", tenant=company, table=table,
+                                     window=load_window(day, days))
     return op.execute({"run_id": run_id or f"test-{uuid.uuid4().hex[:8]}"})
 
 

@@ -28,17 +28,11 @@ from chat_ingest.operators.botslovers import BotsloversToStagingOperator
 from chat_ingest.operators.ultimate import UltimateToStagingOperator
 from chat_ingest.operators.unless import UnlessToStagingOperator
 from chat_ingest.sources import a8, botslovers, ultimate, unless
-from chat_ingest.windows import day_window
-from tests.conftest import REPO, empty_botslovers_company
+from tests.conftest import REPO, empty_botslovers_company, load_window, staging_checksum
 
 pytestmark = pytest.mark.integration
 TODAY = dt.datetime.now(dt.timezone.utc).date()
 BIG = "bigco"  # the tenant of the large days (Botslovers company, A8 bot, Ultimate bot, Unless website)
-
-
-def window(day: dt.date, days: int = 1) -> dict[str, str]:
-    start, _ = day_window(day)
-    return {"start": start.isoformat(), "end": (start + dt.timedelta(days=days)).isoformat()}
 
 
 def run_id() -> str:
@@ -73,21 +67,13 @@ def large_days(sandbox):
             conn.execute(f"DELETE FROM {table} WHERE bot_handle = %s", (BIG,))
     (sandbox.dataset / "ultimate" / BIG / f"{day}.json").unlink()
     (sandbox.dataset / "ultimate" / BIG).rmdir()
-    s3 = unless_client(sandbox)
+    s3 = sandbox.s3()
     bucket = sandbox.env["SANDBOX_UNLESS_BUCKET"]
     pages = s3.get_paginator("list_objects_v2").paginate(
         Bucket=bucket, Prefix=f"{sandbox.manifest['unless']['account']}/conversations/{BIG}/")
     for page in pages:
         if page.get("Contents"):
             s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": o["Key"]} for o in page["Contents"]]})
-
-
-def unless_client(sandbox):
-    import boto3
-
-    conn = json.loads(sandbox.env["AIRFLOW_CONN_UNLESS_S3"])
-    return boto3.client("s3", endpoint_url=sandbox.env["SANDBOX_S3_ENDPOINT"], region_name="us-east-1",
-                        aws_access_key_id=conn["login"], aws_secret_access_key=conn["password"])
 
 
 def land_in_child(sandbox, source: str) -> subprocess.Popen:
@@ -108,25 +94,13 @@ def load_log(sandbox) -> list[tuple[int, int]]:
         return conn.execute("SELECT rows_landed, rows_unchanged FROM audit.load_log ORDER BY load_id").fetchall()
 
 
-def data_checksum(sandbox, spec, tenant: str = BIG) -> tuple[int, str]:
-    """Row count and checksum of the data columns (lineage excluded) of one tenant in staging."""
-    cols = ", ".join(f'"{c}"' for c in spec.column_names)
-    tenant_filter = f'WHERE "{spec.tenant_column}" = %s' if spec.tenant_column else ""
-    with sandbox.warehouse() as conn:
-        if not conn.execute("SELECT to_regclass(%s)", (f"staging.{spec.staging_table}",)).fetchone()[0]:
-            return 0, ""
-        return conn.execute(f"SELECT count(*), md5(coalesce(string_agg(r::text, '|' ORDER BY r::text), '')) FROM "
-                            f"(SELECT {cols} FROM staging.{spec.staging_table} {tenant_filter}) r",
-                            (tenant,) if tenant_filter else ()).fetchone()
-
-
 def clean_run_checksum(sandbox, source: str) -> tuple[int, str]:
     """The large day landed into empty staging tables, in this process."""
     with sandbox.warehouse() as conn:
         conn.execute("DROP SCHEMA IF EXISTS staging, audit CASCADE")
     proc = land_in_child(sandbox, source)
     assert proc.wait(timeout=600) == 0, proc.stderr.read()[-2000:]
-    return data_checksum(sandbox, CHECKED_TABLE[source])
+    return staging_checksum(sandbox, CHECKED_TABLE[source], BIG)
 
 
 # 1. -- kill mid-load ---------------------------------------------------------------------------------
@@ -149,7 +123,7 @@ def test_a_landing_killed_mid_load_leaves_nothing_and_the_rerun_equals_a_clean_r
             seen = conn.execute("SELECT left(query, 40) FROM pg_stat_activity WHERE state = 'active' AND query ~ %s "
                                 "LIMIT 1", (WRITING,)).fetchone()
             time.sleep(0.005)
-    assert seen is not None, f"the load never reached the warehouse: {proc.stderr.read()[-2000:] if proc.stderr else ''}"
+    assert seen is not None, f"the load never reached the warehouse: {proc.stderr.read()[-2000:]}"
     os.kill(proc.pid, signal.SIGKILL)
     assert proc.wait(timeout=30) == -signal.SIGKILL
     with sandbox.warehouse() as conn:  # the server notices the dead client and rolls its transaction back
@@ -157,12 +131,12 @@ def test_a_landing_killed_mid_load_leaves_nothing_and_the_rerun_equals_a_clean_r
         while conn.execute("SELECT count(*) FROM pg_stat_activity WHERE query ~ %s AND state <> 'idle'",
                            (WRITING,)).fetchone()[0] and time.monotonic() < deadline:
             time.sleep(0.1)
-    after_kill = data_checksum(sandbox, CHECKED_TABLE[source])
+    after_kill = staging_checksum(sandbox, CHECKED_TABLE[source], BIG)
     assert after_kill[0] == 0 or after_kill == clean, f"a partial batch is visible: {after_kill[0]} rows"
     assert load_log(sandbox) == [] or after_kill == clean  # no load is logged for what did not land
     rerun = land_in_child(sandbox, source)
     assert rerun.wait(timeout=600) == 0, rerun.stderr.read()[-2000:]
-    assert data_checksum(sandbox, CHECKED_TABLE[source]) == clean
+    assert staging_checksum(sandbox, CHECKED_TABLE[source], BIG) == clean
 
 
 # 2. -- ClickHouse stream cut mid-read ----------------------------------------------------------------
@@ -173,13 +147,14 @@ def test_a_clickhouse_stream_cut_mid_read_fails_the_task_commits_nothing_and_the
         conn.execute("DROP SCHEMA IF EXISTS staging, audit CASCADE")
     requests.post(sandbox.env["SANDBOX_CLICKHOUSE_URL"] + "/_sandbox/faults", json={"cut_after_chunks": 2},
                   auth=("admin", sandbox.env["SANDBOX_CLICKHOUSE_ADMIN_PASSWORD"]), timeout=10).raise_for_status()
-    op = BotsloversToStagingOperator(task_id="t", tenant=BIG, table="messages", window=window(big_day(sandbox)))
+    op = BotsloversToStagingOperator(task_id="t", tenant=BIG, table="messages",
+                                     window=load_window(big_day(sandbox)))
     cut = run_id()
     with pytest.raises(Exception) as failure:
         op.execute({"run_id": cut})
     assert "IncompleteRead" in repr(failure.value) or "connection" in str(failure.value).lower(), failure.value
     spec = botslovers.TABLES["messages"]
-    assert data_checksum(sandbox, spec)[0] == 0  # nothing of the window
+    assert staging_checksum(sandbox, spec, BIG)[0] == 0  # nothing of the window
     with sandbox.warehouse() as conn:
         assert conn.execute("SELECT count(*) FROM audit.load_log WHERE run_id = %s", (cut,)).fetchone()[0] == 0
     retry = op.execute({"run_id": run_id()})
@@ -207,7 +182,7 @@ def insert_messages(client, rows: list[dict]) -> None:
 
 
 def load_edge(day: dt.date, days: int = 1, rid: str | None = None) -> dict:
-    op = BotsloversToStagingOperator(task_id="t", tenant=EDGE, table="messages", window=window(day, days))
+    op = BotsloversToStagingOperator(task_id="t", tenant=EDGE, table="messages", window=load_window(day, days))
     return op.execute({"run_id": rid or run_id()})
 
 
@@ -262,7 +237,7 @@ def test_two_loads_of_the_same_day_at_once_serialise_and_equal_one_run(large_day
     procs = [land_in_child(sandbox, "botslovers") for _ in range(2)]
     for proc in procs:
         assert proc.wait(timeout=600) == 0, proc.stderr.read()[-2000:]
-    assert data_checksum(sandbox, botslovers.TABLES["messages"]) == clean
+    assert staging_checksum(sandbox, botslovers.TABLES["messages"], BIG) == clean
     assert load_log(sandbox) == [(200_000, 0), (0, 200_000)]  # the second waited for the first, then found nothing new
 
 
@@ -301,7 +276,7 @@ def test_a_changed_type_and_impossible_timestamps_are_quarantined_with_reasons(c
         {"id": "ancient", "left_at": dt.datetime(1999, 12, 31, 23, 59, tzinfo=dt.timezone.utc)},
     ])
     op = BotsloversToStagingOperator(task_id="t", tenant=EDGE, table="chat_agent_log",
-                                     window=window(dt.date(2026, 11, 10)))
+                                     window=load_window(dt.date(2026, 11, 10)))
     summary = op.execute({"run_id": "run-types"})
     assert (summary["rows_landed"], summary["rows_rejected"]) == (1, 3)
     with clean_warehouse.warehouse() as conn:
@@ -346,7 +321,7 @@ def test_malformed_empty_invalid_utf8_and_future_ultimate_records_are_quarantine
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"{day}.jsonl").write_bytes(b"\n".join(lines) + b"\n")
     try:
-        op = UltimateToStagingOperator(task_id="t", tenant="ult-edge", window=window(day))
+        op = UltimateToStagingOperator(task_id="t", tenant="ult-edge", window=load_window(day))
         summary = op.execute({"run_id": "run-bad-ult"})["conversations"]
     finally:
         (folder / f"{day}.jsonl").unlink()
@@ -383,7 +358,7 @@ HOSTILE = ["acme'; DROP TABLE staging.botslovers_messages; --", "../../etc/passw
 
 
 def operator_for(source: str, tenant: str):
-    w = window(dt.date(2026, 11, 10))
+    w = load_window(dt.date(2026, 11, 10))
     return {
         "botslovers": lambda: BotsloversToStagingOperator(task_id="t", tenant=tenant, table="messages", window=w),
         "a8": lambda: A8ToStagingOperator(task_id="t", tenant=tenant, table="messages", window=w),
@@ -423,8 +398,9 @@ def test_sql_and_markup_in_the_data_land_verbatim_and_run_nowhere(clean_warehous
 
 def test_an_empty_source_lands_as_empty_and_says_so(clean_warehouse, capfd):
     sandbox = clean_warehouse
-    op = UnlessToStagingOperator(task_id="t", tenant="web-nobody", window=window(TODAY),
-                                 bucket=sandbox.env["SANDBOX_UNLESS_BUCKET"], account=sandbox.manifest["unless"]["account"])
+    op = UnlessToStagingOperator(task_id="t", tenant="web-nobody", window=load_window(TODAY),
+                                 bucket=sandbox.env["SANDBOX_UNLESS_BUCKET"],
+                                 account=sandbox.manifest["unless"]["account"])
     summary = op.execute({"run_id": "run-empty-source"})
     assert summary["conversations"]["rows_extracted"] == summary["logs"]["rows_extracted"] == 0
     assert capfd.readouterr().out.count("the source had no rows for this window") == 2  # the task log says so
@@ -439,11 +415,11 @@ def test_an_unreachable_source_fails_clearly_and_the_others_still_land(clean_war
     monkeypatch.setenv("AIRFLOW_CONN_BOTSLOVERS_CLICKHOUSE", json.dumps({**conn, "port": 9}))
     day = sandbox.days[0]
     with pytest.raises(Exception, match="(?i)connection refused|failed to establish|max retries") as failure:
-        BotsloversToStagingOperator(task_id="t", tenant="acme", table="messages", window=window(day)).execute(
+        BotsloversToStagingOperator(task_id="t", tenant="acme", table="messages", window=load_window(day)).execute(
             {"run_id": run_id()})
     assert conn["password"] not in str(failure.value)
     landed = A8ToStagingOperator(task_id="t", tenant=sandbox.manifest["a8"]["bots"][0], table="messages",
-                                 window=window(day)).execute({"run_id": run_id()})
+                                 window=load_window(day)).execute({"run_id": run_id()})
     assert landed["rows_landed"] > 0
 
 

@@ -8,7 +8,6 @@ import json
 import time
 import uuid
 
-import boto3
 import pytest
 
 from chat_ingest.operators.unless import UnlessToStagingOperator
@@ -18,12 +17,6 @@ pytestmark = pytest.mark.integration
 
 WEBSITE = "web-shop"
 TODAY = dt.datetime.now(dt.timezone.utc).date()
-
-
-def s3(sandbox):
-    conn = json.loads(sandbox.env["AIRFLOW_CONN_UNLESS_S3"])
-    return boto3.client("s3", endpoint_url=conn["extra"]["endpoint_url"], aws_access_key_id=conn["login"],
-                        aws_secret_access_key=conn["password"], region_name="us-east-1")
 
 
 def operator(sandbox, day: dt.date = TODAY, cls=UnlessToStagingOperator, **kw) -> UnlessToStagingOperator:
@@ -51,7 +44,7 @@ def fingerprint(conn) -> tuple:
 @contextlib.contextmanager
 def objects(sandbox, bodies: dict[str, bytes]):
     """Put objects for one test; afterwards delete them, or put back the dataset's version."""
-    client, bucket = s3(sandbox), sandbox.env["SANDBOX_UNLESS_BUCKET"]
+    client, bucket = sandbox.s3(), sandbox.env["SANDBOX_UNLESS_BUCKET"]
     for key, body in bodies.items():
         client.put_object(Bucket=bucket, Key=key, Body=body)
     try:
@@ -162,7 +155,7 @@ def test_an_object_written_while_the_run_lists_is_picked_up_by_the_next_run(clea
     prefix = f"{sandbox.manifest['unless']['account']}/conversations/{WEBSITE}"
     doc = next(iter(documents(sandbox).values()))
     early, late = f"{prefix}/--race/a.json", f"{prefix}/zz-race/b.json"
-    client, bucket = s3(sandbox), sandbox.env["SANDBOX_UNLESS_BUCKET"]
+    client, bucket = sandbox.s3(), sandbox.env["SANDBOX_UNLESS_BUCKET"]
 
     class WrittenDuringListing(UnlessToStagingOperator):
         def selected(self, pages, lower, end):

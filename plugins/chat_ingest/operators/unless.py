@@ -51,9 +51,11 @@ class UnlessToStagingOperator(DocumentLoadOperator):
 
     @property
     def prefix(self) -> str:
+        """The website's key prefix.  The website itself was refused before any I/O if unsafe
+        (``refuse_unsafe_tenant``); the account, a plain argument, is checked here."""
         from chat_ingest.names import check_tenant
 
-        return f"{check_tenant(self.account, 'account')}/conversations/{check_tenant(self.tenant, 'website')}/"
+        return f"{check_tenant(self.account, 'account')}/conversations/{self.tenant}/"
 
     # -- selection -------------------------------------------------------------------------------
 
