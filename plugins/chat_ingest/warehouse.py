@@ -31,7 +31,14 @@ def connect(conn_id: str = WAREHOUSE_CONN_ID):
 
 def staging_ddl(spec: TableSpec) -> sql.Composed:
     """CREATE TABLE for the spec's staging table, with its unique key and the window index that
-    serves validation, reporting and window replacement (no more: every index slows the merge)."""
+    serves validation, reporting and window replacement (no more: every index slows the merge).
+
+    The window index is a BRIN (block range) index on (tenant, cursor): each load appends one
+    tenant's window in one go, so the heap is laid out by window and a block range's min/max
+    select it about as well as a B-tree would, at a fraction of the cost to maintain (a B-tree
+    on the cursor doubled the time of landing 1M new rows; bench/README.md).  It replaces the
+    B-tree earlier versions created under ``<table>_window_idx``.
+    """
     columns = []
     if not spec.tenant_in_source and spec.tenant_column:
         columns.append(sql.SQL("{} text NOT NULL").format(sql.Identifier(spec.tenant_column)))
@@ -42,16 +49,16 @@ def staging_ddl(spec: TableSpec) -> sql.Composed:
     columns.append(sql.SQL("_loaded_at timestamptz NOT NULL"))
     if spec.staging_key:
         columns.append(sql.SQL("PRIMARY KEY ({})").format(sql.SQL(", ").join(map(sql.Identifier, spec.staging_key))))
-    table = sql.Identifier("staging", spec.staging_table)
     window_cols = [c for c in (spec.tenant_column, spec.cursor) if c]
-    index = sql.Identifier(f"{spec.staging_table}_window_idx")
     return sql.SQL(
         "CREATE TABLE IF NOT EXISTS {table} ({columns});\n"
-        "CREATE INDEX IF NOT EXISTS {index} ON {table} ({window_cols});"
+        "DROP INDEX IF EXISTS {btree};\n"
+        "CREATE INDEX IF NOT EXISTS {index} ON {table} USING brin ({window_cols}) WITH (autosummarize = on);"
     ).format(
-        table=table,
+        table=sql.Identifier("staging", spec.staging_table),
         columns=sql.SQL(", ").join(columns),
-        index=index,
+        btree=sql.Identifier("staging", f"{spec.staging_table}_window_idx"),
+        index=sql.Identifier(f"{spec.staging_table}_window_brin"),
         window_cols=sql.SQL(", ").join(map(sql.Identifier, window_cols)),
     )
 
