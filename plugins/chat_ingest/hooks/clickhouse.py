@@ -83,6 +83,14 @@ class ClickHouseHttpHook(ClickHouseHook):
         finally:
             client.close()
 
+    def first_row(self, query: str, parameters: dict[str, Any] | None = None) -> tuple:
+        """The first row of ``query`` (an aggregate), values bound server-side."""
+        client = self.get_client()
+        try:
+            return tuple(client.query(query, parameters=parameters).result_rows[0])
+        finally:
+            client.close()
+
     def stream_arrow(self, query: str, parameters: dict[str, Any] | None = None,
                      settings: dict[str, Any] | None = None) -> Iterator:
         """Yield ``pyarrow.RecordBatch`` blocks of ``query`` as the server sends them."""

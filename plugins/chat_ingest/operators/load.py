@@ -24,7 +24,7 @@ from chat_ingest.project import WAREHOUSE_CONN_ID
 if TYPE_CHECKING:
     import datetime as dt
 
-    from chat_ingest.staging import LoadResult
+    from chat_ingest.staging import LoadResult, SourceDigest
     from chat_ingest.tablespec import TableSpec
 
 
@@ -63,7 +63,10 @@ class LandingOperator(BaseOperator):
             result.rows_unchanged, result.rows_duplicate, result.rows_rejected, result.rows_deleted,
             result.duration_seconds, ", ".join(result.changed_days) or "none",
         )
-        if result.rows_extracted == 0:
+        if result.identical_to_staging:
+            self.log.info("the source's %d rows of this window hash to exactly what staging holds: "
+                          "nothing extracted or rewritten", result.rows_extracted)
+        elif result.rows_extracted == 0:
             self.log.info("the source had no rows for this window: an empty day, recorded in audit.load_log")
         if result.rows_rejected:
             self.log.warning("%d rows quarantined in audit.rejected_records (run %s)", result.rows_rejected, run_id)
@@ -95,6 +98,10 @@ class ExtractLoadOperator(LandingOperator):
         A source whose columns are checked before extraction sets ``ignored_columns``."""
         raise NotImplementedError
 
+    def source_digest(self, spec: TableSpec, start: dt.datetime, end: dt.datetime) -> SourceDigest | None:
+        """How to digest the window at the source, for a source that can (None: always extract)."""
+        return None
+
     def execute(self, context) -> dict[str, Any]:
         from chat_ingest.staging import StagingLoader
         from chat_ingest.warehouse import connect, ensure_schema
@@ -110,7 +117,8 @@ class ExtractLoadOperator(LandingOperator):
             ensure_schema(conn, [spec])
             loader = StagingLoader(conn, spec, run_id=context["run_id"], tenant=self.tenant,
                                    window_start=start, window_end=end, ignored_columns=self.ignored_columns)
-            result = loader.load_csv(batches) if self.extract_format == "csv" else loader.load(batches)
+            result = loader.load_csv(batches) if self.extract_format == "csv" else \
+                loader.load(batches, source_digest=self.source_digest(spec, start, end))
         return self.report(spec, result, context["run_id"])
 
 
