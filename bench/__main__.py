@@ -62,6 +62,7 @@ def measure(kind: str, env: dict[str, str], runs: int, before: Callable[[], None
     seconds = statistics.median(r["seconds"] for r in results)
     rows = results[0]["rows"]
     return {"rows": rows, "seconds": seconds, "rows_per_s": round(rows / seconds),
+            "import_seconds": statistics.median(r["import_seconds"] for r in results),
             "peak_rss_mb": statistics.median(r["peak_rss_mb"] for r in results)}
 
 
