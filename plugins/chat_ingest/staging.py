@@ -259,32 +259,43 @@ class StagingLoader:
             if identical_rows is not None:
                 result.rows_extracted = result.rows_unchanged = identical_rows
                 result.identical_to_staging = True
-                result.duration_seconds = round(time.monotonic() - started, 3)
-                self._log(result)
-                return result
-            self._create_incoming()
-            result.rows_extracted = self._copy(encoded, with_pre_reason)
-            result.ignored_columns = self.ignored_columns
-            result.rows_rejected = self._quarantine()
-            typed = result.rows_extracted - result.rows_rejected
-            if self.spec.merge_rule is MergeRule.REPLACE_WINDOW:
-                result.rows_deleted = self._delete_window()
-                result.rows_landed = self._insert_all()
-            elif self.spec.merge_rule is MergeRule.REPLACE_CHILDREN:
-                result.rows_deleted, result.rows_landed, result.rows_duplicate = self._replace_children()
-                result.rows_unchanged = typed - result.rows_duplicate - result.rows_landed
             else:
-                distinct = self._dedupe()
-                result.rows_duplicate = typed - distinct
-                result.rows_landed = self._upsert()
-                result.rows_unchanged = distinct - result.rows_landed
-            result.changed_days = self._record_changed_days()
+                self._copy_check_merge(result, encoded, with_pre_reason)
             result.duration_seconds = round(time.monotonic() - started, 3)
             self._log(result)
-            self.conn.execute("DROP TABLE IF EXISTS _incoming, _batch, _newer, _changed")
         return result
 
     # -- steps -----------------------------------------------------------------------------------
+
+    def _copy_check_merge(self, result: LoadResult, encoded: Iterable[bytes], with_pre_reason: bool) -> None:
+        """COPY the batch, quarantine what cannot land, merge the rest by the spec's rule (into ``result``)."""
+        self._create_incoming()
+        result.rows_extracted = self._copy(encoded, with_pre_reason)
+        result.ignored_columns = self.ignored_columns
+        result.rows_rejected = self._quarantine()
+        typed = result.rows_extracted - result.rows_rejected
+        if self.spec.merge_rule is MergeRule.REPLACE_WINDOW:
+            result.rows_deleted = self._delete_window()
+            result.rows_landed = self._insert_all()
+        elif self.spec.merge_rule is MergeRule.REPLACE_CHILDREN:
+            result.rows_deleted, result.rows_landed, result.rows_duplicate = self._replace_children()
+            result.rows_unchanged = typed - result.rows_duplicate - result.rows_landed
+        else:
+            distinct = self._dedupe()
+            result.rows_duplicate = typed - distinct
+            result.rows_landed = self._upsert()
+            result.rows_unchanged = distinct - result.rows_landed
+        result.changed_days = self._record_changed_days()
+        self.conn.execute("DROP TABLE IF EXISTS _incoming, _batch, _newer, _changed")
+
+    def _in_range(self) -> sql.Composed:
+        """WHERE condition: this tenant's staging rows whose cursor is in ``[%s, %s)`` (bound by the caller)."""
+        cursor = sql.Identifier(self.spec.cursor)
+        condition = sql.SQL("{c} >= %s AND {c} < %s").format(c=cursor)
+        if self.spec.tenant_column and self.tenant is not None:
+            condition += sql.SQL(" AND {} = {}").format(sql.Identifier(self.spec.tenant_column),
+                                                        sql.Literal(self.tenant))
+        return condition
 
     def _identical_rows(self, digest: SourceDigest) -> int | None:
         """How many rows staging and the source both hold for the digest's range, if they are the
@@ -303,14 +314,11 @@ class StagingLoader:
                 ident = sql.SQL("to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS')").format(ident)
             return sql.SQL("coalesce({}::text, chr(30))").format(ident)
 
-        tenant = sql.SQL("")
-        if self.spec.tenant_column and self.tenant is not None:
-            tenant = sql.SQL(" AND {} = {}").format(sql.Identifier(self.spec.tenant_column), sql.Literal(self.tenant))
         rows, hash_sum = self.conn.execute(sql.SQL(
             "SELECT count(*), coalesce(sum(('x' || left(md5(concat_ws(chr(31), {fields})), 16))::bit(64)::bigint"
-            "::numeric), 0) FROM {target} WHERE {cursor} >= %s AND {cursor} < %s{tenant}"
+            "::numeric), 0) FROM {target} WHERE {in_range}"
         ).format(fields=sql.SQL(", ").join(map(canonical, self.spec.columns)), target=self.target,
-                 cursor=sql.Identifier(self.spec.cursor), tenant=tenant), (like.start, like.end)).fetchone()
+                 in_range=self._in_range()), (like.start, like.end)).fetchone()
         return rows, int(hash_sum) % (1 << 64)
 
     def _create_incoming(self) -> None:
@@ -455,21 +463,8 @@ class StagingLoader:
         return sql.SQL("SELECT {typed} FROM _incoming i").format(typed=typed)
 
     def _dedupe(self) -> int:
-        """Build ``_batch``: typed rows, one per key (the newest version where the rule says so).
-
-        A day rarely repeats a key, so a hash aggregate over the keys alone decides first whether
-        the sort of every whole row that picks among duplicates is needed at all (it costs about
-        as much as the COPY; bench/README.md).
-        """
+        """Build ``_batch``: typed rows, one per key (the newest version where the rule says so)."""
         key = sql.SQL(", ").join(map(sql.Identifier, self.spec.key))
-        typed_key = sql.SQL(", ").join(sql.SQL("{}::{}").format(sql.Identifier(k), sql.SQL(self.spec.column(k).pg_type))
-                                       for k in self.spec.key)
-        repeated = self.conn.execute(sql.SQL(
-            "SELECT EXISTS (SELECT FROM _incoming GROUP BY {key} HAVING count(*) > 1)").format(key=typed_key)
-        ).fetchone()[0]
-        if not repeated:
-            return self.conn.execute(sql.SQL("CREATE TEMP TABLE _batch ON COMMIT DROP AS {good}").format(
-                good=self._good_rows())).rowcount
         order = [sql.SQL("{} DESC").format(sql.Identifier(self.spec.version_column))] \
             if self.spec.merge_rule is MergeRule.UPSERT_NEWEST else []
         # Remaining columns make the pick among exact-key duplicates deterministic.
@@ -527,15 +522,8 @@ class StagingLoader:
         return updated + inserted
 
     def _delete_window(self) -> int:
-        tenant_filter = sql.SQL("")
-        if self.spec.tenant_column and self.tenant is not None:
-            tenant_filter = sql.SQL(" AND {} = {}").format(sql.Identifier(self.spec.tenant_column),
-                                                          sql.Literal(self.tenant))
-        return self._tracked(sql.SQL(
-            "DELETE FROM {t} AS t WHERE {c} >= %s AND {c} < %s{tenant} RETURNING {changes}"
-        ).format(
-            t=self.target, c=sql.Identifier(self.spec.cursor), tenant=tenant_filter, changes=self._changes(),
-        ), (self.window_start, self.window_end))
+        return self._tracked(sql.SQL("DELETE FROM {t} AS t WHERE {in_range} RETURNING {changes}").format(
+            t=self.target, in_range=self._in_range(), changes=self._changes()), (self.window_start, self.window_end))
 
     def _insert_all(self) -> int:
         target, values = self._lineage()

@@ -11,22 +11,16 @@ from chat_ingest.sources import botslovers
 
 if TYPE_CHECKING:
     from chat_ingest.staging import SourceDigest
-    from chat_ingest.tablespec import TableSpec
+    from chat_ingest.tablespec import Column, TableSpec
 
 
 def extraction_query(spec: TableSpec, source_table: str) -> str:
-    """SELECT of the spec's columns over ``[start, end)`` on its cursor; values bound server-side.
-
-    DateTime values travel as UTC text so no time zone (the server's or ours) can
-    shift them on the way into staging's ``timestamptz``.
-    """
+    """SELECT of the spec's columns (as :func:`_value` renders them) over ``[start, end)`` on its
+    cursor; values bound server-side."""
     from chat_ingest.hooks.clickhouse import check_identifier
 
     check_identifier(source_table, "table name")
-    select = ", ".join(
-        f"toString(`{c.name}`, 'UTC') AS `{c.name}`" if "DateTime" in c.source_type else f"`{c.name}`"
-        for c in spec.columns
-    )
+    select = ", ".join(f"{_value(c)} AS `{c.name}`" for c in spec.columns)
     return f"SELECT {select} FROM `{source_table}` AS src {_window_filter(spec)}"
 
 
@@ -36,11 +30,17 @@ def digest_query(spec: TableSpec, source_table: str) -> str:
     from chat_ingest.hooks.clickhouse import check_identifier
 
     check_identifier(source_table, "table name")
-    utc = ", 'UTC'"
-    fields = ", ".join(f"ifNull(toString(src.`{c.name}`{utc if 'DateTime' in c.source_type else ''}), char(30))"
-                       for c in spec.columns)
+    fields = ", ".join(f"ifNull(toString({_value(c)}), char(30))" for c in spec.columns)
     return (f"SELECT count(), sum(reinterpretAsUInt64(reverse(substring(MD5(concatWithSeparator(char(31), "
             f"{fields})), 1, 8)))) FROM `{source_table}` AS src {_window_filter(spec)}")
+
+
+def _value(column: Column) -> str:
+    """A column as extracted and digested: DateTime values as UTC text, so no time zone (the
+    server's or ours) can shift them on the way into staging's ``timestamptz``."""
+    if "DateTime" in column.source_type:
+        return f"toString(src.`{column.name}`, 'UTC')"
+    return f"src.`{column.name}`"
 
 
 def _window_filter(spec: TableSpec) -> str:
