@@ -33,12 +33,13 @@ def _context() -> dict:
     return {"run_id": f"bench-{time.time_ns()}"}
 
 
-def _unlogged_copy_target(conn, columns: list[tuple[str, str]]) -> None:
-    """The baselines' landing table: unlogged, unindexed, typed like the source."""
+def _baseline_copy_target(conn, columns: list[tuple[str, str]]) -> None:
+    """The baselines' landing table: unindexed, typed like the source, and logged like every table
+    the project writes (an unlogged one skips the write-ahead log no durable load can skip)."""
     from psycopg import sql
 
     conn.execute("DROP TABLE IF EXISTS bench_baseline")
-    conn.execute(sql.SQL("CREATE UNLOGGED TABLE bench_baseline ({})").format(sql.SQL(", ").join(
+    conn.execute(sql.SQL("CREATE TABLE bench_baseline ({})").format(sql.SQL(", ").join(
         sql.SQL("{} {}").format(sql.Identifier(name), sql.SQL(pg_type)) for name, pg_type in columns)))
 
 
@@ -59,7 +60,7 @@ def botslovers_project(tenant: str, start: dt.date, end: dt.date) -> int:
 
 
 def botslovers_baseline(tenant: str, start: dt.date, end: dt.date) -> int:
-    """``SELECT … FORMAT CSV`` over HTTP piped into ``COPY`` into an unlogged, unindexed table."""
+    """``SELECT … FORMAT CSV`` over HTTP piped into ``COPY`` into an unindexed table."""
     import psycopg
     import requests
 
@@ -71,7 +72,7 @@ def botslovers_baseline(tenant: str, start: dt.date, end: dt.date) -> int:
              f"WHERE created_at >= toDateTime('{start} 00:00:00', 'UTC') "
              f"AND created_at < toDateTime('{end} 00:00:00', 'UTC') FORMAT CSV")
     with psycopg.connect(os.environ["CHAT_INGEST_WAREHOUSE_DSN"]) as conn:
-        _unlogged_copy_target(conn, [(c.name, c.pg_type) for c in MESSAGES.columns])
+        _baseline_copy_target(conn, [(c.name, c.pg_type) for c in MESSAGES.columns])
         with requests.post(url, data=query, auth=auth, stream=True, timeout=600) as res, \
                 conn.cursor().copy("COPY bench_baseline FROM STDIN (FORMAT csv)") as copy:
             res.raise_for_status()
@@ -102,7 +103,7 @@ def a8_baseline(tenant: str, start: dt.date, end: dt.date) -> int:
     with psycopg.connect(_a8_dsn()) as source, psycopg.connect(os.environ["CHAT_INGEST_WAREHOUSE_DSN"]) as conn:
         for table in A8_TABLES:
             spec = TABLES[table]
-            _unlogged_copy_target(conn, [(c.name, c.pg_type) for c in spec.columns])
+            _baseline_copy_target(conn, [(c.name, c.pg_type) for c in spec.columns])
             query = sql.SQL("COPY (SELECT {cols} FROM {table} WHERE time >= %s AND time < %s AND bot_handle = %s) "
                             "TO STDOUT").format(cols=sql.SQL(", ").join(map(sql.Identifier, spec.column_names)),
                                                 table=sql.Identifier(table))
@@ -145,7 +146,7 @@ def ultimate_baseline(tenant: str, start: dt.date, end: dt.date) -> int:
         for url in urls.json()["signedUrls"]:
             records = orjson.loads(requests.get(url, timeout=600).content)
             columns = list(records[0])
-            _unlogged_copy_target(conn, [(c, "text") for c in columns])
+            _baseline_copy_target(conn, [(c, "text") for c in columns])
             with conn.cursor().copy("COPY bench_baseline FROM STDIN") as copy:
                 for record in records:
                     copy.write_row([v if isinstance(v, str) or v is None else orjson.dumps(v).decode()

@@ -141,7 +141,7 @@ class ClickHouseHandler(BaseHTTPRequestHandler):
 
     def _post_fault(self, account: tuple[str, bool], body: bytes) -> None:
         """Tests script a stream cut: ``{"cut_after_chunks": N}`` drops the connection of the next
-        Arrow result stream (an extraction, not a metadata lookup) after N chunks, without the closing chunk, as a dying server or proxy would."""
+        extraction stream (Arrow or CSV; a metadata lookup is Native) after N chunks, without the closing chunk, as a dying server or proxy would."""
         if account[1]:
             raise ClickHouseError(164, "faults are scripted by the admin user only")
         self.server.cuts.append(int(json.loads(body)["cut_after_chunks"]))
@@ -206,7 +206,8 @@ class ClickHouseHandler(BaseHTTPRequestHandler):
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
         arrow = fmt.lower() == "arrowstream"
-        self.chunks_left = self.server.cuts.pop(0) if arrow and self.server.cuts else None
+        extraction = arrow or fmt.lower() == "csv"
+        self.chunks_left = self.server.cuts.pop(0) if extraction and self.server.cuts else None
         try:
             if arrow:
                 self._stream_arrow(stream, first)

@@ -1,10 +1,10 @@
-"""The shared staging loader: COPY a stream of Arrow batches, type it, merge it idempotently.
+"""The shared staging loader: COPY a stream of rows, type it, merge it idempotently.
 
 Every source lands through here.  In one transaction the loader
 
 1. takes a per-partition advisory lock (two runs of the same table and tenant
    serialise instead of interleaving),
-2. ``COPY``s the batches as CSV into a temp table of text columns — the fastest
+2. ``COPY``s the rows as CSV into a temp table of text columns — the fastest
    way into PostgreSQL, and it cannot fail on a badly typed value,
 3. moves every row that does not cast to the spec's types (or misses a required
    value) to ``audit.rejected_records`` with its raw payload and the reason,
@@ -14,6 +14,11 @@ Every source lands through here.  In one transaction the loader
 5. records the reporting days whose rows it inserted, updated or deleted in
    ``audit.changed_days`` (what the reporting DAG rebuilds), and
 6. records the load in ``audit.load_log``.
+
+Two shortcuts keep the same guarantees (:meth:`StagingLoader.land`): a range staging
+holds nothing of yet is copied straight into the staging table and checked there
+(steps 2–4 in one pass; whatever COPY refuses sends the range down the path above),
+and a range whose source digest equals staging's is not extracted at all.
 
 A crash anywhere rolls everything back: staging shows all of a batch or none.
 Several loads may share one outer transaction (a document source lands all its
@@ -35,6 +40,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 from airflow.sdk.exceptions import AirflowFailException
+import psycopg
 from psycopg import sql
 
 from chat_ingest.tablespec import (
@@ -94,6 +100,17 @@ def prefetch(items: Iterable, depth: int = 2) -> Iterator:
         worker.join(timeout=5)
 
 
+class StraightLandingRefused(Exception):
+    """A range cannot be copied straight into staging; the loader lands it through its checked path."""
+
+
+#: What makes the loader give up copying a range straight into staging and land it the checked way:
+#: COPY refusing a value (malformed, missing, a NUL byte, a key landed before or repeated, a value
+#: too large for the key's index) or the rows themselves (marked bad, outside the range).
+_STRAIGHT_REFUSALS = (StraightLandingRefused, psycopg.errors.DataError, psycopg.errors.IntegrityError,
+                      psycopg.errors.ProgramLimitExceeded)
+
+
 class SchemaDriftError(AirflowFailException):
     """The source no longer delivers a column the spec requires (a retry cannot fix that)."""
 
@@ -111,27 +128,43 @@ def check_source_columns(spec: TableSpec, actual: Iterable[str], where: str) -> 
     return added
 
 
-#: Integer types whose decimal text is the same in every database (see :class:`SourceDigest`).
+#: Integer types whose decimal text is the same in every database (see :class:`Extraction`).
 _DIGEST_INTEGER_TYPES = ("smallint", "integer", "bigint")
 
 
 @dataclass(frozen=True)
-class SourceDigest:
-    """How to ask a source what its rows of ``[start, end)`` on the spec's cursor are: ``fetch()``
-    returns their number and the sum, modulo 2**64, of each row's MD5 (first 8 bytes, big-endian)
-    over its canonical text.
+class Extraction:
+    """How a source reads its rows of ``[start, end)`` on the spec's cursor (this tenant's): a
+    table source's query, or a document source's spooled table.
 
-    The canonical text of a row is its columns in spec order joined by ``chr(31)``: text as is,
-    integers in decimal, timestamps as ``YYYY-MM-DD HH:MM:SS`` in UTC (whole seconds, as the
-    sources that offer a digest store them), NULL as ``chr(30)``.  When staging's rows of the
-    same range hash to the same digest, a load would change nothing, so the loader skips it
-    (see :meth:`StagingLoader.load`).  Anything else (a changed, new or quarantined row, a
-    duplicate, a tampered staging row) makes the digests differ and the window load in full.
+    Each reader starts a fresh extraction when called; the loader calls at most two (see
+    :meth:`StagingLoader.land`):
+
+    * ``csv`` yields CSV bytes whose fields are the spec's columns in order, in PostgreSQL's
+      COPY dialect (NULL an empty unquoted field): the bytes go from the source into the
+      warehouse without being parsed here (A8's ``COPY … TO STDOUT``, ClickHouse's ``FORMAT CSV``);
+    * ``arrow`` yields Arrow batches (columns by name, plus ``_pre_reason`` / ``_raw`` for a
+      record already known bad); a source offering both has ``arrow`` read for the checked
+      path, which can mark what CSV cannot carry (a NUL byte).
+
+    ``digest``, for a source that can compute one, returns the number of rows and the sum,
+    modulo 2**64, of each row's MD5 (first 8 bytes, big-endian) over its canonical text: its
+    columns in spec order joined by ``chr(31)``; text as is, integers in decimal, timestamps as
+    ``YYYY-MM-DD HH:MM:SS`` in UTC (whole seconds, as the sources that offer a digest store
+    them), NULL as ``chr(30)``.  When staging's rows of the range hash to the same digest, a
+    load would change nothing, so the loader skips it.  Anything else (a changed, new or
+    quarantined row, a duplicate, a tampered staging row) makes the digests differ and the
+    range load in full.
+
+    ``ignored_columns``: what the source table has and the spec does not (reported).
     """
 
     start: dt.datetime
     end: dt.datetime
-    fetch: Callable[[], tuple[int, int]]
+    csv: Callable[[], Iterable[bytes]] | None = None
+    arrow: Callable[[], Iterable[pa.RecordBatch]] | None = None
+    digest: Callable[[], tuple[int, int]] | None = None
+    ignored_columns: tuple[str, ...] = ()
 
 
 def digestible(spec: TableSpec) -> bool:
@@ -159,42 +192,55 @@ class LoadResult:
     changed_days: tuple[str, ...] = ()
     #: The source's rows were found identical to staging's by their digest, so none were extracted.
     identical_to_staging: bool = False
+    #: A range staging did not hold yet was copied straight into the staging table, then checked there.
+    landed_straight: bool = False
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
-def _reason_expr(spec: TableSpec, col: Column) -> sql.Composable:
-    """SQL that yields why a raw text value of ``col`` cannot land, or NULL when it can.
+def _value_checks(spec: TableSpec, col: Column, typed: bool) -> list[tuple[sql.Composable, sql.Composable]]:
+    """What a value of ``col`` must pass to land: (failing condition, message) pairs, in order.
 
-    The first failing check wins, so a value is only cast once it is known castable.
+    The value is raw text, or, when ``typed``, already of the spec's type (a row copied
+    straight into staging), which leaves fewer checks.  Evaluated in order, a text value is
+    only cast once it is known castable.
     """
     ident = sql.Identifier(col.name)
+    text = not typed or col.pg_type == "text"
     checks = []
     if not col.nullable:
-        checks.append(sql.SQL("WHEN {c} IS NULL THEN {msg}").format(
-            c=ident, msg=sql.Literal(f"{col.name}: required value is missing")))
-    if col.name in spec.key:
-        checks.append(sql.SQL("WHEN {c} = '' THEN {msg}").format(c=ident, msg=sql.Literal(f"{col.name}: empty key")))
-    checks.append(sql.SQL("WHEN octet_length({c}) > {max} THEN {name} || octet_length({c}) || {what}").format(
-        c=ident, max=sql.Literal(col.max_bytes), name=sql.Literal(f"{col.name}: "),
-        what=sql.Literal(f" bytes, over the limit of {col.max_bytes}")))
-    if col.pg_type != "text":
-        checks.append(sql.SQL(
-            "WHEN {c} IS NOT NULL AND NOT pg_input_is_valid({c}, {t}) "
-            "THEN {name} || quote_literal(left({c}, 60)) || {what}"
-        ).format(c=ident, t=sql.Literal(col.pg_type), name=sql.Literal(f"{col.name}: "),
-                 what=sql.Literal(f" is not a valid {col.pg_type}")))
+        checks.append((sql.SQL("{} IS NULL").format(ident), sql.Literal(f"{col.name}: required value is missing")))
+    if col.name in spec.key and text:
+        checks.append((sql.SQL("{} = ''").format(ident), sql.Literal(f"{col.name}: empty key")))
+    if text:
+        checks.append((sql.SQL("octet_length({}) > {}").format(ident, sql.Literal(col.max_bytes)),
+                       sql.SQL("{} || octet_length({}) || {}").format(
+                           sql.Literal(f"{col.name}: "), ident,
+                           sql.Literal(f" bytes, over the limit of {col.max_bytes}"))))
+    if not typed and col.pg_type != "text":
+        checks.append((sql.SQL("{c} IS NOT NULL AND NOT pg_input_is_valid({c}, {t})").format(
+                           c=ident, t=sql.Literal(col.pg_type)),
+                       sql.SQL("{} || quote_literal(left({}, 60)) || {}").format(
+                           sql.Literal(f"{col.name}: "), ident, sql.Literal(f" is not a valid {col.pg_type}"))))
     if col.pg_type == "timestamptz":
         at = sql.SQL("{}::timestamptz").format(ident)
         utc = sql.SQL("to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS')").format(at)
-        checks.append(sql.SQL("WHEN {at} < {earliest} THEN {name} || {utc} || {before}").format(
-            at=at, earliest=sql.Literal(EARLIEST_TIMESTAMP), name=sql.Literal(f"{col.name}: "), utc=utc,
-            before=sql.Literal(f" is before {EARLIEST_TIMESTAMP}")))
-        checks.append(sql.SQL("WHEN {at} > now() + {tolerance}::interval THEN {name} || {utc} || {after}").format(
-            at=at, tolerance=sql.Literal(FUTURE_TOLERANCE), name=sql.Literal(f"{col.name}: "), utc=utc,
-            after=sql.Literal(f" is after the load time plus {FUTURE_TOLERANCE}")))
-    return sql.SQL("CASE {} END").format(sql.SQL(" ").join(checks))
+        checks.append((sql.SQL("{} < {}").format(at, sql.Literal(EARLIEST_TIMESTAMP)),
+                       sql.SQL("{} || {} || {}").format(sql.Literal(f"{col.name}: "), utc,
+                                                        sql.Literal(f" is before {EARLIEST_TIMESTAMP}"))))
+        checks.append((sql.SQL("{} > now() + {}::interval").format(at, sql.Literal(FUTURE_TOLERANCE)),
+                       sql.SQL("{} || {} || {}").format(sql.Literal(f"{col.name}: "), utc,
+                                                        sql.Literal(f" is after the load time plus {FUTURE_TOLERANCE}"))))
+    return checks
+
+
+def _reason_expr(checks: list[tuple[sql.Composable, sql.Composable]]) -> sql.Composable:
+    """The message of the first failing check, or NULL when all pass."""
+    if not checks:  # a typed, optional value that has no range to respect
+        return sql.SQL("NULL")
+    return sql.SQL("CASE {} END").format(sql.SQL(" ").join(
+        sql.SQL("WHEN {} THEN {}").format(condition, message) for condition, message in checks))
 
 
 class StagingLoader:
@@ -210,7 +256,6 @@ class StagingLoader:
         window_start: dt.datetime,
         window_end: dt.datetime,
         progress_every_seconds: float = 30.0,
-        ignored_columns: tuple[str, ...] = (),
     ) -> None:
         self.conn = conn
         self.spec = spec
@@ -220,59 +265,81 @@ class StagingLoader:
         self.window_end = window_end
         self.progress_every_seconds = progress_every_seconds
         #: Source columns the spec does not know, found by the extraction before the load (reported).
-        self.source_ignored_columns = ignored_columns
+        self.source_ignored_columns: tuple[str, ...] = ()
         self.target = sql.Identifier("staging", spec.staging_table)
 
     # -- public ----------------------------------------------------------------------------------
 
-    def load(self, batches: Iterable[pa.RecordBatch], source_digest: SourceDigest | None = None) -> LoadResult:
-        """Land a stream of Arrow batches (columns by name; extra columns are reported and ignored).
+    def land(self, extraction: Extraction) -> LoadResult:
+        """Land a source's rows of a range, the cheapest way that is safe.
 
-        With a ``source_digest`` equal to staging's rows of its range, nothing is read from
-        ``batches``: the load is logged as identical, with every row unchanged.
+        * **Identical**: staging holds rows of the range and the source's digest equals
+          theirs: nothing is extracted, every row is logged unchanged.
+        * **Straight**: staging holds no row of the range yet (a new day): the rows are
+          copied straight into the staging table and checked there in one scan, the bad ones
+          moved to quarantine -- one pass over the data instead of four (temp table,
+          quarantine, typed dedupe, merge; bench/README.md).  Anything COPY refuses (a
+          malformed or missing value, a key landed before or repeated, a record the source
+          could not parse, a NUL byte) or a row outside the range rolls the attempt back to
+          a savepoint, and the range is extracted again for the checked path.
+        * **Checked**: everything else: COPY into a temp table, quarantine, merge by the rule.
         """
-        return self._land(self._encoded(batches), with_pre_reason=True, source_digest=source_digest)
+        def checked() -> LoadResult:
+            if extraction.arrow:
+                return self._copy_check_merge(self._encoded(extraction.arrow()), with_pre_reason=True)
+            return self._copy_check_merge(extraction.csv(), with_pre_reason=False)
 
-    def load_csv(self, chunks: Iterable[bytes]) -> LoadResult:
-        """Land a stream of CSV bytes whose fields are the spec's columns in order.
+        def land() -> LoadResult:
+            self.source_ignored_columns = extraction.ignored_columns
+            if not self._holds_rows(extraction):
+                if self._can_land_straight():
+                    straight = extraction.csv() if extraction.csv else self._encoded(extraction.arrow(), straight=True)
+                    try:
+                        with self.conn.transaction():  # a savepoint: a refused attempt leaves nothing behind
+                            return self._land_straight(straight, extraction)
+                    except _STRAIGHT_REFUSALS as exc:
+                        log.info("%s [%s]: not landed straight (%s); extracting again for the checked path",
+                                 self.spec.qualified_name, self.tenant, str(exc).splitlines()[0])
+            elif extraction.digest:
+                identical = self._identical_rows(extraction)
+                if identical is not None:
+                    return self._result(rows_extracted=identical, rows_unchanged=identical, identical_to_staging=True)
+            return checked()
 
-        For sources that already speak PostgreSQL's COPY format (A8's ``COPY … TO STDOUT``),
-        so the bytes go from the source to the warehouse without being parsed here.
-        """
-        return self._land(chunks, with_pre_reason=False)
+        return self._land(land)
 
-    def _land(self, encoded: Iterable[bytes], *, with_pre_reason: bool,
-              source_digest: SourceDigest | None = None) -> LoadResult:
+    def _land(self, land: Callable[[], LoadResult]) -> LoadResult:
+        """Run ``land`` in the load's transaction, under the partition lock, and log its result."""
         started = time.monotonic()
-        self.ignored_columns: tuple[str, ...] = self.source_ignored_columns
-        self.rows_encoded = 0  # counted by _encoded; a CSV pass-through (A8) reports bytes only
-        result = LoadResult(
-            run_id=self.run_id, source=self.spec.source, table=self.spec.name, tenant=self.tenant,
-            window_start=self.window_start.isoformat(), window_end=self.window_end.isoformat(),
-        )
         with self.conn.transaction():
             self.conn.execute(
                 "SELECT pg_advisory_xact_lock(hashtext(%s))", (f"{self.spec.staging_table}:{self.tenant}",)
             )
             self.conn.execute("SET LOCAL work_mem = '128MB'")  # the dedupe sorts a day in memory, not on disk
-            identical_rows = self._identical_rows(source_digest) if source_digest else None
-            if identical_rows is not None:
-                result.rows_extracted = result.rows_unchanged = identical_rows
-                result.identical_to_staging = True
-            else:
-                self._copy_check_merge(result, encoded, with_pre_reason)
+            result = land()
             result.duration_seconds = round(time.monotonic() - started, 3)
             self._log(result)
         return result
 
+    def _result(self, **counts) -> LoadResult:
+        """A fresh result, and fresh counters for the attempt that fills it."""
+        self.ignored_columns: tuple[str, ...] = self.source_ignored_columns
+        self.rows_encoded = 0  # counted by _encoded; a CSV pass-through (A8) reports bytes only
+        return LoadResult(
+            run_id=self.run_id, source=self.spec.source, table=self.spec.name, tenant=self.tenant,
+            window_start=self.window_start.isoformat(), window_end=self.window_end.isoformat(), **counts,
+        )
+
     # -- steps -----------------------------------------------------------------------------------
 
-    def _copy_check_merge(self, result: LoadResult, encoded: Iterable[bytes], with_pre_reason: bool) -> None:
-        """COPY the batch, quarantine what cannot land, merge the rest by the spec's rule (into ``result``)."""
+    def _copy_check_merge(self, encoded: Iterable[bytes], with_pre_reason: bool) -> LoadResult:
+        """COPY the batch into a temp table, quarantine what cannot land, merge the rest by the spec's rule."""
+        result = self._result()
         self._create_incoming()
-        result.rows_extracted = self._copy(encoded, with_pre_reason)
+        columns = [*self.spec.column_names, *(MARK_COLUMNS if with_pre_reason else ())]
+        result.rows_extracted = self._copy(encoded, sql.Identifier("_incoming"), columns)
         result.ignored_columns = self.ignored_columns
-        result.rows_rejected = self._quarantine()
+        result.rows_rejected = self._quarantine(typed=False)
         typed = result.rows_extracted - result.rows_rejected
         if self.spec.merge_rule is MergeRule.REPLACE_WINDOW:
             result.rows_deleted = self._delete_window()
@@ -287,27 +354,72 @@ class StagingLoader:
             result.rows_unchanged = distinct - result.rows_landed
         result.changed_days = self._record_changed_days()
         self.conn.execute("DROP TABLE IF EXISTS _incoming, _batch, _newer, _changed")
+        return result
 
-    def _in_range(self) -> sql.Composed:
-        """WHERE condition: this tenant's staging rows whose cursor is in ``[%s, %s)`` (bound by the caller)."""
+    def _can_land_straight(self) -> bool:
+        """Whether staging's own columns can take the rows as the source hands them over: a tenant
+        the source does not deliver comes from the load (a column default), so there must be one."""
+        return self.spec.merge_rule is not MergeRule.REPLACE_CHILDREN and (
+            self.spec.tenant_in_source or not self.spec.tenant_column or self.tenant is not None)
+
+    def _land_straight(self, encoded: Iterable[bytes], extraction: Extraction) -> LoadResult:
+        """COPY a range staging holds nothing of straight into staging, then check the landed rows.
+
+        The lineage columns (and a tenant the source does not deliver) are filled by the staging
+        table's defaults from this transaction's settings (see :func:`~chat_ingest.warehouse.staging_ddl`).
+        One scan of the range checks every landed row as the checked path checks a text one (less
+        what COPY itself enforces: types and required values), notes the days it changed, and
+        proves no row landed outside the range; the bad rows are then moved to quarantine.
+        """
+        result = self._result(landed_straight=True)
+        self.conn.execute("CREATE TEMP TABLE _changed (tenant text, day date) ON COMMIT DROP")
+        self.conn.execute("SELECT set_config('chat_ingest.run_id', %s, true), set_config('chat_ingest.tenant', %s, true)",
+                          (self.run_id, self.tenant or ""))
+        result.rows_extracted = self._copy(encoded, self.target, self.spec.column_names)
+        result.ignored_columns = self.ignored_columns
+        # OFFSET 0 keeps the checks below the grouping: the day's rows are grouped as (tenant, day,
+        # bad) triples instead of being sorted whole (the planner has no statistics for them yet).
+        in_range, bad = self.conn.execute(sql.SQL(
+            "WITH landed AS (SELECT tenant, day, count(*) AS n, count(*) FILTER (WHERE bad) AS bad "
+            "FROM (SELECT {changes}, {fails} AS bad FROM {target} t WHERE {in_range} OFFSET 0) r "
+            "GROUP BY tenant, day), "
+            "noted AS (INSERT INTO _changed SELECT tenant, day FROM landed WHERE n > bad AND day IS NOT NULL) "
+            "SELECT coalesce(sum(n), 0)::bigint, coalesce(sum(bad), 0)::bigint FROM landed"
+        ).format(changes=self._changes(), fails=self._fails(), target=self.target,
+                 in_range=self._in_range(extraction.start, extraction.end))).fetchone()
+        if in_range != result.rows_extracted:
+            raise StraightLandingRefused(f"{result.rows_extracted - in_range} rows outside "
+                                         f"[{extraction.start}, {extraction.end})")
+        if bad:
+            result.rows_rejected = self._quarantine(typed=True, start=extraction.start, end=extraction.end)
+        result.rows_landed = result.rows_extracted - result.rows_rejected
+        result.changed_days = self._record_changed_days()
+        self.conn.execute("DROP TABLE _changed")
+        return result
+
+    def _in_range(self, start: dt.datetime, end: dt.datetime) -> sql.Composed:
+        """WHERE condition: this tenant's staging rows whose cursor is in ``[start, end)``."""
         cursor = sql.Identifier(self.spec.cursor)
-        condition = sql.SQL("{c} >= %s AND {c} < %s").format(c=cursor)
+        condition = sql.SQL("{c} >= {s} AND {c} < {e}").format(c=cursor, s=sql.Literal(start), e=sql.Literal(end))
         if self.spec.tenant_column and self.tenant is not None:
             condition += sql.SQL(" AND {} = {}").format(sql.Identifier(self.spec.tenant_column),
                                                         sql.Literal(self.tenant))
         return condition
 
-    def _identical_rows(self, digest: SourceDigest) -> int | None:
-        """How many rows staging and the source both hold for the digest's range, if they are the
-        same rows; None otherwise.  The source is only asked when staging has rows there (a first
-        load of a window costs nothing extra)."""
-        rows, hash_sum = self._staging_digest(digest)
-        if rows and digest.fetch() == (rows, hash_sum):
+    def _holds_rows(self, extraction: Extraction) -> bool:
+        return self.conn.execute(sql.SQL("SELECT EXISTS (SELECT FROM {target} WHERE {in_range})").format(
+            target=self.target, in_range=self._in_range(extraction.start, extraction.end))).fetchone()[0]
+
+    def _identical_rows(self, extraction: Extraction) -> int | None:
+        """How many rows staging and the source both hold for the range, if they are the same rows
+        (by their digests); None otherwise."""
+        rows, hash_sum = self._staging_digest(extraction)
+        if rows and extraction.digest() == (rows, hash_sum):
             return rows
         return None
 
-    def _staging_digest(self, like: SourceDigest) -> tuple[int, int]:
-        """Staging's rows of ``like``'s range (this tenant's), digested as :class:`SourceDigest` says."""
+    def _staging_digest(self, extraction: Extraction) -> tuple[int, int]:
+        """Staging's rows of the range (this tenant's), digested as :class:`Extraction` says."""
         def canonical(col: Column) -> sql.Composable:
             ident = sql.Identifier(col.name)
             if col.pg_type == "timestamptz":
@@ -318,7 +430,7 @@ class StagingLoader:
             "SELECT count(*), coalesce(sum(('x' || left(md5(concat_ws(chr(31), {fields})), 16))::bit(64)::bigint"
             "::numeric), 0) FROM {target} WHERE {in_range}"
         ).format(fields=sql.SQL(", ").join(map(canonical, self.spec.columns)), target=self.target,
-                 in_range=self._in_range()), (like.start, like.end)).fetchone()
+                 in_range=self._in_range(extraction.start, extraction.end))).fetchone()
         return rows, int(hash_sum) % (1 << 64)
 
     def _create_incoming(self) -> None:
@@ -337,12 +449,12 @@ class StagingLoader:
         tenant = sql.Identifier("t", self.spec.tenant_column) if self.spec.tenant_column else sql.Literal(None)
         return sql.SQL("{tenant}::text AS tenant, {day} AS day").format(tenant=tenant, day=day)
 
-    def _tracked(self, statement: sql.Composable, params=None) -> int:
+    def _tracked(self, statement: sql.Composable) -> int:
         """Run a merge statement that ends in ``RETURNING {changes}``, note its days, return its row count."""
         cur = self.conn.execute(sql.SQL(
             "WITH touched AS ({statement}), noted AS (INSERT INTO _changed SELECT DISTINCT tenant, day "
             "FROM touched WHERE day IS NOT NULL) SELECT count(*) FROM touched"
-        ).format(statement=statement), params)
+        ).format(statement=statement))
         return cur.fetchone()[0]
 
     def _record_changed_days(self) -> tuple[str, ...]:
@@ -378,8 +490,12 @@ class StagingLoader:
             columns.append(col)
         return pa.RecordBatch.from_arrays([*columns, reasons, raw], names=[*self.spec.column_names, *MARK_COLUMNS])
 
-    def _encoded(self, batches: Iterable[pa.RecordBatch]) -> Iterator[memoryview]:
-        """Each batch as COPY CSV bytes, after checking the first batch's columns against the spec."""
+    def _encoded(self, batches: Iterable[pa.RecordBatch], straight: bool = False) -> Iterator[memoryview]:
+        """Each batch as COPY CSV bytes, after checking the first batch's columns against the spec.
+
+        ``straight``: the spec's columns only, for a COPY into staging itself, which refuses
+        the batch when a row is already marked bad (its reason can only be kept by the checked path).
+        """
         checked = False
         for batch in batches:
             if not checked:
@@ -388,15 +504,20 @@ class StagingLoader:
                     "the extracted batch")
                 checked = True
             if batch.num_rows:
+                prepared = self._prepare(batch)
+                if straight:
+                    marked = pc.drop_null(prepared.column("_pre_reason"))
+                    if len(marked):
+                        raise StraightLandingRefused(f"{len(marked)} rows marked bad, e.g. {marked[0].as_py()}")
+                    prepared = prepared.select(list(self.spec.column_names))
                 buf = io.BytesIO()
-                pa_csv.write_csv(self._prepare(batch), buf, _CSV_OPTIONS)
+                pa_csv.write_csv(prepared, buf, _CSV_OPTIONS)
                 self.rows_encoded += batch.num_rows
                 yield buf.getbuffer()
 
-    def _copy(self, encoded: Iterable[bytes], with_pre_reason: bool) -> int:
-        columns = [*self.spec.column_names, *(MARK_COLUMNS if with_pre_reason else ())]
-        copy_sql = sql.SQL("COPY _incoming ({}) FROM STDIN (FORMAT csv)").format(
-            sql.SQL(", ").join(map(sql.Identifier, columns)))
+    def _copy(self, encoded: Iterable[bytes], table: sql.Composable, columns: Iterable[str]) -> int:
+        copy_sql = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
+            table, sql.SQL(", ").join(map(sql.Identifier, columns)))
         copied = 0
         copy_started = last_report = time.monotonic()
         with self.conn.cursor() as cur:
@@ -414,21 +535,35 @@ class StagingLoader:
                         last_report = now
             return cur.rowcount
 
-    def _reason(self) -> sql.Composable:
-        """Why a row of ``_incoming`` cannot land: NULL for a good row."""
-        reasons = [sql.SQL("_pre_reason")]
-        reasons += [_reason_expr(self.spec, c) for c in self.spec.columns]
+    def _checks(self, typed: bool) -> list[list[tuple[sql.Composable, sql.Composable]]]:
+        """Every check of a row, per column (see :func:`_value_checks`), plus the window's own."""
+        checks = [_value_checks(self.spec, c, typed) for c in self.spec.columns]
         if self.spec.merge_rule is MergeRule.REPLACE_WINDOW:
             # A replaced window must only receive rows inside it, or a rerun could not remove them.
-            reasons.append(sql.SQL(
-                "CASE WHEN pg_input_is_valid({c}, 'timestamptz') AND NOT ({c}::timestamptz >= {s} AND "
-                "{c}::timestamptz < {e}) THEN {msg} END"
-            ).format(c=sql.Identifier(self.spec.cursor), s=sql.Literal(self.window_start),
-                     e=sql.Literal(self.window_end), msg=sql.Literal(f"{self.spec.cursor}: outside the load window")))
+            cursor = sql.Identifier(self.spec.cursor)
+            checks.append([(sql.SQL("{valid}NOT ({c}::timestamptz >= {s} AND {c}::timestamptz < {e})").format(
+                valid=sql.SQL("") if typed else sql.SQL("pg_input_is_valid({}, 'timestamptz') AND ").format(cursor),
+                c=cursor, s=sql.Literal(self.window_start), e=sql.Literal(self.window_end)),
+                sql.Literal(f"{self.spec.cursor}: outside the load window"))])
+        return checks
+
+    def _reason(self, typed: bool) -> sql.Composable:
+        """Why a row cannot land -- a row of ``_incoming`` (text), or, ``typed``, one copied straight
+        into staging: NULL for a good row."""
+        reasons = [] if typed else [sql.SQL("_pre_reason")]
+        reasons += [_reason_expr(checks) for checks in self._checks(typed)]
         return sql.SQL("NULLIF(concat_ws('; ', {}), '')").format(sql.SQL(", ").join(reasons))
 
-    def _quarantine(self) -> int:
-        """Move every row that cannot land from ``_incoming`` to ``audit.rejected_records``, with its reason.
+    def _fails(self) -> sql.Composable:
+        """Whether a row copied straight into staging fails a check: the reasons' conditions alone,
+        so the scan of a good day builds no message."""
+        conditions = [condition for checks in self._checks(typed=True) for condition, _ in checks]
+        return sql.SQL("({}) IS TRUE").format(sql.SQL(" OR ").join(conditions)) if conditions else sql.SQL("false")
+
+    def _quarantine(self, typed: bool, start: dt.datetime | None = None, end: dt.datetime | None = None) -> int:
+        """Move every row that cannot land to ``audit.rejected_records``, with its reason: from
+        ``_incoming``, or, ``typed``, from this tenant's staging rows of ``[start, end)`` (a range
+        just copied straight in).
 
         One pass evaluates the reason (casts are tried once per value); what stays in
         ``_incoming`` is known good, so the merge only casts.  A value over the size
@@ -436,19 +571,27 @@ class StagingLoader:
         characters and its size: the audit row shows what was wrong without storing
         a 50 MB text again.
         """
+        if typed:
+            rows = sql.SQL("{target} i WHERE {in_range} AND").format(target=self.target,
+                                                                     in_range=self._in_range(start, end))
+            payload = sql.SQL("to_jsonb(i) - '_run_id' - '_loaded_at'")
+        else:
+            rows = sql.SQL("_incoming i WHERE")
+            payload = sql.SQL(  # an unparsed record: its raw text
+                "CASE WHEN (i)._raw IS NOT NULL "
+                "THEN jsonb_strip_nulls(to_jsonb(i) - '_pre_reason' - '_raw') || jsonb_build_object('raw', (i)._raw) "
+                "ELSE to_jsonb(i) - '_pre_reason' - '_raw' END")
         cur = self.conn.execute(
             sql.SQL(
-                "WITH bad AS (DELETE FROM _incoming i WHERE {reason} IS NOT NULL RETURNING i, {reason} AS reason) "
+                "WITH bad AS (DELETE FROM {rows} {reason} IS NOT NULL RETURNING i, {reason} AS reason) "
                 "INSERT INTO audit.rejected_records (run_id, source, table_name, tenant, payload, reason) "
                 "SELECT %(run_id)s, %(source)s, %(table)s, %(tenant)s, "
                 "(SELECT coalesce(jsonb_object_agg(key, CASE WHEN jsonb_typeof(value) = 'string' "
                 "AND octet_length(value #>> '{{}}') > %(limit)s THEN to_jsonb(left(value #>> '{{}}', %(keep)s) || "
                 "' … (' || octet_length(value #>> '{{}}') || ' bytes in all)') ELSE value END), '{{}}') "
                 "FROM jsonb_each(p.payload)), reason "
-                "FROM bad CROSS JOIN LATERAL (SELECT CASE WHEN (i)._raw IS NOT NULL "  # an unparsed record: its raw text
-                "THEN jsonb_strip_nulls(to_jsonb(i) - '_pre_reason' - '_raw') || jsonb_build_object('raw', (i)._raw) "
-                "ELSE to_jsonb(i) - '_pre_reason' - '_raw' END AS payload) p"
-            ).format(reason=self._reason()),
+                "FROM bad CROSS JOIN LATERAL (SELECT {payload} AS payload) p"
+            ).format(rows=rows, reason=self._reason(typed), payload=payload),
             {"run_id": self.run_id, "source": self.spec.source, "table": self.spec.name, "tenant": self.tenant,
              "keep": QUARANTINE_KEEP_CHARS, "limit": MAX_VALUE_BYTES},
         )
@@ -523,7 +666,7 @@ class StagingLoader:
 
     def _delete_window(self) -> int:
         return self._tracked(sql.SQL("DELETE FROM {t} AS t WHERE {in_range} RETURNING {changes}").format(
-            t=self.target, in_range=self._in_range(), changes=self._changes()), (self.window_start, self.window_end))
+            t=self.target, in_range=self._in_range(self.window_start, self.window_end), changes=self._changes()))
 
     def _insert_all(self) -> int:
         target, values = self._lineage()

@@ -38,9 +38,17 @@ def staging_ddl(spec: TableSpec) -> sql.Composed:
     select it about as well as a B-tree would, at a fraction of the cost to maintain (a B-tree
     on the cursor doubled the time of landing 1M new rows; bench/README.md).  It replaces the
     B-tree earlier versions created under ``<table>_window_idx``.
+
+    The lineage columns (and a tenant the source does not deliver) default to the loading
+    transaction's settings, so a range can be copied straight into the table with the source's
+    columns only (:meth:`~chat_ingest.staging.StagingLoader.land`); with no such setting, a
+    stray insert fails instead of landing rows nobody can trace.  The defaults are also set on
+    tables created by earlier versions.
     """
+    defaults = {"_run_id": "current_setting('chat_ingest.run_id')", "_loaded_at": "now()"}
     columns = []
     if not spec.tenant_in_source and spec.tenant_column:
+        defaults[spec.tenant_column] = "current_setting('chat_ingest.tenant')"
         columns.append(sql.SQL("{} text NOT NULL").format(sql.Identifier(spec.tenant_column)))
     for col in spec.columns:
         null = sql.SQL("" if col.nullable else " NOT NULL")
@@ -52,11 +60,14 @@ def staging_ddl(spec: TableSpec) -> sql.Composed:
     window_cols = [c for c in (spec.tenant_column, spec.cursor) if c]
     return sql.SQL(
         "CREATE TABLE IF NOT EXISTS {table} ({columns});\n"
+        "ALTER TABLE {table} {defaults};\n"
         "DROP INDEX IF EXISTS {btree};\n"
         "CREATE INDEX IF NOT EXISTS {index} ON {table} USING brin ({window_cols}) WITH (autosummarize = on);"
     ).format(
         table=sql.Identifier("staging", spec.staging_table),
         columns=sql.SQL(", ").join(columns),
+        defaults=sql.SQL(", ").join(sql.SQL("ALTER COLUMN {} SET DEFAULT {}").format(sql.Identifier(c), sql.SQL(d))
+                                    for c, d in defaults.items()),
         btree=sql.Identifier("staging", f"{spec.staging_table}_window_idx"),
         index=sql.Identifier(f"{spec.staging_table}_window_brin"),
         window_cols=sql.SQL(", ").join(map(sql.Identifier, window_cols)),

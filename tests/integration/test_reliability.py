@@ -105,7 +105,8 @@ def clean_run_checksum(sandbox, source: str) -> tuple[int, str]:
 
 # 1. -- kill mid-load ---------------------------------------------------------------------------------
 
-WRITING = r"^(COPY _incoming|WITH touched|WITH bad|INSERT INTO \"staging\"|UPDATE \"staging\"|DELETE FROM \"staging\")"
+#: A statement of a landing that writes: a COPY into the temp table or straight into staging, a check, a merge.
+WRITING = r"^(COPY \"_incoming\"|COPY \"staging\"|WITH landed|WITH touched|WITH bad|INSERT INTO \"staging\"|UPDATE \"staging\"|DELETE FROM \"staging\")"
 
 
 @pytest.mark.parametrize("source", ["botslovers", "a8", "ultimate", "unless"])
@@ -304,6 +305,39 @@ def test_a_50_mb_message_text_is_quarantined_with_its_size_and_a_short_payload(c
         ).fetchone()
     assert reason == "text: 50000000 bytes, over the limit of 8388608"
     assert payload_bytes < 10_000  # the audit row keeps the start of the value and its size, not 50 MB
+
+
+def test_a_new_day_lands_straight_and_what_copy_refuses_lands_through_the_checked_path(clean_warehouse, edgeco):
+    """A day staging holds nothing of is copied straight into staging and checked there (an empty key
+    is quarantined from it); a day with a value COPY refuses (a NUL byte) is rolled back to the
+    savepoint and landed the checked way; both end as a checked load would, and a rerun of either
+    rewrites nothing."""
+    straight_day, refused_day = dt.date(2026, 11, 10), dt.date(2026, 11, 11)
+    at = {day: dt.datetime.combine(day, dt.time(9), dt.timezone.utc) for day in (straight_day, refused_day)}
+    insert_messages(edgeco, [{"id": "s-1", "created_at": at[straight_day]},
+                             {"id": "s-2", "created_at": at[straight_day]},
+                             {"id": "", "created_at": at[straight_day]},
+                             {"id": "r-1", "created_at": at[refused_day]},
+                             {"id": "r-2", "created_at": at[refused_day], "text": "nul \x00 byte"}])
+    straight = load_edge(straight_day, rid="run-straight")
+    refused = load_edge(refused_day, rid="run-refused")
+    assert straight["landed_straight"] and not refused["landed_straight"]
+    counts = [(s["rows_extracted"], s["rows_landed"], s["rows_rejected"]) for s in (straight, refused)]
+    assert counts == [(3, 2, 1), (2, 1, 1)]
+    with clean_warehouse.warehouse() as conn:
+        rejected = conn.execute("SELECT run_id, reason, payload->>'id' FROM audit.rejected_records "
+                                "WHERE run_id IN ('run-straight', 'run-refused') ORDER BY run_id").fetchall()
+        lineage = conn.execute("SELECT DISTINCT _run_id, company FROM staging.botslovers_messages "
+                               "WHERE company = %s ORDER BY 1", (EDGE,)).fetchall()
+        changed = conn.execute("SELECT run_id, day FROM audit.changed_days WHERE run_id IN ('run-straight', "
+                               "'run-refused') ORDER BY run_id").fetchall()
+    assert rejected == [("run-refused", "text: contains a NUL byte", "r-2"), ("run-straight", "id: empty key", "")]
+    assert [i for i, _ in staged_ids(clean_warehouse)] == ["s-1", "s-2", "r-1"]
+    assert lineage == [("run-refused", EDGE), ("run-straight", EDGE)]  # the staging defaults filled them
+    assert changed == [("run-refused", refused_day), ("run-straight", straight_day)]
+    for day in (straight_day, refused_day):
+        again = load_edge(day)
+        assert (again["rows_landed"], again["rows_deleted"], again["landed_straight"]) == (0, 0, False)
 
 
 def test_malformed_empty_invalid_utf8_and_future_ultimate_records_are_quarantined(clean_warehouse):

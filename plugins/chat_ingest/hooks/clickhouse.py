@@ -1,4 +1,4 @@
-"""ClickHouseHttpHook: the Botslovers ClickHouse over HTTP(S), streamed in Arrow batches."""
+"""ClickHouseHttpHook: the Botslovers ClickHouse over HTTP(S), streamed in Arrow batches or raw CSV."""
 
 from __future__ import annotations
 
@@ -80,6 +80,32 @@ class ClickHouseHttpHook(ClickHouseHook):
                 "SELECT name, type FROM system.columns WHERE database = currentDatabase() AND table = {t:String} "
                 "ORDER BY position", parameters={"t": table})
             return dict(result.result_rows)
+        finally:
+            client.close()
+
+    def stream_raw(self, query: str, fmt: str, parameters: dict[str, Any] | None = None,
+                   settings: dict[str, Any] | None = None, chunk_bytes: int = 1 << 20) -> Iterator[bytes]:
+        """Yield the bytes of ``query`` in the server's output format ``fmt`` (e.g. ``CSV``) as they
+        arrive, values bound server-side: for a consumer that reads the format itself (COPY).
+
+        A stream that ends before its last chunk (a dying server or proxy) raises
+        ``ConnectionError``: the consumer must not take what arrived for the whole result.
+        """
+        from urllib3.exceptions import ProtocolError
+
+        client = self.get_client()
+        received = 0
+        try:
+            response = client.raw_stream(query, parameters=parameters, settings=settings, fmt=fmt)
+            try:
+                for chunk in response.stream(chunk_bytes):
+                    received += len(chunk)
+                    yield chunk
+            except ProtocolError as exc:
+                raise ConnectionError(f"the ClickHouse connection broke after {received:,} bytes of the {fmt} "
+                                      f"result ({exc}); nothing of it is kept") from exc
+            finally:
+                response.close()
         finally:
             client.close()
 

@@ -10,6 +10,7 @@ from chat_ingest.operators.load import ExtractLoadOperator
 from chat_ingest.sources import a8
 
 if TYPE_CHECKING:
+    from chat_ingest.staging import Extraction
     from chat_ingest.tablespec import TableSpec
 
 #: What the extraction hands the loader at a time.  COPY TO STDOUT yields one message per
@@ -28,37 +29,38 @@ class A8ToStagingOperator(ExtractLoadOperator):
 
     tables = a8.TABLES
     tenant_label = "bot"
-    extract_format = "csv"
 
     def __init__(self, *, a8_conn_id: str = "a8_timescale", **kwargs) -> None:
         super().__init__(**kwargs)
         self.a8_conn_id = a8_conn_id
 
-    def extract(self, spec: TableSpec, start: dt.datetime, end: dt.datetime) -> Iterator[bytes]:
-        from airflow.providers.postgres.hooks.postgres import PostgresHook
+    def extraction(self, spec: TableSpec, start: dt.datetime, end: dt.datetime) -> Extraction:
+        """The A8 table checked (it exists, no spec column missing) and read as CSV by COPY."""
         from airflow.sdk.exceptions import AirflowFailException
 
-        from chat_ingest.staging import check_source_columns
+        from chat_ingest.staging import Extraction, check_source_columns
 
-        conn = PostgresHook(postgres_conn_id=self.a8_conn_id).get_conn()
-        conn.read_only = True  # the vendor's database is only ever read
-        try:
+        with self._connect() as conn:
             actual = [r[0] for r in conn.execute(
                 "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() "
                 "AND table_name = %s ORDER BY ordinal_position", (spec.name,))]
-            if not actual:
-                raise AirflowFailException(f"A8 table {spec.name!r} does not exist in {self.a8_conn_id}")
-            self.ignored_columns = check_source_columns(spec, actual, f"A8 table {spec.name}")
-        except BaseException:
-            conn.close()
-            raise
-        self.log.info("extracting A8 %s where time in [%s, %s)%s", spec.name, start, end,
-                      f" for bot {self.tenant}" if self.tenant else "")
-        return self._copy_out(conn, spec, start, end)
+        if not actual:
+            raise AirflowFailException(f"A8 table {spec.name!r} does not exist in {self.a8_conn_id}")
+        ignored = check_source_columns(spec, actual, f"A8 table {spec.name}")
+        return Extraction(start, end, csv=lambda: self._copy_out(spec, start, end), ignored_columns=ignored)
 
-    def _copy_out(self, conn, spec: TableSpec, start: dt.datetime, end: dt.datetime) -> Iterator[bytes]:
+    def _connect(self):
+        from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+        conn = PostgresHook(postgres_conn_id=self.a8_conn_id).get_conn()
+        conn.read_only = True  # the vendor's database is only ever read
+        return conn
+
+    def _copy_out(self, spec: TableSpec, start: dt.datetime, end: dt.datetime) -> Iterator[bytes]:
         from psycopg import sql
 
+        self.log.info("extracting A8 %s where time in [%s, %s)%s", spec.name, start, end,
+                      f" for bot {self.tenant}" if self.tenant else "")
         tenant = sql.SQL("")
         params: list = [start, end]
         if spec.tenant_column and self.tenant is not None:
@@ -68,7 +70,7 @@ class A8ToStagingOperator(ExtractLoadOperator):
                         "TO STDOUT (FORMAT csv)").format(
             cols=sql.SQL(", ").join(map(sql.Identifier, spec.column_names)),
             table=sql.Identifier(spec.name), cursor=sql.Identifier(spec.cursor), tenant=tenant)
-        try:
+        with self._connect() as conn:
             conn.execute("SET TIME ZONE 'UTC'")
             with conn.cursor().copy(query, params) as copy:
                 chunk = bytearray()
@@ -79,5 +81,3 @@ class A8ToStagingOperator(ExtractLoadOperator):
                         chunk.clear()
                 if chunk:
                     yield bytes(chunk)
-        finally:
-            conn.close()

@@ -10,7 +10,7 @@ from chat_ingest.operators.load import ExtractLoadOperator
 from chat_ingest.sources import botslovers
 
 if TYPE_CHECKING:
-    from chat_ingest.staging import SourceDigest
+    from chat_ingest.staging import Extraction
     from chat_ingest.tablespec import Column, TableSpec
 
 
@@ -21,11 +21,12 @@ def extraction_query(spec: TableSpec, source_table: str) -> str:
 
     check_identifier(source_table, "table name")
     select = ", ".join(f"{_value(c)} AS `{c.name}`" for c in spec.columns)
-    return f"SELECT {select} FROM `{source_table}` AS src {_window_filter(spec)}"
+    order = ", ".join(f"src.`{k}`" for k in spec.key)
+    return f"SELECT {select} FROM `{source_table}` AS src {_window_filter(spec)} ORDER BY {order}"
 
 
 def digest_query(spec: TableSpec, source_table: str) -> str:
-    """The rows of the window digested the way :class:`~chat_ingest.staging.SourceDigest` defines it,
+    """The rows of the window digested the way :class:`~chat_ingest.staging.Extraction` defines it,
     so the loader can compare them with staging's without extracting them."""
     from chat_ingest.hooks.clickhouse import check_identifier
 
@@ -67,49 +68,43 @@ class BotsloversToStagingOperator(ExtractLoadOperator):
         self.agent_log_lookback = agent_log_lookback
         self.max_block_size = max_block_size
 
-    def extract(self, spec: TableSpec, start: dt.datetime, end: dt.datetime) -> Iterator:
+    def extraction(self, spec: TableSpec, start: dt.datetime, end: dt.datetime) -> Extraction:
+        """The company's table checked (it exists, no spec column missing), read as CSV for a
+        straight landing and as Arrow for the checked path, with ClickHouse digesting the range."""
         from airflow.sdk.exceptions import AirflowFailException
 
         from chat_ingest.hooks.clickhouse import ClickHouseHttpHook
-        from chat_ingest.staging import check_source_columns
+        from chat_ingest.staging import Extraction, check_source_columns, digestible
 
         source_table = self._source_table(spec)
         hook = ClickHouseHttpHook(clickhouse_conn_id=self.clickhouse_conn_id)
         if source_table not in hook.existing_tables([source_table]):
             raise AirflowFailException(f"Botslovers table {source_table!r} does not exist for company {self.tenant!r}; "
                                        "check include/config/sources.yaml")
-        self.ignored_columns = check_source_columns(spec, hook.table_columns(source_table), source_table)
-        start = self._extraction_start(spec, start)
-        self.log.info("extracting %s where %s in [%s, %s)", source_table, spec.cursor, start, end)
-        return hook.stream_arrow(extraction_query(spec, source_table), parameters=_bounds(start, end),
-                                 settings={"max_block_size": self.max_block_size})
+        ignored = check_source_columns(spec, hook.table_columns(source_table), source_table)
+        if spec.version_column:  # rows that change after creation are re-read a lookback back
+            start -= self.agent_log_lookback
+        query, bounds = extraction_query(spec, source_table), _bounds(start, end)
+        settings = {"max_block_size": self.max_block_size}
 
-    def source_digest(self, spec: TableSpec, start: dt.datetime, end: dt.datetime) -> SourceDigest | None:
-        """The extracted range's digest, computed by ClickHouse when the loader asks for it: a rerun of
-        a day staging already holds unchanged then extracts nothing (bench/README.md)."""
-        from chat_ingest.hooks.clickhouse import ClickHouseHttpHook
-        from chat_ingest.staging import SourceDigest, digestible
+        def read(fmt: str) -> Iterator:
+            self.log.info("extracting %s where %s in [%s, %s) as %s", source_table, spec.cursor, start, end, fmt)
+            if fmt == "CSV":  # ClickHouse's NULL is \N; PostgreSQL's COPY reads an empty unquoted field
+                return hook.stream_raw(query, "CSV", parameters=bounds,
+                                       settings={**settings, "format_csv_null_representation": ""})
+            return hook.stream_arrow(query, parameters=bounds, settings=settings)
 
-        if not digestible(spec):
-            return None
-        start = self._extraction_start(spec, start)
-        source_table = self._source_table(spec)
-
-        def fetch() -> tuple[int, int]:
-            hook = ClickHouseHttpHook(clickhouse_conn_id=self.clickhouse_conn_id)
-            rows, hash_sum = hook.first_row(digest_query(spec, source_table), _bounds(start, end))
+        def digest() -> tuple[int, int]:
+            rows, hash_sum = hook.first_row(digest_query(spec, source_table), bounds)
             return int(rows), int(hash_sum or 0)
 
-        return SourceDigest(start, end, fetch)
+        return Extraction(start, end, csv=lambda: read("CSV"), arrow=lambda: read("Arrow"),
+                          digest=digest if digestible(spec) else None, ignored_columns=ignored)
 
     def _source_table(self, spec: TableSpec) -> str:
         from chat_ingest.hooks.clickhouse import check_identifier
 
         return f"{spec.name}_{check_identifier(self.tenant, 'company')}"
-
-    def _extraction_start(self, spec: TableSpec, start: dt.datetime) -> dt.datetime:
-        """Rows that change after creation (a version column) are re-read ``agent_log_lookback`` back."""
-        return start - self.agent_log_lookback if spec.version_column else start
 
 
 def _bounds(start: dt.datetime, end: dt.datetime) -> dict[str, str]:

@@ -12,6 +12,7 @@ Two shapes of source:
 
 from __future__ import annotations
 
+import functools
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -24,7 +25,7 @@ from chat_ingest.project import WAREHOUSE_CONN_ID
 if TYPE_CHECKING:
     import datetime as dt
 
-    from chat_ingest.staging import LoadResult, SourceDigest
+    from chat_ingest.staging import Extraction, LoadResult
     from chat_ingest.tablespec import TableSpec
 
 
@@ -76,31 +77,23 @@ class LandingOperator(BaseOperator):
 class ExtractLoadOperator(LandingOperator):
     """Stream one table of one tenant for one window from a source into staging.
 
-    Subclasses name their table specs and implement :meth:`extract`; this class
+    Subclasses name their table specs and implement :meth:`extraction`; this class
     resolves the window, creates the staging table if needed, runs the shared
     :class:`~chat_ingest.staging.StagingLoader` and returns the run summary
     (rows extracted / rejected / landed, window, changed days), which lands in XCom.
     """
 
     template_fields: Sequence[str] = ("tenant", "table", "window")
-    #: What :meth:`extract` yields: Arrow record batches, or CSV bytes in the spec's column order.
-    extract_format = "arrow"
-    #: Columns the source table has and the spec does not, as :meth:`extract` found them (reported).
-    ignored_columns: tuple[str, ...] = ()
 
     def __init__(self, *, table: str, **kwargs) -> None:
         super().__init__(**kwargs)
         self.table = table
 
-    def extract(self, spec: TableSpec, start: dt.datetime, end: dt.datetime) -> Iterator:
-        """Yield the window in bounded pieces (see ``extract_format``); never all of it at once.
-
-        A source whose columns are checked before extraction sets ``ignored_columns``."""
+    def extraction(self, spec: TableSpec, start: dt.datetime, end: dt.datetime) -> Extraction:
+        """Check the source table and say how to read the window's rows from it (see
+        :class:`~chat_ingest.staging.Extraction`): in bounded pieces, never all at once, and
+        only when the loader asks."""
         raise NotImplementedError
-
-    def source_digest(self, spec: TableSpec, start: dt.datetime, end: dt.datetime) -> SourceDigest | None:
-        """How to digest the window at the source, for a source that can (None: always extract)."""
-        return None
 
     def execute(self, context) -> dict[str, Any]:
         from chat_ingest.staging import StagingLoader
@@ -112,13 +105,12 @@ class ExtractLoadOperator(LandingOperator):
             raise ValueError(f"unknown table {self.table!r}; known: {', '.join(sorted(self.tables))}")
         spec = self.tables[self.table]
         start, end = parse_window(self.window)
-        batches = self.extract(spec, start, end)
+        extraction = self.extraction(spec, start, end)
         with connect(self.warehouse_conn_id) as conn:
             ensure_schema(conn, [spec])
             loader = StagingLoader(conn, spec, run_id=context["run_id"], tenant=self.tenant,
-                                   window_start=start, window_end=end, ignored_columns=self.ignored_columns)
-            result = loader.load_csv(batches) if self.extract_format == "csv" else \
-                loader.load(batches, source_digest=self.source_digest(spec, start, end))
+                                   window_start=start, window_end=end)
+            result = loader.land(extraction)
         return self.report(spec, result, context["run_id"])
 
 
@@ -130,7 +122,8 @@ class DocumentLoadOperator(LandingOperator):
     per table to local Arrow files in batches of ``batch_size`` — memory holds one
     batch per table, however large the day — and then every table is landed in
     one transaction, together with :meth:`before_commit` (e.g. advancing a
-    watermark): staging shows all of a run or none of it.
+    watermark): staging shows all of a run or none of it.  A spool can be read
+    twice, so a table the loader cannot land straight is landed from it again.
     """
 
     template_fields: Sequence[str] = ("tenant", "window")
@@ -146,7 +139,7 @@ class DocumentLoadOperator(LandingOperator):
         """Runs inside the landing transaction after every table landed."""
 
     def execute(self, context) -> dict[str, Any]:
-        from chat_ingest.staging import StagingLoader
+        from chat_ingest.staging import Extraction, StagingLoader
         from chat_ingest.warehouse import connect, ensure_schema
         from chat_ingest.windows import parse_window
 
@@ -163,7 +156,8 @@ class DocumentLoadOperator(LandingOperator):
                 with conn.transaction():
                     results = {
                         spec.name: StagingLoader(conn, spec, run_id=context["run_id"], tenant=self.tenant,
-                                                 window_start=start, window_end=end).load(spool.read(spec.name))
+                                                 window_start=start, window_end=end).land(
+                            Extraction(start, end, arrow=functools.partial(spool.read, spec.name)))
                         for spec in specs
                     }
                     self.before_commit(conn, results)
