@@ -284,42 +284,36 @@ class StagingLoader:
           a savepoint, and the range is extracted again for the checked path.
         * **Checked**: everything else: COPY into a temp table, quarantine, merge by the rule.
         """
-        def checked() -> LoadResult:
-            if extraction.arrow:
-                return self._copy_check_merge(self._encoded(extraction.arrow()), with_pre_reason=True)
-            return self._copy_check_merge(extraction.csv(), with_pre_reason=False)
-
-        def land() -> LoadResult:
-            self.source_ignored_columns = extraction.ignored_columns
-            if not self._holds_rows(extraction):
-                if self._can_land_straight():
-                    straight = extraction.csv() if extraction.csv else self._encoded(extraction.arrow(), straight=True)
-                    try:
-                        with self.conn.transaction():  # a savepoint: a refused attempt leaves nothing behind
-                            return self._land_straight(straight, extraction)
-                    except _STRAIGHT_REFUSALS as exc:
-                        log.info("%s [%s]: not landed straight (%s); extracting again for the checked path",
-                                 self.spec.qualified_name, self.tenant, str(exc).splitlines()[0])
-            elif extraction.digest:
-                identical = self._identical_rows(extraction)
-                if identical is not None:
-                    return self._result(rows_extracted=identical, rows_unchanged=identical, identical_to_staging=True)
-            return checked()
-
-        return self._land(land)
-
-    def _land(self, land: Callable[[], LoadResult]) -> LoadResult:
-        """Run ``land`` in the load's transaction, under the partition lock, and log its result."""
         started = time.monotonic()
         with self.conn.transaction():
             self.conn.execute(
                 "SELECT pg_advisory_xact_lock(hashtext(%s))", (f"{self.spec.staging_table}:{self.tenant}",)
             )
             self.conn.execute("SET LOCAL work_mem = '128MB'")  # the dedupe sorts a day in memory, not on disk
-            result = land()
+            self.source_ignored_columns = extraction.ignored_columns
+            result = self._cheapest_road(extraction)
             result.duration_seconds = round(time.monotonic() - started, 3)
             self._log(result)
         return result
+
+    def _cheapest_road(self, extraction: Extraction) -> LoadResult:
+        """Land ``extraction`` by the first of the roads :meth:`land` lists that applies."""
+        if not self._holds_rows(extraction):
+            if self._can_land_straight():
+                straight = extraction.csv() if extraction.csv else self._encoded(extraction.arrow(), straight=True)
+                try:
+                    with self.conn.transaction():  # a savepoint: a refused attempt leaves nothing behind
+                        return self._land_straight(straight, extraction)
+                except _STRAIGHT_REFUSALS as exc:
+                    log.info("%s [%s]: not landed straight (%s); extracting again for the checked path",
+                             self.spec.qualified_name, self.tenant, str(exc).splitlines()[0])
+        elif extraction.digest:
+            identical = self._identical_rows(extraction)
+            if identical is not None:
+                return self._result(rows_extracted=identical, rows_unchanged=identical, identical_to_staging=True)
+        if extraction.arrow:
+            return self._copy_check_merge(self._encoded(extraction.arrow()), with_pre_reason=True)
+        return self._copy_check_merge(extraction.csv(), with_pre_reason=False)
 
     def _result(self, **counts) -> LoadResult:
         """A fresh result, and fresh counters for the attempt that fills it."""
@@ -372,7 +366,7 @@ class StagingLoader:
         proves no row landed outside the range; the bad rows are then moved to quarantine.
         """
         result = self._result(landed_straight=True)
-        self.conn.execute("CREATE TEMP TABLE _changed (tenant text, day date) ON COMMIT DROP")
+        self._create_changed()
         self.conn.execute("SELECT set_config('chat_ingest.run_id', %s, true), set_config('chat_ingest.tenant', %s, true)",
                           (self.run_id, self.tenant or ""))
         result.rows_extracted = self._copy(encoded, self.target, self.spec.column_names)
@@ -438,6 +432,10 @@ class StagingLoader:
         self.conn.execute(
             sql.SQL("CREATE TEMP TABLE _incoming ({}, {}) ON COMMIT DROP").format(
                 cols, sql.SQL(", ").join(sql.SQL("{} text").format(sql.Identifier(c)) for c in MARK_COLUMNS)))
+        self._create_changed()
+
+    def _create_changed(self) -> None:
+        """The (tenant, day) pairs a load changes, noted by its statements (see :meth:`_record_changed_days`)."""
         self.conn.execute("CREATE TEMP TABLE _changed (tenant text, day date) ON COMMIT DROP")
 
     def _changes(self) -> sql.Composed:
