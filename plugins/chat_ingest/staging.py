@@ -44,7 +44,7 @@ import psycopg
 from psycopg import sql
 
 from chat_ingest.tablespec import (
-    EARLIEST_TIMESTAMP, FUTURE_TOLERANCE, MAX_VALUE_BYTES, Column, MergeRule, TableSpec,
+    EARLIEST_TIMESTAMP, FUTURE_TOLERANCE, MARK_COLUMNS, MAX_VALUE_BYTES, Column, MergeRule, TableSpec,
 )
 
 log = logging.getLogger(__name__)
@@ -52,8 +52,6 @@ log = logging.getLogger(__name__)
 _CSV_OPTIONS = pa_csv.WriteOptions(include_header=False, quoting_style="needed")
 #: How much of a value over the size limit a quarantined payload keeps (characters).
 QUARANTINE_KEEP_CHARS = 2000
-#: Columns a batch may carry beside the spec's: why a row is already known bad, and its raw text.
-MARK_COLUMNS = ("_pre_reason", "_raw")
 
 
 def prefetch(items: Iterable, depth: int = 2) -> Iterator:
@@ -135,7 +133,7 @@ _DIGEST_INTEGER_TYPES = ("smallint", "integer", "bigint")
 @dataclass(frozen=True)
 class Extraction:
     """How a source reads its rows of ``[start, end)`` on the spec's cursor (this tenant's): a
-    table source's query, or a document source's spooled table.
+    table source's query, a document source's spooled table, or rows already in the warehouse.
 
     Each reader starts a fresh extraction when called; the loader calls at most two (see
     :meth:`StagingLoader.land`):
@@ -145,7 +143,10 @@ class Extraction:
       warehouse without being parsed here (A8's ``COPY … TO STDOUT``, ClickHouse's ``FORMAT CSV``);
     * ``arrow`` yields Arrow batches (columns by name, plus ``_pre_reason`` / ``_raw`` for a
       record already known bad); a source offering both has ``arrow`` read for the checked
-      path, which can mark what CSV cannot carry (a NUL byte).
+      path, which can mark what CSV cannot carry (a NUL byte);
+    * ``query`` is a SELECT over tables of the loader's transaction (documents a source copied
+      into the warehouse to be projected there: Ultimate's records as ``jsonb``) that yields the
+      spec's columns as text, then ``_pre_reason`` / ``_raw``; it is read where it lies.
 
     ``digest``, for a source that can compute one, returns the number of rows and the sum,
     modulo 2**64, of each row's MD5 (first 8 bytes, big-endian) over its canonical text: its
@@ -163,6 +164,7 @@ class Extraction:
     end: dt.datetime
     csv: Callable[[], Iterable[bytes]] | None = None
     arrow: Callable[[], Iterable[pa.RecordBatch]] | None = None
+    query: sql.Composable | None = None
     digest: Callable[[], tuple[int, int]] | None = None
     ignored_columns: tuple[str, ...] = ()
 
@@ -300,10 +302,9 @@ class StagingLoader:
         """Land ``extraction`` by the first of the roads :meth:`land` lists that applies."""
         if not self._holds_rows(extraction):
             if self._can_land_straight():
-                straight = extraction.csv() if extraction.csv else self._encoded(extraction.arrow(), straight=True)
                 try:
                     with self.conn.transaction():  # a savepoint: a refused attempt leaves nothing behind
-                        return self._land_straight(straight, extraction)
+                        return self._land_straight(extraction)
                 except _STRAIGHT_REFUSALS as exc:
                     log.info("%s [%s]: not landed straight (%s); extracting again for the checked path",
                              self.spec.qualified_name, self.tenant, str(exc).splitlines()[0])
@@ -311,9 +312,7 @@ class StagingLoader:
             identical = self._identical_rows(extraction)
             if identical is not None:
                 return self._result(rows_extracted=identical, rows_unchanged=identical, identical_to_staging=True)
-        if extraction.arrow:
-            return self._copy_check_merge(self._encoded(extraction.arrow()), with_pre_reason=True)
-        return self._copy_check_merge(extraction.csv(), with_pre_reason=False)
+        return self._copy_check_merge(extraction)
 
     def _result(self, **counts) -> LoadResult:
         """A fresh result, and fresh counters for the attempt that fills it."""
@@ -326,12 +325,11 @@ class StagingLoader:
 
     # -- steps -----------------------------------------------------------------------------------
 
-    def _copy_check_merge(self, encoded: Iterable[bytes], with_pre_reason: bool) -> LoadResult:
+    def _copy_check_merge(self, extraction: Extraction) -> LoadResult:
         """COPY the batch into a temp table, quarantine what cannot land, merge the rest by the spec's rule."""
         result = self._result()
         self._create_incoming()
-        columns = [*self.spec.column_names, *(MARK_COLUMNS if with_pre_reason else ())]
-        result.rows_extracted = self._copy(encoded, sql.Identifier("_incoming"), columns)
+        result.rows_extracted = self._extract_into(extraction, straight=False)
         result.ignored_columns = self.ignored_columns
         result.rows_rejected = self._quarantine(typed=False)
         typed = result.rows_extracted - result.rows_rejected
@@ -356,7 +354,7 @@ class StagingLoader:
         return self.spec.merge_rule is not MergeRule.REPLACE_CHILDREN and (
             self.spec.tenant_in_source or not self.spec.tenant_column or self.tenant is not None)
 
-    def _land_straight(self, encoded: Iterable[bytes], extraction: Extraction) -> LoadResult:
+    def _land_straight(self, extraction: Extraction) -> LoadResult:
         """COPY a range staging holds nothing of straight into staging, then check the landed rows.
 
         The lineage columns (and a tenant the source does not deliver) are filled by the staging
@@ -369,7 +367,7 @@ class StagingLoader:
         self._create_changed()
         self.conn.execute("SELECT set_config('chat_ingest.run_id', %s, true), set_config('chat_ingest.tenant', %s, true)",
                           (self.run_id, self.tenant or ""))
-        result.rows_extracted = self._copy(encoded, self.target, self.spec.column_names)
+        result.rows_extracted = self._extract_into(extraction, straight=True)
         result.ignored_columns = self.ignored_columns
         # OFFSET 0 keeps the checks below the grouping: the day's rows are grouped as (tenant, day,
         # bad) triples instead of being sorted whole (the planner has no statistics for them yet).
@@ -390,6 +388,33 @@ class StagingLoader:
         result.changed_days = self._record_changed_days()
         self.conn.execute("DROP TABLE _changed")
         return result
+
+    def _extract_into(self, extraction: Extraction, straight: bool) -> int:
+        """Read the extraction into staging itself (``straight``: the spec's columns, typed there) or
+        into ``_incoming`` (text, with the marks of rows known bad); the number of rows read.
+
+        Straight, CSV is preferred (bytes pass through); checked, Arrow (it can mark what CSV
+        cannot carry).  A query's rows are moved by one INSERT; straight, a row it marks bad
+        stops the statement (``audit.refuse_marked_row``), as COPY refuses one.
+        """
+        columns = list(self.spec.column_names)
+        if extraction.query is not None:
+            select = sql.SQL(", ").join(
+                sql.SQL("q.{c}::{t}").format(c=sql.Identifier(c.name), t=sql.SQL(c.pg_type)) if straight
+                else sql.SQL("q.{}").format(sql.Identifier(c.name)) for c in self.spec.columns)
+            if straight:
+                statement = sql.SQL("INSERT INTO {target} ({cols}) SELECT {select} FROM ({query}) q WHERE CASE "
+                                    "WHEN q._pre_reason IS NULL THEN true ELSE audit.refuse_marked_row(q._pre_reason) END")
+            else:
+                statement = sql.SQL("INSERT INTO _incoming ({cols}, {marks}) SELECT {select}, {marks} FROM ({query}) q")
+            return self.conn.execute(statement.format(
+                target=self.target, cols=sql.SQL(", ").join(map(sql.Identifier, columns)), select=select,
+                query=extraction.query, marks=sql.SQL(", ").join(map(sql.Identifier, MARK_COLUMNS)))).rowcount
+        table = self.target if straight else sql.Identifier("_incoming")
+        if extraction.csv and (straight or not extraction.arrow):
+            return self._copy(extraction.csv(), table, columns)
+        return self._copy(self._encoded(extraction.arrow(), straight=straight), table,
+                          columns if straight else [*columns, *MARK_COLUMNS])
 
     def _in_range(self, start: dt.datetime, end: dt.datetime) -> sql.Composed:
         """WHERE condition: this tenant's staging rows whose cursor is in ``[start, end)``."""

@@ -20,6 +20,8 @@ MAX_VALUE_BYTES = 8 << 20
 EARLIEST_TIMESTAMP = "2000-01-01"
 #: Timestamps later than the load time plus this are a clock or parsing error (quarantined).
 FUTURE_TOLERANCE = "1 day"
+#: Columns a batch may carry beside the spec's: why a row is already known bad, and its raw text.
+MARK_COLUMNS = ("_pre_reason", "_raw")
 
 
 class MergeRule(enum.Enum):

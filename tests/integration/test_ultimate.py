@@ -27,6 +27,8 @@ def test_a_day_lands_one_row_per_conversation_and_per_intent_and_reruns_change_n
     day = sandbox.days[1]
     records = json.loads((sandbox.dataset / "ultimate" / "ult-bank" / f"{day}.json").read_text())
     summary = load(day)
+    # a new day of good records: projected from the copied documents straight into staging
+    assert summary["conversations"]["landed_straight"] and summary["intents"]["landed_straight"]
     # what the reporting layer rebuilds: the days the conversations *started* (file X may hold day X-1's)
     started = {dt.datetime.fromisoformat(r["conversation_start_time"].replace("Z", "+00:00"))
                .astimezone(dt.timezone.utc).date().isoformat() for r in records}
@@ -76,6 +78,37 @@ def test_truncated_record_and_bad_count_are_quarantined_the_rest_lands(clean_war
     assert summary["rows_rejected"] == 2
     assert reasons["bad-count"] == "visitor_messages_count: 'many' is not a valid integer"
     assert reasons[json.dumps(good[1])[:40]].startswith("not valid JSON")
+
+
+def test_records_jsonb_cannot_store_and_intents_that_are_not_objects_are_quarantined(clean_warehouse):
+    sandbox = clean_warehouse
+    day = sandbox.days[0]
+    good = json.loads((sandbox.dataset / "ultimate" / "ult-telco" / f"{day}.json").read_text())[0]
+    odd_intents = dict(good, conversation_id="odd-intents",
+                       triggered_intent_replies=[good["triggered_intent_replies"][0], "Greeting", 7])
+    path = sandbox.dataset / "ultimate" / "ult-telco" / f"{day}.json"
+    original = path.read_bytes()
+    path.write_text("[" + ", ".join([json.dumps(good), json.dumps(odd_intents),
+                                     json.dumps(dict(good, conversation_id="nul", language="a\u0000b"))]) + "]")
+    try:
+        summary = load(day, bot="ult-telco", run_id="ult-odd")
+    finally:
+        path.write_bytes(original)
+    conversations, intents = summary["conversations"], summary["intents"]
+    # rows the source marked bad cannot be kept by a straight landing: both tables went the checked way
+    assert not conversations["landed_straight"] and not intents["landed_straight"]
+    assert (conversations["rows_landed"], conversations["rows_rejected"]) == (2, 1)
+    assert (intents["rows_landed"], intents["rows_rejected"]) == (len(good["triggered_intent_replies"]) + 1, 2)
+    with sandbox.warehouse() as conn:
+        rejected = conn.execute("SELECT table_name, reason, payload->>'raw' FROM audit.rejected_records "
+                                "WHERE run_id = 'ult-odd' ORDER BY table_name, payload->>'raw'").fetchall()
+        positions = [p for (p,) in conn.execute("SELECT position FROM staging.ultimate_intents WHERE "
+                                                "conversation_id = 'odd-intents' ORDER BY position")]
+    assert positions == [0]
+    assert rejected[0][0] == "conversations" and rejected[0][1].startswith("contains a NUL character")
+    assert [(t, r.split(";")[0], raw) for t, r, raw in rejected[1:]] == [
+        ("intents", "triggered_intent_replies: an item is not an object", "7"),
+        ("intents", "triggered_intent_replies: an item is not an object", "Greeting")]
 
 
 def test_a_date_outside_the_vendors_window_fails_before_any_work(clean_warehouse):

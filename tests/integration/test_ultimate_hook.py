@@ -19,12 +19,13 @@ def hook(**kw) -> UltimateExportHook:
     return UltimateExportHook(backoff_seconds=0.05, **kw)
 
 
-def test_a_day_of_exports_streams_record_by_record(sandbox):
+def test_a_day_of_exports_streams_record_by_record_as_each_records_own_text(sandbox):
     day = sandbox.days[1]
     urls = hook().get_signed_urls(day, "ult-bank", ttl_minutes=5)
-    records = [r for url in urls for r in hook().iter_records(url)]
+    documents = [d for url in urls for d in hook().iter_documents(url)]
     expected = json.loads((sandbox.dataset / "ultimate" / "ult-bank" / f"{day}.json").read_text())
-    assert records == expected and records
+    assert all(isinstance(d, str) for d in documents)
+    assert [json.loads(d) for d in documents] == expected and documents
 
 
 def test_json_lines_and_gzip_parts_with_a_truncated_record(sandbox):
@@ -37,14 +38,14 @@ def test_json_lines_and_gzip_parts_with_a_truncated_record(sandbox):
     (folder / "part-1.json.gz").write_bytes(gzip.compress(json.dumps(good).encode()))
     try:
         urls = [u for u in hook().get_signed_urls(day, "ult-telco") if f"/{day}/" in u]
-        parts = {u.split("?")[0].rsplit("/", 1)[1]: list(hook().iter_records(u)) for u in urls}
+        parts = {u.split("?")[0].rsplit("/", 1)[1]: list(hook().iter_documents(u)) for u in urls}
     finally:
         for p in folder.iterdir():
             p.unlink()
         folder.rmdir()
-    assert parts["part-1.json.gz"] == good
+    assert [json.loads(d) for d in parts["part-1.json.gz"]] == good
     jsonl = parts["part-0.jsonl"]
-    assert jsonl[0] == good[0] and jsonl[2] == good[2]
+    assert json.loads(jsonl[0]) == good[0] and json.loads(jsonl[2]) == good[2]
     assert isinstance(jsonl[1], BadLine) and jsonl[1].raw == lines[1][:9] and "not valid JSON" in jsonl[1].reason
 
 
@@ -108,4 +109,51 @@ def test_an_expired_url_says_so(sandbox, faults):
     urls = hook().get_signed_urls(sandbox.days[1], "ult-bank")
     faults({"target": "download", "status": 403, "times": 1, "message": "AccessDenied: Request has expired"})
     with pytest.raises(SignedUrlExpired):
-        list(hook().iter_records(urls[0]))
+        list(hook().iter_documents(urls[0]))
+
+
+def _serve(sandbox, bot: str, day: dt.date, body: bytes) -> list:
+    """Serve ``body`` as ``bot``'s export of ``day`` and read it back through the hook."""
+    path = sandbox.dataset / "ultimate" / bot / f"{day}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(body)
+    try:
+        return [d for url in hook().get_signed_urls(day, bot) for d in hook().iter_documents(url)]
+    finally:
+        path.unlink()
+        path.parent.rmdir()
+
+
+def test_array_records_jsonb_cannot_store_come_back_as_bad_lines_with_the_reason(sandbox):
+    good = {"conversation_id": "ok", "labels": ["caf\u00e9"]}
+    body = b"[\n  " + b",\n  ".join([
+        json.dumps(good, indent=2).encode(),                 # pretty-printed: whitespace between tokens
+        b'{"conversation_id": "nul", "language": "a\\u0000b"}',
+        b'{"conversation_id": "nan", "score": NaN}',
+        b'{"conversation_id": "surrogate", "language": "\\ud800"}',
+        b'{"conversation_id": "latin1", "language": "espa\xf1ol"}',
+        b'["not", "an", "object"]',
+        b'{"conversation_id": "escaped", "note": "a literal \\\\u0000, not a NUL"}',
+    ]) + b"\n]\n"
+    documents = _serve(sandbox, "ult-edge", sandbox.days[1], body)
+    assert [json.loads(d)["conversation_id"] for d in documents if isinstance(d, str)] == ["ok", "escaped"]
+    assert json.loads(documents[0]) == good
+    bad = {json.loads(d.raw)["conversation_id"] if d.raw.startswith("{") else d.raw[:5]: d.reason
+           for d in documents if isinstance(d, BadLine)}
+    assert bad["nul"].startswith("contains a NUL character")
+    assert bad["nan"] == "not storable JSON: NaN is not a JSON number"
+    assert "surrogate" in bad["surrogate"]
+    assert bad["latin1"].startswith("not valid UTF-8: byte 0xf1")
+    assert bad['["not'] == "a JSON list, not an object"
+
+
+@pytest.mark.parametrize("body, says", [
+    (b'[{"a": 1},, {"b": 2}]', "Expecting value at character 10"),
+    (b'[{"a": 1} {"b": 2}]', "expected ',' or ']' after a record, found '{'"),
+    (b'[{"a": 1}, {"b": ', "it ends inside a record"),
+    (b'[{"a": 1}] trailing', "more data after the array"),
+])
+def test_a_broken_json_array_fails_the_file_saying_where(sandbox, body, says):
+    with pytest.raises(UltimateExportError, match="JSON array is broken") as failure:
+        _serve(sandbox, "ult-edge", sandbox.days[1], body)
+    assert says in str(failure.value)

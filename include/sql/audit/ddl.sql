@@ -88,3 +88,11 @@ CREATE TABLE IF NOT EXISTS audit.changed_days (
     consumed_at timestamptz
 );
 CREATE INDEX IF NOT EXISTS changed_days_pending_idx ON audit.changed_days (change_id) WHERE consumed_at IS NULL;
+
+-- Stops a straight landing (an INSERT … SELECT into a staging table, staging.py) at a row its source
+-- already marked bad: only the checked path can keep the row's reason, so the load goes that way.
+CREATE OR REPLACE FUNCTION audit.refuse_marked_row(reason text) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'a row is marked bad: %', reason USING ERRCODE = 'data_exception';
+END
+$$;

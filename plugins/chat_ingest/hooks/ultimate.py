@@ -10,14 +10,18 @@ header and is never logged.
 
 from __future__ import annotations
 
+import codecs
 import datetime as dt
 import gzip
 import json
+import math
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import requests
 from airflow.providers.http.hooks.http import HttpHook
 from airflow.sdk.exceptions import AirflowFailException
@@ -39,7 +43,8 @@ class SignedUrlExpired(Exception):
 
 @dataclass
 class BadLine:
-    """A JSON-lines record that does not parse, kept with its raw text for quarantine."""
+    """A record that cannot land (does not parse, is not an object, holds what PostgreSQL cannot
+    store), kept with its raw text for quarantine."""
 
     raw: str
     reason: str
@@ -172,14 +177,15 @@ class UltimateExportHook(HttpHook):
             return False, str(exc)
         return True, "Connection successfully tested"
 
-    def iter_records(self, url: str) -> Iterator[dict | BadLine]:
-        """Stream one export file: a JSON array or JSON lines, gzip or not, never held whole.
+    def iter_documents(self, url: str) -> Iterator[str | BadLine]:
+        """Stream one export file: each record's own JSON text, checked, the file never held whole.
 
-        JSON lines that do not parse come back as :class:`BadLine` (to quarantine);
-        a broken JSON array cannot be resynchronised and fails the file.
+        The file is a JSON array or JSON lines, gzip or not.  A record comes back as its text
+        when it is a JSON object PostgreSQL's ``jsonb`` can store (the caller lands the text and
+        the warehouse projects the tables from it), or as a :class:`BadLine` (to quarantine)
+        when it is not: a line that does not parse, is not valid UTF-8, or holds what ``jsonb``
+        refuses.  A broken JSON array cannot be resynchronised and fails the file.
         """
-        import ijson
-
         response = self._request("GET", url, stream=True)
         if response.status_code == 403 and "expired" in response.text.lower():
             raise SignedUrlExpired(_redact(url))
@@ -189,7 +195,7 @@ class UltimateExportHook(HttpHook):
             body = _Peekable(response.raw)
             buffered = _Peekable(gzip.GzipFile(fileobj=body)) if body.peek(2) == b"\x1f\x8b" else body
             if buffered.first_non_space() == b"[":
-                yield from ijson.items(buffered, "item", use_float=True)
+                yield from _array_documents(buffered, _redact(url))
             else:
                 for line in buffered.lines():
                     try:
@@ -198,17 +204,8 @@ class UltimateExportHook(HttpHook):
                         yield BadLine(line.decode("utf-8", errors="replace").strip(),
                                       f"not valid UTF-8: byte 0x{line[exc.start]:02x} at position {exc.start}")
                         continue
-                    if not text:
-                        continue
-                    try:
-                        record = json.loads(text)
-                    except json.JSONDecodeError as exc:
-                        yield BadLine(text, f"not valid JSON: {exc.msg} at column {exc.colno}")
-                        continue
-                    if isinstance(record, dict):
-                        yield record
-                    else:
-                        yield BadLine(text, f"a JSON {type(record).__name__}, not an object")
+                    if text:
+                        yield _checked_line(text)
 
 
 class _Peekable:
@@ -235,7 +232,7 @@ class _Peekable:
         return self.buffer.lstrip()[:1]
 
     def read(self, size: int = -1) -> bytes:
-        if size == 0:  # ijson probes the stream's type with read(0)
+        if size == 0:  # as io streams do: nothing, not a chunk
             return b""
         if self.buffer:
             cut = len(self.buffer) if size is None or size < 0 else size
@@ -251,6 +248,148 @@ class _Peekable:
             yield from complete
         if pending:
             yield pending
+
+
+class _Unstorable(ValueError):
+    """A JSON value PostgreSQL's ``jsonb`` cannot hold (NaN, Infinity, a number out of range)."""
+
+
+def _refuse_constant(name: str) -> float:
+    raise _Unstorable(f"{name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise _Unstorable(f"the number {text[:40]} is out of range")
+    return value
+
+
+#: Strict JSON, as ``jsonb`` reads it.  It parses each record to find where the record ends and
+#: whether it is whole; the record's own text is what lands.
+_STRICT = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite)
+#: Finds where a record the strict parse refused for a value ends (numbers are not converted).
+_LENIENT = json.JSONDecoder(parse_constant=str, parse_float=str, parse_int=str)
+_SPACE = re.compile(r"[ \t\n\r]*")
+#: A ``\u0000`` escape (after an even number of backslashes): ``jsonb`` cannot store a NUL character.
+_NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+#: How much of one record an array may buffer before the file is called broken.
+MAX_RECORD_CHARS = 32 << 20
+
+
+def _storable(text: str, value: Any) -> str | BadLine:
+    """``text`` (a parsed record's own JSON) if ``jsonb`` can store it as a record, else why not."""
+    if type(value) is not dict:
+        return BadLine(text, f"a JSON {type(value).__name__}, not an object")
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:  # a byte the file's decoding kept as a surrogate (surrogateescape)
+            raw = text.encode("utf-8", "surrogateescape").decode("utf-8", errors="replace")
+            return BadLine(raw, f"not valid UTF-8: byte 0x{ord(text[exc.start]) - 0xDC00:02x} "
+                                f"at character {exc.start}")
+    if "\\u" in text:
+        if _NUL_ESCAPE.search(text):
+            return BadLine(text, "contains a NUL character (\\u0000), which PostgreSQL cannot store")
+        try:
+            orjson.loads(text)  # stricter than json about escapes: a lone surrogate is refused
+        except orjson.JSONDecodeError as exc:
+            return BadLine(text, f"not storable JSON: {exc}")
+    return text
+
+
+def _checked_line(text: str) -> str | BadLine:
+    """One JSON-lines record, checked."""
+    try:
+        value = _STRICT.decode(text)
+    except json.JSONDecodeError as exc:
+        return BadLine(text, f"not valid JSON: {exc.msg} at column {exc.colno}")
+    except ValueError as exc:  # _Unstorable, or an integer too long to read
+        return BadLine(text, f"not storable JSON: {exc}")
+    return _storable(text, value)
+
+
+def _cut_short(error: json.JSONDecodeError, buffered: int) -> bool:
+    """Whether a parse error may only mean the record continues past what is buffered (a string,
+    a literal or an escape cut at the chunk's end) rather than a syntax error."""
+    return error.msg.startswith("Unterminated string") or error.pos >= buffered - 8
+
+
+def _array_documents(stream: _Peekable, where: str) -> Iterator[str | BadLine]:
+    """The elements of the JSON array ``stream`` holds, as their own text, read 1 MB at a time.
+
+    Each element is parsed once (to find its end and check it) and handed on as the text it
+    was; memory holds a chunk and the element under way.  Bytes that are not UTF-8 are kept
+    (``surrogateescape``) so the record holding them is quarantined, not the file failed.
+    """
+    decode = codecs.getincrementaldecoder("utf-8")(errors="surrogateescape").decode
+    buf, pos, eof, read_size = "", 0, False, 1 << 20
+    consumed = 0  # characters of the file before ``buf``, for messages
+
+    def more() -> None:
+        nonlocal buf, pos, eof, read_size, consumed
+        chunk = stream.read(read_size)
+        eof = not chunk
+        consumed += pos
+        buf, pos = buf[pos:] + decode(chunk, final=eof), 0
+        read_size = max(1 << 20, len(buf))  # a record larger than a chunk: read ahead geometrically
+
+    def next_char() -> str:
+        """The next non-blank character ("" at the end of the file)."""
+        nonlocal pos
+        while True:
+            pos = _SPACE.match(buf, pos).end()
+            if pos < len(buf) or eof:
+                return buf[pos:pos + 1]
+            more()
+
+    def next_record() -> str | BadLine:
+        nonlocal pos
+        while True:
+            refused, problem = None, None
+            try:
+                value, end = _STRICT.raw_decode(buf, pos)
+            except json.JSONDecodeError as exc:
+                end, problem = None, exc
+            except ValueError as exc:  # _Unstorable, or an integer too long to read: skip the record
+                refused = f"not storable JSON: {exc}"
+                try:
+                    _, end = _LENIENT.raw_decode(buf, pos)
+                except json.JSONDecodeError as exc:
+                    end, problem = None, exc
+            if end is not None and (end < len(buf) or eof):  # a number cut at the chunk's end looks whole
+                text, pos = buf[pos:end], end
+                return BadLine(text, refused) if refused else _storable(text, value)
+            if problem is not None and not (eof or _cut_short(problem, len(buf))):
+                raise broken(f"{problem.msg} at character {consumed + problem.pos:,} of the file")
+            if eof:
+                raise broken(f"it ends inside a record: {problem.msg}")
+            if len(buf) - pos > MAX_RECORD_CHARS:
+                raise broken(f"a record at character {consumed + pos:,} runs past {MAX_RECORD_CHARS >> 20} Mi "
+                             "characters")
+            more()
+
+    def broken(message: str) -> UltimateExportError:
+        return UltimateExportError(f"{where}: the export's JSON array is broken ({message}); "
+                                   "a JSON array cannot be resynchronised, so the file is not landed")
+
+    next_char()
+    pos += 1  # the "[" the caller saw
+    if next_char() == "]":
+        pos += 1
+    else:
+        while True:
+            if next_char() == "":
+                raise broken("it ends inside the array")
+            yield next_record()
+            separator = next_char()
+            pos += 1
+            if separator == "]":
+                break
+            if separator != ",":
+                raise broken(f"expected ',' or ']' after a record, found {separator or 'the end of the file'!r}")
+    if next_char():
+        raise broken("more data after the array")
 
 
 def _redact(url: str) -> str:

@@ -7,11 +7,14 @@ Two shapes of source:
 * **documents** (Ultimate conversations, Unless conversation objects): one record
   holds rows of several tables (a conversation and its intents or log items), so
   one task reads each document once and lands every table of the source in one
-  transaction (:class:`DocumentLoadOperator`).
+  transaction (:class:`DocumentLoadOperator`): either the rows are built here and
+  spooled (Unless, :class:`SpooledDocumentLoadOperator`), or the documents are copied
+  into the warehouse and the rows projected there (Ultimate).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
@@ -117,16 +120,56 @@ class ExtractLoadOperator(LandingOperator):
 class DocumentLoadOperator(LandingOperator):
     """Read each document of one tenant's window once and land every table of the source, atomically.
 
-    :meth:`rows` yields ``(table, row)`` pairs, rows as dicts of text values (plus
-    ``_pre_reason`` / ``_raw`` for a record already known bad).  They are spooled
-    per table to local Arrow files in batches of ``batch_size`` — memory holds one
-    batch per table, however large the day — and then every table is landed in
-    one transaction, together with :meth:`before_commit` (e.g. advancing a
-    watermark): staging shows all of a run or none of it.  A spool can be read
-    twice, so a table the loader cannot land straight is landed from it again.
+    :meth:`extractions` says, inside the landing transaction, how each table's rows are read;
+    every table is then landed in that one transaction, together with :meth:`before_commit`
+    (e.g. advancing a watermark): staging shows all of a run or none of it.
     """
 
     template_fields: Sequence[str] = ("tenant", "window")
+
+    def extractions(self, conn, start: dt.datetime, end: dt.datetime,
+                    scope: contextlib.ExitStack) -> dict[str, Extraction]:
+        """Read the window's documents; how to read each table's rows (by table name).  Runs inside
+        the landing transaction; ``scope`` holds what must live until every table has landed."""
+        raise NotImplementedError
+
+    def refuse_window(self, start: dt.datetime, end: dt.datetime) -> None:
+        """Refuse a window the source cannot serve, before the warehouse is touched."""
+
+    def before_commit(self, conn, results: dict[str, LoadResult]) -> None:
+        """Runs inside the landing transaction after every table landed."""
+
+    def execute(self, context) -> dict[str, Any]:
+        from chat_ingest.staging import StagingLoader
+        from chat_ingest.warehouse import connect, ensure_schema
+        from chat_ingest.windows import parse_window
+
+        self.refuse_unsafe_tenant()
+        start, end = parse_window(self.window)
+        self.refuse_window(start, end)
+        specs = list(self.tables.values())
+        with connect(self.warehouse_conn_id) as conn, contextlib.ExitStack() as scope:
+            ensure_schema(conn, specs)
+            with conn.transaction():
+                extractions = self.extractions(conn, start, end, scope)
+                results = {
+                    spec.name: StagingLoader(conn, spec, run_id=context["run_id"], tenant=self.tenant,
+                                             window_start=start, window_end=end).land(extractions[spec.name])
+                    for spec in specs
+                }
+                self.before_commit(conn, results)
+        return {name: self.report(self.tables[name], result, context["run_id"]) for name, result in results.items()}
+
+
+class SpooledDocumentLoadOperator(DocumentLoadOperator):
+    """A document source whose rows are built here, record by record (:meth:`rows`).
+
+    :meth:`rows` yields ``(table, row)`` pairs, rows as dicts of text values (plus
+    ``_pre_reason`` / ``_raw`` for a record already known bad).  They are spooled
+    per table to local Arrow files in batches of ``batch_size`` — memory holds one
+    batch per table, however large the day.  A spool can be read twice, so a table
+    the loader cannot land straight is landed from it again.
+    """
 
     def __init__(self, *, batch_size: int = 5000, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -135,33 +178,15 @@ class DocumentLoadOperator(LandingOperator):
     def rows(self, start: dt.datetime, end: dt.datetime) -> Iterator[tuple[str, dict[str, str | None]]]:
         raise NotImplementedError
 
-    def before_commit(self, conn, results: dict[str, LoadResult]) -> None:
-        """Runs inside the landing transaction after every table landed."""
+    def extractions(self, conn, start: dt.datetime, end: dt.datetime,
+                    scope: contextlib.ExitStack) -> dict[str, Extraction]:
+        from chat_ingest.staging import Extraction
 
-    def execute(self, context) -> dict[str, Any]:
-        from chat_ingest.staging import Extraction, StagingLoader
-        from chat_ingest.warehouse import connect, ensure_schema
-        from chat_ingest.windows import parse_window
-
-        self.refuse_unsafe_tenant()
-        start, end = parse_window(self.window)
-        with tempfile.TemporaryDirectory(prefix="chat-ingest-spool-") as folder:
-            spool = _Spool(Path(folder), self.tables, self.batch_size)
-            with spool:
-                for table, row in self.rows(start, end):
-                    spool.add(table, row)
-            specs = list(self.tables.values())
-            with connect(self.warehouse_conn_id) as conn:
-                ensure_schema(conn, specs)
-                with conn.transaction():
-                    results = {
-                        spec.name: StagingLoader(conn, spec, run_id=context["run_id"], tenant=self.tenant,
-                                                 window_start=start, window_end=end).land(
-                            Extraction(start, end, arrow=functools.partial(spool.read, spec.name)))
-                        for spec in specs
-                    }
-                    self.before_commit(conn, results)
-        return {name: self.report(self.tables[name], result, context["run_id"]) for name, result in results.items()}
+        folder = Path(scope.enter_context(tempfile.TemporaryDirectory(prefix="chat-ingest-spool-")))
+        with _Spool(folder, self.tables, self.batch_size) as spool:
+            for table, row in self.rows(start, end):
+                spool.add(table, row)
+        return {name: Extraction(start, end, arrow=functools.partial(spool.read, name)) for name in self.tables}
 
 
 class _Spool:
@@ -170,7 +195,7 @@ class _Spool:
     def __init__(self, folder: Path, tables: dict[str, TableSpec], batch_size: int) -> None:
         import pyarrow as pa
 
-        from chat_ingest.staging import MARK_COLUMNS
+        from chat_ingest.tablespec import MARK_COLUMNS
 
         self.folder = folder
         self.batch_size = batch_size

@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
-from chat_ingest.operators.load import DocumentLoadOperator
+from chat_ingest.operators.load import SpooledDocumentLoadOperator
 from chat_ingest.sources import unless
 
 if TYPE_CHECKING:
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 MAX_RAW_CHARS = 1_000_000
 
 
-class UnlessToStagingOperator(DocumentLoadOperator):
+class UnlessToStagingOperator(SpooledDocumentLoadOperator):
     """Land every conversation object of one website modified in ``[lower, end)``.
 
     ``lower`` is the window's start, or earlier: the stored watermark of the
@@ -34,7 +34,7 @@ class UnlessToStagingOperator(DocumentLoadOperator):
     tables = unless.TABLES
     tenant_label = "website"
     supports_full_refresh = True
-    template_fields: Sequence[str] = (*DocumentLoadOperator.template_fields, "bucket", "account")
+    template_fields: Sequence[str] = (*SpooledDocumentLoadOperator.template_fields, "bucket", "account")
 
     def __init__(self, *, bucket: str, account: str, aws_conn_id: str = "unless_s3", max_workers: int = 16,
                  overlap_minutes: int = 15, page_size: int = 1000, progress_every_seconds: float = 30.0,

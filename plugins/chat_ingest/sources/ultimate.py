@@ -8,10 +8,12 @@ land as integers, and a value that is not one is quarantined, never zeroed.
 
 from __future__ import annotations
 
-import orjson
+from typing import TYPE_CHECKING
 
-from chat_ingest.sources.values import as_text
-from chat_ingest.tablespec import Column, MergeRule, TableSpec
+from chat_ingest.tablespec import MARK_COLUMNS, Column, MergeRule, TableSpec
+
+if TYPE_CHECKING:
+    from psycopg import sql
 
 SOURCE = "ultimate"
 
@@ -68,31 +70,52 @@ INTENTS = _spec("intents", description="One row per triggered intent of a conver
 TABLES = {spec.name: spec for spec in (CONVERSATIONS, INTENTS)}
 
 
-def conversation_row(record: dict, export_date: str) -> dict[str, str | None]:
-    row = {c: as_text(record.get(c)) for c in CONVERSATIONS.column_names if c != "export_date"}
-    data = record.get("conversations_data")
-    if isinstance(data, str):  # a JSON document inside a string: land the document, or the raw text to quarantine
-        try:
-            row["conversations_data"] = orjson.dumps(orjson.loads(data)).decode()
-        except orjson.JSONDecodeError:
-            row["conversations_data"] = data
-    row["export_date"] = export_date
-    return row
+#: The export's records of one load, as PostgreSQL reads them: a temp table of the landing
+#: transaction that both tables are projected from (:func:`projection`).  ``_pre_reason`` /
+#: ``_raw``: a record that could not be read, kept with its text for quarantine.
+DOCUMENTS_DDL = ("CREATE TEMP TABLE _ultimate_documents (export_date date NOT NULL, doc jsonb, _pre_reason text, "
+                 "_raw text) ON COMMIT DROP")
+DOCUMENTS_COLUMNS = ("export_date", "doc", "_pre_reason", "_raw")
 
 
-def intent_rows(record: dict, export_date: str) -> list[dict[str, str | None]]:
-    """One row per triggered intent; an item that is not an object is quarantined with its text."""
-    intents = record.get("triggered_intent_replies") or []
-    if not isinstance(intents, list):
-        intents = [intents]
-    rows = []
-    for i, item in enumerate(intents):
-        row = {"export_date": export_date, "bot_id": as_text(record.get("bot_id")),
-               "conversation_id": as_text(record.get("conversation_id")), "position": str(i)}
-        if isinstance(item, dict):
-            row.update(intent_name=as_text(item.get("intent_name")), intent_timestamp=as_text(item.get("intent_timestamp")),
-                       not_meaningful=as_text(item.get("not_meaningful")))
-        else:
-            row.update(_pre_reason="triggered_intent_replies: an item is not an object", _raw=as_text(item))
-        rows.append(row)
-    return rows
+def projection(spec: TableSpec, bot: str) -> sql.Composed:
+    """The rows of ``spec``'s table in ``_ultimate_documents``, as text (see ``Extraction.query``).
+
+    A field lands as ``->>`` gives it: a string as is, ``true`` / ``false``, a number or a
+    container as its JSON text -- but a ``jsonb`` column takes the value as ``jsonb`` (``->``,
+    the same text when cast), so a landing that types it does not print and parse it again;
+    ``conversations_data`` (a JSON document inside a string) is that string, parsed when it is
+    cast to ``jsonb``.  Intents are the items of
+    ``triggered_intent_replies`` in order (a value that is not a list is a list of that one
+    value); an item that is not an object is quarantined with its text.
+    """
+    from psycopg import sql
+
+    field = sql.SQL("d.doc ->> {}").format
+    marks = [sql.SQL("d._pre_reason"), sql.SQL("d._raw")]
+    if spec is CONVERSATIONS:
+        columns = {c.name: sql.SQL("NULLIF(d.doc -> {}, 'null')").format(sql.Literal(c.name))
+                   if c.pg_type == "jsonb" and c.name != "conversations_data" else field(sql.Literal(c.name))
+                   for c in spec.columns}
+        # an unreadable record still says whose it was
+        columns["bot_id"] = sql.SQL("CASE WHEN d.doc IS NULL THEN {} ELSE d.doc ->> 'bot_id' END").format(
+            sql.Literal(bot))
+        rows = sql.SQL("_ultimate_documents d")
+    elif spec is INTENTS:
+        item = sql.SQL("CASE WHEN jsonb_typeof(i.item) = 'object' THEN i.item ->> {} END").format
+        columns = {"bot_id": field(sql.Literal("bot_id")), "conversation_id": field(sql.Literal("conversation_id")),
+                   "position": sql.SQL("(i.n - 1)::text"),
+                   **{name: item(sql.Literal(name)) for name in ("intent_name", "intent_timestamp", "not_meaningful")}}
+        bad_item = sql.SQL("jsonb_typeof(i.item) <> 'object'")
+        marks = [sql.SQL("CASE WHEN {} THEN 'triggered_intent_replies: an item is not an object' END").format(bad_item),
+                 sql.SQL("CASE WHEN {} THEN i.item #>> '{{}}' END").format(bad_item)]
+        rows = sql.SQL(
+            "_ultimate_documents d CROSS JOIN LATERAL jsonb_array_elements(CASE WHEN jsonb_typeof(d.doc -> {f}) "
+            "= 'array' THEN d.doc -> {f} WHEN jsonb_typeof(d.doc -> {f}) <> 'null' THEN jsonb_build_array(d.doc -> {f}) "
+            "END) WITH ORDINALITY i(item, n)").format(f=sql.Literal("triggered_intent_replies"))
+    else:
+        raise ValueError(f"no projection for {spec.qualified_name}")
+    columns["export_date"] = sql.SQL("d.export_date::text")
+    return sql.SQL("SELECT {} FROM {}").format(sql.SQL(", ").join(
+        [sql.SQL("{} AS {}").format(columns[name], sql.Identifier(name)) for name in spec.column_names]
+        + [sql.SQL("{} AS {}").format(mark, sql.Identifier(name)) for mark, name in zip(marks, MARK_COLUMNS)]), rows)
