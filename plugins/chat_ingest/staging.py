@@ -138,12 +138,13 @@ class Extraction:
     Each reader starts a fresh extraction when called; the loader calls at most two (see
     :meth:`StagingLoader.land`):
 
-    * ``csv`` yields CSV bytes whose fields are the spec's columns in order, in PostgreSQL's
-      COPY dialect (NULL an empty unquoted field): the bytes go from the source into the
-      warehouse without being parsed here (A8's ``COPY … TO STDOUT``, ClickHouse's ``FORMAT CSV``);
+    * ``copy`` yields bytes in PostgreSQL's COPY format ``copy_format`` (``csv``: NULL an empty
+      unquoted field; ``text``), the spec's columns in order: the bytes go from the source into
+      the warehouse without being parsed here (ClickHouse's ``FORMAT CSV``; A8's own
+      ``COPY … TO STDOUT``, in the text format, which PostgreSQL reads faster than CSV);
     * ``arrow`` yields Arrow batches (columns by name, plus ``_pre_reason`` / ``_raw`` for a
       record already known bad); a source offering both has ``arrow`` read for the checked
-      path, which can mark what CSV cannot carry (a NUL byte);
+      path, which can mark what COPY data cannot carry (a NUL byte);
     * ``query`` is a SELECT over tables of the loader's transaction (documents a source copied
       into the warehouse to be projected there: Ultimate's records as ``jsonb``) that yields the
       spec's columns as text, then ``_pre_reason`` / ``_raw``; it is read where it lies.
@@ -162,7 +163,8 @@ class Extraction:
 
     start: dt.datetime
     end: dt.datetime
-    csv: Callable[[], Iterable[bytes]] | None = None
+    copy: Callable[[], Iterable[bytes]] | None = None
+    copy_format: str = "csv"
     arrow: Callable[[], Iterable[pa.RecordBatch]] | None = None
     query: sql.Composable | None = None
     digest: Callable[[], tuple[int, int]] | None = None
@@ -393,7 +395,7 @@ class StagingLoader:
         """Read the extraction into staging itself (``straight``: the spec's columns, typed there) or
         into ``_incoming`` (text, with the marks of rows known bad); the number of rows read.
 
-        Straight, CSV is preferred (bytes pass through); checked, Arrow (it can mark what CSV
+        Straight, COPY data is preferred (bytes pass through); checked, Arrow (it can mark what it
         cannot carry).  A query's rows are moved by one INSERT; straight, a row it marks bad
         stops the statement (``audit.refuse_marked_row``), as COPY refuses one.
         """
@@ -411,8 +413,8 @@ class StagingLoader:
                 target=self.target, cols=sql.SQL(", ").join(map(sql.Identifier, columns)), select=select,
                 query=extraction.query, marks=sql.SQL(", ").join(map(sql.Identifier, MARK_COLUMNS)))).rowcount
         table = self.target if straight else sql.Identifier("_incoming")
-        if extraction.csv and (straight or not extraction.arrow):
-            return self._copy(extraction.csv(), table, columns)
+        if extraction.copy and (straight or not extraction.arrow):
+            return self._copy(extraction.copy(), table, columns, extraction.copy_format)
         return self._copy(self._encoded(extraction.arrow(), straight=straight), table,
                           columns if straight else [*columns, *MARK_COLUMNS])
 
@@ -538,9 +540,10 @@ class StagingLoader:
                 self.rows_encoded += batch.num_rows
                 yield buf.getbuffer()
 
-    def _copy(self, encoded: Iterable[bytes], table: sql.Composable, columns: Iterable[str]) -> int:
-        copy_sql = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
-            table, sql.SQL(", ").join(map(sql.Identifier, columns)))
+    def _copy(self, encoded: Iterable[bytes], table: sql.Composable, columns: Iterable[str],
+              copy_format: str = "csv") -> int:
+        copy_sql = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT {})").format(
+            table, sql.SQL(", ").join(map(sql.Identifier, columns)), sql.SQL({"csv": "csv", "text": "text"}[copy_format]))
         copied = 0
         copy_started = last_report = time.monotonic()
         with self.conn.cursor() as cur:

@@ -21,7 +21,7 @@ CHUNK_BYTES = 1 << 20
 class A8ToStagingOperator(ExtractLoadOperator):
     """Land one A8 table's ``[start, end)`` on ``time`` (one bot, or the whole table when it has no bot).
 
-    ``COPY (SELECT … WHERE time >= %s AND time < %s) TO STDOUT`` streams CSV from A8
+    ``COPY (SELECT … WHERE time >= %s AND time < %s) TO STDOUT`` streams rows from A8
     in a read-only transaction, and the bytes go straight into the staging loader's
     COPY: nothing is parsed in between and memory stays bounded.  A8 rows carry no
     reliable ids, so the loader replaces the window (per bot where there is one).
@@ -35,7 +35,7 @@ class A8ToStagingOperator(ExtractLoadOperator):
         self.a8_conn_id = a8_conn_id
 
     def extraction(self, spec: TableSpec, start: dt.datetime, end: dt.datetime) -> Extraction:
-        """The A8 table checked (it exists, no spec column missing) and read as CSV by COPY."""
+        """The A8 table checked (it exists, no spec column missing) and read by COPY (text format)."""
         from airflow.sdk.exceptions import AirflowFailException
 
         from chat_ingest.staging import Extraction, check_source_columns
@@ -47,7 +47,8 @@ class A8ToStagingOperator(ExtractLoadOperator):
         if not actual:
             raise AirflowFailException(f"A8 table {spec.name!r} does not exist in {self.a8_conn_id}")
         ignored = check_source_columns(spec, actual, f"A8 table {spec.name}")
-        return Extraction(start, end, csv=lambda: self._copy_out(spec, start, end), ignored_columns=ignored)
+        return Extraction(start, end, copy=lambda: self._copy_out(spec, start, end), copy_format="text",
+                          ignored_columns=ignored)
 
     def _connect(self):
         from airflow.providers.postgres.hooks.postgres import PostgresHook
@@ -67,7 +68,7 @@ class A8ToStagingOperator(ExtractLoadOperator):
             tenant = sql.SQL(" AND {} = %s").format(sql.Identifier(spec.tenant_column))
             params.append(self.tenant)
         query = sql.SQL("COPY (SELECT {cols} FROM {table} WHERE {cursor} >= %s AND {cursor} < %s{tenant}) "
-                        "TO STDOUT (FORMAT csv)").format(
+                        "TO STDOUT (FORMAT text)").format(
             cols=sql.SQL(", ").join(map(sql.Identifier, spec.column_names)),
             table=sql.Identifier(spec.name), cursor=sql.Identifier(spec.cursor), tenant=tenant)
         with self._connect() as conn:

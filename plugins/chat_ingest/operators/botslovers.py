@@ -98,7 +98,7 @@ class BotsloversToStagingOperator(ExtractLoadOperator):
             rows, hash_sum = hook.first_row(digest_query(spec, source_table), bounds)
             return int(rows), int(hash_sum or 0)
 
-        return Extraction(start, end, csv=lambda: read("CSV"), arrow=lambda: read("Arrow"),
+        return Extraction(start, end, copy=lambda: read("CSV"), arrow=lambda: read("Arrow"),
                           digest=digest if digestible(spec) else None, ignored_columns=ignored)
 
     def _source_table(self, spec: TableSpec) -> str:
