@@ -141,7 +141,8 @@ class ClickHouseHandler(BaseHTTPRequestHandler):
 
     def _post_fault(self, account: tuple[str, bool], body: bytes) -> None:
         """Tests script a stream cut: ``{"cut_after_chunks": N}`` drops the connection of the next
-        extraction stream (Arrow or CSV; a metadata lookup is Native) after N chunks, without the closing chunk, as a dying server or proxy would."""
+        extraction stream (Arrow, CSV or TabSeparated) that reaches N chunks, after them, without
+        the closing chunk, as a dying server or proxy would."""
         if account[1]:
             raise ClickHouseError(164, "faults are scripted by the admin user only")
         self.server.cuts.append(int(json.loads(body)["cut_after_chunks"]))
@@ -206,8 +207,9 @@ class ClickHouseHandler(BaseHTTPRequestHandler):
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
         arrow = fmt.lower() == "arrowstream"
-        extraction = arrow or fmt.lower() == "csv"
-        self.chunks_left = self.server.cuts.pop(0) if extraction and self.server.cuts else None
+        extraction = arrow or fmt.lower() in ("csv", "tabseparated")
+        # a stream too short to reach the cut (a lookup) leaves the fault for the next one
+        self.chunks_left = self.server.cuts[0] if extraction and self.server.cuts else None
         try:
             if arrow:
                 self._stream_arrow(stream, first)
@@ -246,6 +248,7 @@ class ClickHouseHandler(BaseHTTPRequestHandler):
     def _chunk(self, data: bytes) -> None:
         if data and self.chunks_left is not None:
             if self.chunks_left == 0:
+                self.server.cuts.pop(0)
                 raise _StreamCut
             self.chunks_left -= 1
         if data:

@@ -356,7 +356,7 @@ def test_a_long_load_logs_its_progress_in_rows(clean_warehouse, caplog):
         ensure_schema(conn, [spec])
         loader = StagingLoader(conn, spec, run_id="progress", tenant=company, window_start=start, window_end=end,
                                progress_every_seconds=0)
-        # Arrow batches, so the loader counts rows (a CSV stream is counted in bytes)
+        # Arrow batches, so the loader counts rows (a COPY data stream is counted in bytes)
         result = loader.land(dataclasses.replace(extractor.extraction(spec, start, end), copy=None))
     progress = [r.getMessage() for r in caplog.records if "rows so far" in r.getMessage()]
     assert result.rows_extracted > 0 and progress

@@ -307,6 +307,10 @@ def test_a_50_mb_message_text_is_quarantined_with_its_size_and_a_short_payload(c
     assert payload_bytes < 10_000  # the audit row keeps the start of the value and its size, not 50 MB
 
 
+#: Every character a COPY format escapes or quotes, and look-alikes of its markers.
+ESCAPES = "tab\there\nnew line\r\"double\" 'single' back\\slash \\N \\0 ,;| \x08\x0c\x0b é 😀"
+
+
 def test_a_new_day_lands_straight_and_what_copy_refuses_lands_through_the_checked_path(clean_warehouse, edgeco):
     """A day staging holds nothing of is copied straight into staging and checked there (an empty key
     is quarantined from it); a day with a value COPY refuses (a NUL byte) is rolled back to the
@@ -315,7 +319,7 @@ def test_a_new_day_lands_straight_and_what_copy_refuses_lands_through_the_checke
     straight_day, refused_day = dt.date(2026, 11, 10), dt.date(2026, 11, 11)
     at = {day: dt.datetime.combine(day, dt.time(9), dt.timezone.utc) for day in (straight_day, refused_day)}
     insert_messages(edgeco, [{"id": "s-1", "created_at": at[straight_day]},
-                             {"id": "s-2", "created_at": at[straight_day]},
+                             {"id": "s-2", "created_at": at[straight_day], "text": ESCAPES},
                              {"id": "", "created_at": at[straight_day]},
                              {"id": "r-1", "created_at": at[refused_day]},
                              {"id": "r-2", "created_at": at[refused_day], "text": "nul \x00 byte"}])
@@ -331,8 +335,10 @@ def test_a_new_day_lands_straight_and_what_copy_refuses_lands_through_the_checke
                                "WHERE company = %s ORDER BY 1", (EDGE,)).fetchall()
         changed = conn.execute("SELECT run_id, day FROM audit.changed_days WHERE run_id IN ('run-straight', "
                                "'run-refused') ORDER BY run_id").fetchall()
+        text_of = conn.execute("SELECT text FROM staging.botslovers_messages WHERE id = 's-2'").fetchone()[0]
     assert rejected == [("run-refused", "text: contains a NUL byte", "r-2"), ("run-straight", "id: empty key", "")]
     assert [i for i, _ in staged_ids(clean_warehouse)] == ["s-1", "s-2", "r-1"]
+    assert text_of == ESCAPES  # ClickHouse's escaping read back by COPY's text format, byte for byte
     assert lineage == [("run-refused", EDGE), ("run-straight", EDGE)]  # the staging defaults filled them
     assert changed == [("run-refused", refused_day), ("run-straight", straight_day)]
     for day in (straight_day, refused_day):

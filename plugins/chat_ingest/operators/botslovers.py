@@ -69,8 +69,10 @@ class BotsloversToStagingOperator(ExtractLoadOperator):
         self.max_block_size = max_block_size
 
     def extraction(self, spec: TableSpec, start: dt.datetime, end: dt.datetime) -> Extraction:
-        """The company's table checked (it exists, no spec column missing), read as CSV for a
-        straight landing and as Arrow for the checked path, with ClickHouse digesting the range."""
+        """The company's table checked (it exists, no spec column missing), read as TabSeparated
+        for a straight landing (ClickHouse's escaping is PostgreSQL's COPY text format, which
+        PostgreSQL reads faster than CSV) and as Arrow for the checked path, with ClickHouse
+        digesting the range."""
         from airflow.sdk.exceptions import AirflowFailException
 
         from chat_ingest.hooks.clickhouse import ClickHouseHttpHook
@@ -89,16 +91,16 @@ class BotsloversToStagingOperator(ExtractLoadOperator):
 
         def read(fmt: str) -> Iterator:
             self.log.info("extracting %s where %s in [%s, %s) as %s", source_table, spec.cursor, start, end, fmt)
-            if fmt == "CSV":  # ClickHouse's NULL is \N; PostgreSQL's COPY reads an empty unquoted field
-                return hook.stream_raw(query, "CSV", parameters=bounds,
-                                       settings={**settings, "format_csv_null_representation": ""})
+            if fmt == "TabSeparated":  # NULL is \N both sides; a \0 (NUL) is refused by COPY
+                return hook.stream_raw(query, fmt, parameters=bounds, settings=settings)
             return hook.stream_arrow(query, parameters=bounds, settings=settings)
 
         def digest() -> tuple[int, int]:
             rows, hash_sum = hook.first_row(digest_query(spec, source_table), bounds)
             return int(rows), int(hash_sum or 0)
 
-        return Extraction(start, end, copy=lambda: read("CSV"), arrow=lambda: read("Arrow"),
+        return Extraction(start, end, copy=lambda: read("TabSeparated"), copy_format="text",
+                          arrow=lambda: read("Arrow"),
                           digest=digest if digestible(spec) else None, ignored_columns=ignored)
 
     def _source_table(self, spec: TableSpec) -> str:
