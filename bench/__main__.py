@@ -52,12 +52,27 @@ def run_worker(kind: str, env: dict[str, str], *, tenant: str = "", start: dt.da
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def settle(env: dict[str, str]) -> None:
+    """Start a run from the same quiet server as every other run, project and baseline alike.
+
+    Autovacuum wakes up on its own clock: left alone, it vacuums and analyzes the millions of
+    rows an earlier run (or benchmark) wrote while a later one is being timed, on a machine of
+    two cores (it once cost a run a third of its speed).  So the databases are vacuumed and
+    analyzed here, untimed, leaving it nothing to do, and a checkpoint writes the dirty buffers.
+    """
+    for dsn in (env["CHAT_INGEST_WAREHOUSE_DSN"], env["AIRFLOW_CONN_A8_TIMESCALE"]):
+        run_sql(dsn, "VACUUM (ANALYZE)")
+    run_sql(env["CHAT_INGEST_WAREHOUSE_DSN"], "CHECKPOINT")
+
+
 def measure(kind: str, env: dict[str, str], runs: int, before: Callable[[], None] | None = None, **kw) -> dict:
-    """Median seconds and peak RSS of ``runs`` fresh-process runs (``before`` runs ahead of each)."""
+    """Median seconds and peak RSS of ``runs`` fresh-process runs (``before`` runs ahead of each,
+    then :func:`settle`)."""
     results = []
     for _ in range(runs):
         if before:
             before()
+        settle(env)
         results.append(run_worker(kind, env, **kw))
     seconds = statistics.median(r["seconds"] for r in results)
     rows = results[0]["rows"]
