@@ -53,16 +53,38 @@ def run_worker(kind: str, env: dict[str, str], *, tenant: str = "", start: dt.da
 
 
 def settle(env: dict[str, str]) -> None:
-    """Start a run from the same quiet server as every other run, project and baseline alike.
+    """Start a run from the same quiet machine as every other run, project and baseline alike.
 
-    Autovacuum wakes up on its own clock: left alone, it vacuums and analyzes the millions of
-    rows an earlier run (or benchmark) wrote while a later one is being timed, on a machine of
-    two cores (it once cost a run a third of its speed).  So the databases are vacuumed and
-    analyzed here, untimed, leaving it nothing to do, and a checkpoint writes the dirty buffers.
+    Background work wakes up on its own clock: left alone, autovacuum works through the millions
+    of rows an earlier run (or benchmark) wrote, and ClickHouse merges the parts of a large fill,
+    while a later run is being timed on a machine of two cores (it cost one Ultimate median a
+    third of its speed).  So the databases are vacuumed and analyzed here, untimed, a checkpoint
+    writes the dirty buffers, and the run waits until the CPUs are idle.
     """
     for dsn in (env["CHAT_INGEST_WAREHOUSE_DSN"], env["AIRFLOW_CONN_A8_TIMESCALE"]):
         run_sql(dsn, "VACUUM (ANALYZE)")
     run_sql(env["CHAT_INGEST_WAREHOUSE_DSN"], "CHECKPOINT")
+    wait_for_idle_cpus()
+
+
+def wait_for_idle_cpus(busy_below: float = 0.15, timeout_seconds: float = 60.0) -> None:
+    """Wait until the machine's CPUs are busy less than ``busy_below`` over a second (Linux's
+    ``/proc/stat``), or ``timeout_seconds`` passed (then say so: that run may be slower)."""
+    def ticks() -> tuple[int, int]:
+        values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        idle = values[3] + values[4]  # idle + iowait
+        return sum(values) - idle, sum(values)
+
+    deadline = time.monotonic() + timeout_seconds
+    busy, total = ticks()
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        busy_now, total_now = ticks()
+        share = (busy_now - busy) / max(total_now - total, 1)
+        if share < busy_below:
+            return
+        busy, total = busy_now, total_now
+    print(f"the machine stayed busy for {timeout_seconds:.0f} s; timing the run anyway", flush=True)
 
 
 def measure(kind: str, env: dict[str, str], runs: int, before: Callable[[], None] | None = None, **kw) -> dict:

@@ -15,30 +15,6 @@ WITH touched AS (
     FROM staging.a8_messages m JOIN touched USING (bot_handle, chat_id)
     GROUP BY m.bot_handle, m.chat_id
     HAVING min(m.time) >= %(day_start)s AND min(m.time) < %(day_end)s
-), states AS (
-    SELECT s.bot_handle, s.chat_id, bool_or(s.state = 'agentAssigned') AS agent_assigned,
-           bool_or(s.state = 'TransferChat') AS transferred
-    FROM staging.a8_chat_state s JOIN chats USING (bot_handle, chat_id)
-    GROUP BY s.bot_handle, s.chat_id
-), users AS (
-    SELECT DISTINCT ON (e.bot_handle, e.chat_id) e.bot_handle, e.chat_id, e.user_id, u.channel, u.lang
-    FROM staging.a8_event_metrics e JOIN chats USING (bot_handle, chat_id)
-    LEFT JOIN staging.a8_user u ON u.bot_handle = e.bot_handle AND u.client_id = e.user_id
-    ORDER BY e.bot_handle, e.chat_id, e.time, u.time
-), handled AS (
-    SELECT d.chat_id, count(*) FILTER (WHERE d.is_handeled IS NOT TRUE) AS not_understood
-    FROM staging.a8_user_message_details d JOIN chats USING (chat_id)
-    GROUP BY d.chat_id
-), intents AS (
-    SELECT m.bot_handle, m.chat_id,
-           (array_agg(n.intent ORDER BY n.time, m.mid))[1] AS first_intent,
-           (array_agg(n.intent ORDER BY n.time DESC, m.mid DESC))[1] AS last_intent,
-           (array_agg(n.intent ORDER BY n.time, m.mid) FILTER (WHERE n.intent <> ALL (%(excluded_intents)s)))[1]
-               AS first_meaningful_intent
-    FROM staging.a8_messages m JOIN chats USING (bot_handle, chat_id)
-    JOIN staging.a8_a8bot_nlp n ON n.mid = m.mid AND n.bot_handle = m.bot_handle
-    WHERE m.msg_from = 'user' AND n.intent IS NOT NULL AND n.intent <> 'None'
-    GROUP BY m.bot_handle, m.chat_id
 )
 INSERT INTO reporting.conversations (source, tenant, conversation_id, started_at, ended_at, conversation_date,
     channel, language, user_key, user_messages, bot_messages, agent_messages, not_understood_messages, outcome,
@@ -51,7 +27,35 @@ SELECT 'a8', c.bot_handle, c.chat_id, c.started_at, c.ended_at, (c.started_at AT
             ELSE 'bot_handled' END,
        i.first_intent, i.last_intent, i.first_meaningful_intent
 FROM chats c
-LEFT JOIN states s USING (bot_handle, chat_id)
-LEFT JOIN users u USING (bot_handle, chat_id)
-LEFT JOIN handled h USING (chat_id)
-LEFT JOIN intents i USING (bot_handle, chat_id);
+-- Each chat's details are looked up by its key (LATERAL, one index probe per chat): joined as
+-- aggregates of all the day's chats instead, the planner -- which cannot estimate how many chats
+-- start on a day -- re-aggregated them per chat, a cost that grew with the square of a day's chats.
+LEFT JOIN LATERAL (
+    SELECT bool_or(s.state = 'agentAssigned') AS agent_assigned, bool_or(s.state = 'TransferChat') AS transferred
+    FROM staging.a8_chat_state s WHERE s.bot_handle = c.bot_handle AND s.chat_id = c.chat_id
+    GROUP BY s.bot_handle, s.chat_id
+) s ON true
+LEFT JOIN LATERAL (
+    SELECT e.user_id, u.channel, u.lang
+    FROM staging.a8_event_metrics e
+    LEFT JOIN staging.a8_user u ON u.bot_handle = e.bot_handle AND u.client_id = e.user_id
+    WHERE e.bot_handle = c.bot_handle AND e.chat_id = c.chat_id
+    ORDER BY e.time, u.time
+    LIMIT 1
+) u ON true
+LEFT JOIN LATERAL (
+    SELECT count(*) FILTER (WHERE d.is_handeled IS NOT TRUE) AS not_understood
+    FROM staging.a8_user_message_details d WHERE d.chat_id = c.chat_id
+    GROUP BY d.chat_id
+) h ON true
+LEFT JOIN LATERAL (
+    SELECT (array_agg(n.intent ORDER BY n.time, m.mid))[1] AS first_intent,
+           (array_agg(n.intent ORDER BY n.time DESC, m.mid DESC))[1] AS last_intent,
+           (array_agg(n.intent ORDER BY n.time, m.mid) FILTER (WHERE n.intent <> ALL (%(excluded_intents)s)))[1]
+               AS first_meaningful_intent
+    FROM staging.a8_messages m
+    JOIN staging.a8_a8bot_nlp n ON n.mid = m.mid AND n.bot_handle = m.bot_handle
+    WHERE m.bot_handle = c.bot_handle AND m.chat_id = c.chat_id
+      AND m.msg_from = 'user' AND n.intent IS NOT NULL AND n.intent <> 'None'
+    GROUP BY m.bot_handle, m.chat_id
+) i ON true;

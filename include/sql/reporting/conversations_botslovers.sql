@@ -16,13 +16,6 @@ WITH touched AS (
     FROM staging.botslovers_messages m JOIN touched USING (company, session)
     GROUP BY m.company, m.session
     HAVING min(m.created_at) >= %(day_start)s AND min(m.created_at) < %(day_end)s
-), events AS (
-    SELECT l.company, l.chat_id,
-           bool_or(l.event = 'agent_joined') AS human_joined,
-           bool_or(l.event IN ('chat_escalated', 'assigned_to_human', 'transferred')) AS handoff_requested
-    FROM staging.botslovers_chat_agent_log l JOIN sessions s ON s.company = l.company AND s.session = l.chat_id
-    WHERE l.deleted_at IS NULL
-    GROUP BY l.company, l.chat_id
 )
 INSERT INTO reporting.conversations (source, tenant, conversation_id, started_at, ended_at, conversation_date,
     channel, language, user_key, user_messages, bot_messages, agent_messages, not_understood_messages, outcome)
@@ -32,4 +25,14 @@ SELECT 'botslovers', s.company, s.session, s.started_at, s.ended_at, (s.started_
        CASE WHEN coalesce(e.human_joined, false) OR s.agent_messages > 0 THEN 'escalated'
             WHEN coalesce(e.handoff_requested, false) THEN 'failed_escalation'
             ELSE 'bot_handled' END
-FROM sessions s LEFT JOIN events e ON e.company = s.company AND e.chat_id = s.session;
+FROM sessions s
+-- A session's agent-log events by its key (LATERAL, one index probe per session): joined as an aggregate
+-- of all the day's sessions, the planner -- which cannot estimate how many sessions start on a day --
+-- re-aggregated it per session, a cost that grew with the square of a day's sessions.
+LEFT JOIN LATERAL (
+    SELECT bool_or(l.event = 'agent_joined') AS human_joined,
+           bool_or(l.event IN ('chat_escalated', 'assigned_to_human', 'transferred')) AS handoff_requested
+    FROM staging.botslovers_chat_agent_log l
+    WHERE l.company = s.company AND l.chat_id = s.session AND l.deleted_at IS NULL
+    GROUP BY l.company, l.chat_id
+) e ON true;

@@ -174,6 +174,7 @@ CREATE INDEX IF NOT EXISTS a8_chat_state_chat_idx ON staging.a8_chat_state (bot_
 CREATE INDEX IF NOT EXISTS a8_user_message_details_chat_idx ON staging.a8_user_message_details (chat_id);
 CREATE INDEX IF NOT EXISTS a8_a8bot_nlp_mid_idx ON staging.a8_a8bot_nlp (mid);
 CREATE INDEX IF NOT EXISTS a8_event_metrics_chat_idx ON staging.a8_event_metrics (chat_id);
+CREATE INDEX IF NOT EXISTS a8_user_client_idx ON staging.a8_user (bot_handle, client_id);
 CREATE INDEX IF NOT EXISTS ultimate_conversations_start_idx ON staging.ultimate_conversations (conversation_start_time);
 CREATE INDEX IF NOT EXISTS unless_conversations_start_idx ON staging.unless_conversations (started_at);
 
