@@ -4,7 +4,7 @@ Every source lands through here.  In one transaction the loader
 
 1. takes a per-partition advisory lock (two runs of the same table and tenant
    serialise instead of interleaving),
-2. ``COPY``s the rows as CSV into a temp table of text columns — the fastest
+2. ``COPY``s the rows (CSV or the text format) into a temp table of text columns — the fastest
    way into PostgreSQL, and it cannot fail on a badly typed value,
 3. moves every row that does not cast to the spec's types (or misses a required
    value) to ``audit.rejected_records`` with its raw payload and the reason,
