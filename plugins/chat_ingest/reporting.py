@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterable
 
 from chat_ingest.project import SQL_DIR
+from chat_ingest.windows import window_days
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ def plan_build(conn, requested: tuple[dt.datetime, dt.datetime] | None = None
     change_ids, partitions = pending_changes(conn)
     if requested:
         start, end = requested
-        days = [start.date() + dt.timedelta(days=i) for i in range((end.date() - start.date()).days)]
+        days = window_days(start, end)
         partitions = sorted({*partitions, *((source, day) for source in SOURCES for day in days)})
     return change_ids, partitions
 

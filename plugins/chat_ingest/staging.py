@@ -50,6 +50,8 @@ from chat_ingest.tablespec import (
 log = logging.getLogger(__name__)
 
 _CSV_OPTIONS = pa_csv.WriteOptions(include_header=False, quoting_style="needed")
+#: The COPY formats a source may hand over, as COPY spells them (a KeyError for any other).
+_COPY_FORMATS = {"csv": "csv", "text": "text"}
 #: How much of a value over the size limit a quarantined payload keeps (characters).
 QUARANTINE_KEEP_CHARS = 2000
 
@@ -140,8 +142,8 @@ class Extraction:
 
     * ``copy`` yields bytes in PostgreSQL's COPY format ``copy_format`` (``csv``: NULL an empty
       unquoted field; ``text``), the spec's columns in order: the bytes go from the source into
-      the warehouse without being parsed here (ClickHouse's ``FORMAT CSV``; A8's own
-      ``COPY … TO STDOUT``, in the text format, which PostgreSQL reads faster than CSV);
+      the warehouse without being parsed here (ClickHouse's ``TabSeparated``, whose escaping is
+      the text format's; A8's own ``COPY … TO STDOUT``): PostgreSQL reads the text format faster;
     * ``arrow`` yields Arrow batches (columns by name, plus ``_pre_reason`` / ``_raw`` for a
       record already known bad); a source offering both has ``arrow`` read for the checked
       path, which can mark what COPY data cannot carry (a NUL byte);
@@ -543,7 +545,7 @@ class StagingLoader:
     def _copy(self, encoded: Iterable[bytes], table: sql.Composable, columns: Iterable[str],
               copy_format: str = "csv") -> int:
         copy_sql = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT {})").format(
-            table, sql.SQL(", ").join(map(sql.Identifier, columns)), sql.SQL({"csv": "csv", "text": "text"}[copy_format]))
+            table, sql.SQL(", ").join(map(sql.Identifier, columns)), sql.SQL(_COPY_FORMATS[copy_format]))
         copied = 0
         copy_started = last_report = time.monotonic()
         with self.conn.cursor() as cur:

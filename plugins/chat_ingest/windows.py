@@ -20,6 +20,11 @@ def day_window(day: dt.date) -> tuple[dt.datetime, dt.datetime]:
     return start, start + dt.timedelta(days=1)
 
 
+def window_days(start: dt.datetime, end: dt.datetime) -> list[dt.date]:
+    """The UTC days a window of whole days covers, in order."""
+    return [start.date() + dt.timedelta(days=i) for i in range((end.date() - start.date()).days)]
+
+
 def resolve_window(params: dict[str, Any], data_interval_start, data_interval_end) -> dict[str, Any]:
     """The window as ISO strings (XCom-friendly) from the run's params or data interval."""
     day, first, last = params.get("date"), params.get("start_date"), params.get("end_date")

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from chat_ingest.operators.load import DocumentLoadOperator
 from chat_ingest.sources import ultimate
+from chat_ingest.windows import window_days
 
 if TYPE_CHECKING:
     from chat_ingest.hooks.ultimate import BadLine, UltimateExportHook
@@ -42,7 +43,7 @@ class UltimateToStagingOperator(DocumentLoadOperator):
         from chat_ingest.hooks.ultimate import UltimateExportHook
 
         hook = UltimateExportHook(http_conn_id=self.ultimate_conn_id)
-        for day in _days(start, end):
+        for day in window_days(start, end):
             hook.check_retention(day)
 
     def extractions(self, conn, start: dt.datetime, end: dt.datetime,
@@ -57,7 +58,7 @@ class UltimateToStagingOperator(DocumentLoadOperator):
         copy_sql = sql.SQL("COPY _ultimate_documents ({}) FROM STDIN").format(
             sql.SQL(", ").join(map(sql.Identifier, ultimate.DOCUMENTS_COLUMNS)))
         with conn.cursor().copy(copy_sql) as copy:
-            for day in _days(start, end):
+            for day in window_days(start, end):
                 documents = self._documents(hook, day)
                 # read and check the next records while this thread waits on the warehouse
                 for batch in prefetch(iter(lambda: list(itertools.islice(documents, 1000)), []), depth=4):
@@ -85,6 +86,3 @@ class UltimateToStagingOperator(DocumentLoadOperator):
                     self.log.warning("signed URL %d of %s expired; requesting fresh URLs", index + 1, day)
                     urls = hook.get_signed_urls(day, self.tenant, ttl_minutes=self.url_ttl_minutes)
 
-
-def _days(start: dt.datetime, end: dt.datetime) -> list[dt.date]:
-    return [start.date() + dt.timedelta(days=i) for i in range((end.date() - start.date()).days)]
