@@ -37,6 +37,8 @@ DAY = TODAY - dt.timedelta(days=1)
 A8_BOT, ULTIMATE_BOT, UNLESS_WEBSITE = "bench-a8", "bench-ult", "bench-web"
 #: Conversations per tenant per day of the reporting benchmark's smaller dataset (the larger has twice).
 REPORTING_PER_DAY, REPORTING_DAYS = 40, 30
+#: Runs of each size of the Botslovers scaling pair at least (``--runs`` if more).
+SCALING_RUNS = 5
 
 
 # -- measuring -----------------------------------------------------------------------------------
@@ -94,17 +96,39 @@ def wait_for_idle_cpus(busy_below: float = 0.15, timeout_seconds: float = 60.0) 
 def measure(kind: str, env: dict[str, str], runs: int, before: Callable[[], None] | None = None, **kw) -> dict:
     """Median seconds and peak RSS of ``runs`` fresh-process runs (``before`` runs ahead of each,
     then :func:`settle`)."""
-    results = []
+    return measure_in_turn(env, runs, [(kind, kw)], before)[0]
+
+
+def measure_in_turn(env: dict[str, str], runs: int, variants: list[tuple[str, dict]],
+                    before: Callable[[], None] | None = None) -> list[dict]:
+    """:func:`measure` of several runs (worker kind and keywords) taken in turn: round after round,
+    each once, so the runs a ratio compares meet the same machine (a shared machine's speed drifts
+    over minutes: measured minutes apart, 1M and 3M rows moved their time ratio by a tenth)."""
+    found: list[list[dict]] = [[] for _ in variants]
     for _ in range(runs):
-        if before:
-            before()
-        settle(env)
-        results.append(run_worker(kind, env, **kw))
+        for results, (kind, kw) in zip(found, variants):
+            if before:
+                before()
+            settle(env)
+            results.append(run_worker(kind, env, **kw))
+    return [_medians(results) for results in found]
+
+
+def _medians(results: list[dict]) -> dict:
     seconds = statistics.median(r["seconds"] for r in results)
-    rows = results[0]["rows"]
-    return {"rows": rows, "seconds": seconds, "rows_per_s": round(rows / seconds),
+    return {"rows": results[0]["rows"], "seconds": seconds, "rows_per_s": round(results[0]["rows"] / seconds),
             "import_seconds": statistics.median(r["import_seconds"] for r in results),
-            "peak_rss_mb": statistics.median(r["peak_rss_mb"] for r in results)}
+            "peak_rss_mb": statistics.median(r["peak_rss_mb"] for r in results),
+            "runs_seconds": [r["seconds"] for r in results]}
+
+
+def baseline_and_project(source: str, env: dict[str, str], runs: int, before: Callable[[], None],
+                         **kw) -> tuple[dict, dict]:
+    """A source's baseline and project runs, measured in turn (see :func:`measure_in_turn`);
+    ``before`` makes each project run a first load."""
+    baseline, project = measure_in_turn(env, runs, [(f"{source}-baseline", kw), (f"{source}-project", kw)],
+                                        before)
+    return baseline, project
 
 
 def against_baseline(project: dict, baseline: dict, min_ratio: float, max_rss_mb: float | None = None) -> dict:
@@ -148,24 +172,32 @@ def rerun(first: dict, again: dict, load: dict) -> dict:
 # -- the benchmarks ------------------------------------------------------------------------------
 
 def bench_botslovers(env: dict[str, str], runs: int, quick: bool) -> dict:
+    """1M and 3M messages and their baselines, measured in turn (their ratios are the targets), then
+    a rerun of the 1M day.  A ratio of two medians is noisier than either, so the pair gets at least
+    :data:`SCALING_RUNS` runs."""
     results = {}
-    sizes = {"bench100k": 100_000} if quick else {"bench1m": 1_000_000, "bench3m": 3_000_000}
-    reset = drop_staging(env, botslovers.TABLES["messages"])
+    sizes = {"bench100k": 100_000} if quick else {"bench3m": 3_000_000, "bench1m": 1_000_000}
     for company, rows in sizes.items():
         print(f"botslovers: filling {rows:,} messages ...", flush=True)
         fill_botslovers(env, company, rows, DAY)
-        reset()
-        baseline = measure("botslovers-baseline", env, runs, tenant=company)
-        project = measure("botslovers-project", env, runs, before=reset, tenant=company)
-        name = f"botslovers_messages_{rows // 1000}k"
-        results[name] = against_baseline(project, baseline, 0.5, 300)
-        if company == next(iter(sizes)):  # the day is loaded: run it again
-            again = measure("botslovers-project", env, runs, tenant=company)
-            results["botslovers_rerun"] = rerun(project, again, last_load(env, "botslovers", "messages"))
+    reset = drop_staging(env, botslovers.TABLES["messages"])
+    reset()
+    pair_runs = runs if quick else max(runs, SCALING_RUNS)
+    # each size's baseline right before its project run, the smallest size last in every round:
+    # its day is the one loaded for the rerun
+    measured = iter(measure_in_turn(env, pair_runs, [(f"botslovers-{kind}", {"tenant": company}) for company in sizes
+                                                     for kind in ("baseline", "project")], before=reset))
+    for (company, rows), baseline, project in zip(sizes.items(), measured, measured):
+        results[f"botslovers_messages_{rows // 1000}k"] = against_baseline(project, baseline, 0.5, 300)
+    smallest = list(sizes)[-1]
+    again = measure("botslovers-project", env, runs, tenant=smallest)
+    first = results[f"botslovers_messages_{sizes[smallest] // 1000}k"]
+    results["botslovers_rerun"] = rerun(first, again, last_load(env, "botslovers", "messages"))
     if not quick:
         small, large = results["botslovers_messages_1000k"], results["botslovers_messages_3000k"]
         rss, seconds = large["peak_rss_mb"] / small["peak_rss_mb"], large["seconds"] / small["seconds"]
         results["botslovers_scaling"] = {"rss_ratio": round(rss, 3), "time_ratio": round(seconds, 3),
+                                         "runs": pair_runs,
                                          "target": {"rss_ratio": "<= 1.2", "time_ratio": "<= 3.3"},
                                          "met": rss <= 1.2 and seconds <= 3.3}
     return results
@@ -175,9 +207,8 @@ def bench_a8(env: dict[str, str], runs: int, quick: bool) -> dict:
     rows = 100_000 if quick else 1_000_000
     print(f"a8: filling {rows:,} messages and chat states ...", flush=True)
     fill_a8(env, A8_BOT, rows, DAY)
-    baseline = measure("a8-baseline", env, runs, tenant=A8_BOT)
-    project = measure("a8-project", env, runs, before=drop_staging(env, *(a8.TABLES[t] for t in A8_TABLES)),
-                      tenant=A8_BOT)
+    baseline, project = baseline_and_project("a8", env, runs, drop_staging(env, *(a8.TABLES[t] for t in A8_TABLES)),
+                                             tenant=A8_BOT)
     return {f"a8_messages_chat_state_{rows // 1000}k": against_baseline(project, baseline, 0.6)}
 
 
@@ -185,9 +216,8 @@ def bench_ultimate(env: dict[str, str], runs: int, quick: bool) -> dict:
     conversations = 20_000 if quick else 200_000
     print(f"ultimate: writing a day of {conversations:,} conversations ...", flush=True)
     size_mb = fill_ultimate(env, ULTIMATE_BOT, conversations, DAY).stat().st_size / 1e6
-    baseline = measure("ultimate-baseline", env, runs, tenant=ULTIMATE_BOT)
-    project = measure("ultimate-project", env, runs,
-                      before=drop_staging(env, *ultimate.TABLES.values()), tenant=ULTIMATE_BOT)
+    baseline, project = baseline_and_project("ultimate", env, runs, drop_staging(env, *ultimate.TABLES.values()),
+                                             tenant=ULTIMATE_BOT)
     return {f"ultimate_{conversations // 1000}k_conversations": {
         **against_baseline(project, baseline, 0.5, 300), "file_mb": round(size_mb, 1)}}
 
@@ -200,9 +230,8 @@ def bench_unless(env: dict[str, str], runs: int, quick: bool) -> dict:
     fill_unless(env, load_config()["unless"]["account"], UNLESS_WEBSITE, objects)
     tomorrow = TODAY + dt.timedelta(days=1)
     window = {"tenant": UNLESS_WEBSITE, "start": TODAY, "end": tomorrow}  # the objects were written today
-    baseline = measure("unless-baseline", env, runs, **window)
-    project = measure("unless-project", env, runs,
-                      before=drop_staging(env, *unless.TABLES.values()), **window)
+    baseline, project = baseline_and_project("unless", env, runs, drop_staging(env, *unless.TABLES.values()),
+                                             **window)
     again = measure("unless-project", env, runs, **window)
     return {f"unless_{objects // 1000}k_objects": against_baseline(project, baseline, 0.5),
             "unless_rerun": rerun(project, again, last_load(env, "unless", "conversations"))}
