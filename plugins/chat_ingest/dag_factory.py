@@ -40,15 +40,18 @@ def staging_asset(spec: TableSpec) -> Asset:
     return Asset(name=f"staging.{spec.staging_table}")
 
 
-def ingest_params(tenant_label: str, full_refresh: bool) -> dict[str, Param]:
+def ingest_params(tenant_label: str, tenants: list[str], full_refresh: bool) -> dict[str, Param]:
+    """The trigger form of an ingestion DAG. The tenants are a pick list of the configured ones
+    (``examples`` makes the UI a multi-select) and may be left empty, which the ``null`` type allows."""
     params = {
         "date": Param(None, type=["null", "string"], format="date", title="Day to load (UTC)",
                       description="Leave empty on scheduled runs; a manual run loads exactly this day."),
         "start_date": Param(None, type=["null", "string"], format="date", title="Or: first day of a range",
                             description="A manual run may load a range of days instead of one."),
         "end_date": Param(None, type=["null", "string"], format="date", title="Last day of the range (inclusive)"),
-        "tenants": Param([], type="array", items={"type": "string"}, title=f"Only these {tenant_label}",
-                         description=f"One per line. Empty: all configured {tenant_label}."),
+        "tenants": Param([], type=["null", "array"], items={"type": "string", "enum": tenants},
+                         examples=tenants, title=f"Only these {tenant_label}",
+                         description=f"Empty: all configured {tenant_label}."),
     }
     if full_refresh:
         params["full_refresh"] = Param(False, type="boolean", title="Full refresh",
@@ -88,7 +91,7 @@ def ingest_dag(*, dag_id: str, source: str, doc_md: str, tenant_label: str, tena
         default_args=DEFAULT_ARGS,
         tags=["chat-ingest", "ingestion", source, *tags],
         doc_md=doc_md,
-        params=ingest_params(tenant_label, load_operator.supports_full_refresh),
+        params=ingest_params(tenant_label, tenants, load_operator.supports_full_refresh),
         on_failure_callback=failure_alerts(),
         deadline=landing_deadline(),
         template_searchpath=[str(SQL_DIR)],

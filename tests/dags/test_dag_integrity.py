@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import json
 
@@ -72,6 +73,26 @@ def test_ingestion_dags_cover_the_previous_utc_day(dagbag):
         assert interval.end - interval.start == dt.timedelta(days=1), dag_id
         assert {"date", "tenants"} <= set(dag.params), dag_id
         assert dag.catchup is False
+
+
+def test_the_tenants_param_is_an_optional_pick_list_of_the_configured_tenants(dagbag):
+    """The trigger form offers the configured tenants to pick from (a multi-select in the UI), lets the
+    field be cleared (all tenants) and refuses a name that is not configured before any run exists."""
+    from airflow.sdk.exceptions import ParamValidationError
+    from chat_ingest.config import source_config
+
+    tenant_keys = {"botslovers_ingest": ("botslovers", "companies"), "a8_ingest": ("a8", "bots"),
+                   "ultimate_ingest": ("ultimate", "bots"), "unless_ingest": ("unless", "websites")}
+    for dag_id, (source, key) in tenant_keys.items():
+        params = dagbag.dags[dag_id].params
+        offered = params.get_param("tenants").schema["examples"]
+        assert offered == source_config(source)[key] and offered, dag_id
+        for value in ([], None, offered[:1], offered):
+            trigger_form = copy.deepcopy(params)
+            trigger_form["tenants"] = value
+            assert trigger_form.validate()["tenants"] == value, dag_id
+        with pytest.raises(ParamValidationError):
+            copy.deepcopy(params)["tenants"] = ["not-a-configured-tenant"]
 
 
 def test_validation_tasks_emit_one_asset_per_staging_table(dagbag):
