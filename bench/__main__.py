@@ -62,7 +62,9 @@ def settle(env: dict[str, str]) -> None:
     while a later run is being timed on a machine of two cores (it cost one Ultimate median a
     third of its speed).  So autovacuum is switched off on the bench's own server and its work done
     here instead, untimed: the databases are vacuumed and analyzed, a checkpoint writes the dirty
-    buffers, and the run waits until the CPUs are idle.  (A 30-second run otherwise met autovacuum
+    buffers, the kernel writes the dirty pages of the page cache to disk (the sandbox runs with
+    ``fsync=off``, so an earlier run's gigabytes were still being written back during the next),
+    and the run waits until the CPUs are idle.  (A 30-second run otherwise met autovacuum
     of the very rows it was loading, and a 10-second one did not: time ×3.7 from 1M to 3M rows.)
     """
     run_sql(env["CHAT_INGEST_WAREHOUSE_DSN"], "ALTER SYSTEM SET autovacuum = off")
@@ -70,6 +72,7 @@ def settle(env: dict[str, str]) -> None:
     for dsn in (env["CHAT_INGEST_WAREHOUSE_DSN"], env["AIRFLOW_CONN_A8_TIMESCALE"]):
         run_sql(dsn, "VACUUM (ANALYZE)")
     run_sql(env["CHAT_INGEST_WAREHOUSE_DSN"], "CHECKPOINT")
+    os.sync()
     wait_for_idle_cpus()
 
 
