@@ -70,7 +70,9 @@ def resolve_window() -> dict[str, str]:
 
 @task
 def select_tenants(configured: list[str]) -> list[str]:
-    """The configured tenants, narrowed by the ``tenants`` param; unknown names are refused."""
+    """The configured tenants, narrowed by the ``tenants`` param; unknown names are refused (the
+    trigger form refuses them too, against the configuration the DAG was parsed with; this check
+    holds against the one the run finds)."""
     wanted = get_current_context()["params"].get("tenants") or []
     unknown = sorted(set(wanted) - set(configured))
     if unknown:
