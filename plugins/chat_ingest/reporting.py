@@ -30,9 +30,10 @@ PARTITION_COLUMNS = {
     "conversations": "conversation_date", "messages": "conversation_date", "daily_bot_kpis": "conversation_date",
     "intent_metrics": "conversation_date", "agent_daily_kpis": "activity_date", "agent_status_daily": "status_date",
 }
-#: A day's rebuild, in order; a step without a file for the source is not part of its rebuild.
-STEPS = ("conversations_{source}", "messages_{source}", "daily_bot_kpis", "intent_metrics",
-         "agent_daily_kpis_{source}", "agent_status_daily_{source}")
+#: A day's rebuild after its conversations (``conversations_{source}``), in order; a step without a
+#: file for the source is not part of its rebuild.
+STEPS = ("messages_{source}", "daily_bot_kpis", "intent_metrics", "agent_daily_kpis_{source}",
+         "agent_status_daily_{source}")
 DEFAULT_EXCLUDED_INTENTS = ("Greeting", "Talk to a human/agent")
 #: The HMAC key of personal ids lives in this Airflow connection's password.
 PII_KEY_CONN_ID = "reporting_pii"
@@ -43,8 +44,12 @@ def ensure_reporting_schema(conn) -> None:
     from chat_ingest.sources import TABLES_BY_SOURCE
     from chat_ingest.warehouse import ensure_schema
 
+    from chat_ingest import vocabulary
+
     ensure_schema(conn, [spec for tables in TABLES_BY_SOURCE.values() for spec in tables.values()],
                   then=(REPORTING_SQL / "ddl.sql",))
+    with conn.transaction():
+        vocabulary.write_table(conn)
 
 
 def hmac_pads(key: str) -> tuple[str, str]:
@@ -81,38 +86,80 @@ def plan_build(conn, requested: tuple[dt.datetime, dt.datetime] | None = None
     return change_ids, partitions
 
 
+#: The steps (and tables) that read only ``reporting.conversations`` of their day: a day that loses a
+#: conversation to another day's rebuild runs them again.
+CONVERSATION_KPI_STEPS = ("daily_bot_kpis", "intent_metrics")
+
+
 def rebuild_day(conn, source: str, day: dt.date, *, pii_key: str, run_id: str,
                 excluded_intents: Iterable[str] = DEFAULT_EXCLUDED_INTENTS) -> int:
-    """Replace one source's day in every reporting table, in one transaction; returns its conversations."""
+    """Replace one source's day in every reporting table, in one transaction; returns its conversations.
+
+    A conversation is in exactly one day, the day it started, and that day can move: an earlier
+    message arrives (days loaded backwards, a backfill after the schedule), a rewritten Unless object
+    gains an earlier item.  So the day's conversations are computed into a temp table first; any of
+    them reporting holds under another day is taken out of that day (with its messages), and that
+    day's conversation KPIs are computed again, in this same transaction.  A source's days are
+    rebuilt one at a time (an advisory lock per source), so two rebuilds never move the same
+    conversation at once.
+    """
     from psycopg import sql
 
     if source not in SOURCES:
         raise ValueError(f"unknown source {source!r}; known: {', '.join(SOURCES)}")
     started = time.monotonic()
     inner, outer = hmac_pads(pii_key)
-    start = dt.datetime.combine(day, dt.time(), dt.timezone.utc)
-    params = {"source": source, "day": day, "day_start": start, "day_end": start + dt.timedelta(days=1),
-              "excluded_intents": list(excluded_intents)}
+    excluded = list(excluded_intents)
     with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"reporting:{source}:{day}",))
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"reporting:{source}",))
         conn.execute("SELECT set_config('chat_ingest.hmac_inner', %s, true), "
                      "set_config('chat_ingest.hmac_outer', %s, true)", (inner, outer))
         for table, column in PARTITION_COLUMNS.items():
             conn.execute(sql.SQL("DELETE FROM {} WHERE source = %s AND {} = %s").format(
                 sql.Identifier("reporting", table), sql.Identifier(column)), (source, day))
+        conn.execute("CREATE TEMP TABLE day_conversations (LIKE reporting.conversations) ON COMMIT DROP")
+        _run_step(conn, f"conversations_{source}", source, day, excluded)
+        moved_from = _take_moved_conversations(conn)
         for step in STEPS:
-            path = REPORTING_SQL / f"{step.format(source=source)}.sql"
-            if path.exists():
-                conn.execute(path.read_text(), params)
-        conversations = conn.execute(
-            "SELECT count(*) FROM reporting.conversations WHERE source = %s AND conversation_date = %s",
-            (source, day)).fetchone()[0]
+            _run_step(conn, step.format(source=source), source, day, excluded)
+        for other_day in moved_from:
+            for step in CONVERSATION_KPI_STEPS:
+                conn.execute(sql.SQL("DELETE FROM {} WHERE source = %s AND conversation_date = %s").format(
+                    sql.Identifier("reporting", step)), (source, other_day))
+                _run_step(conn, step, source, other_day, excluded)
+        conversations = conn.execute("SELECT count(*) FROM day_conversations").fetchone()[0]
+        conn.execute("DROP TABLE day_conversations")
         conn.execute(
             "INSERT INTO audit.reporting_builds (run_id, source, day, conversations, duration_seconds) "
             "VALUES (%s, %s, %s, %s, %s)", (run_id, source, day, conversations, time.monotonic() - started))
-    log.info("reporting %s %s: %d conversations rebuilt in %.1fs", source, day, conversations,
-             time.monotonic() - started)
+    log.info("reporting %s %s: %d conversations rebuilt in %.1fs%s", source, day, conversations,
+             time.monotonic() - started,
+             f"; conversations that now start that day were moved from {', '.join(map(str, moved_from))}"
+             if moved_from else "")
     return conversations
+
+
+def _run_step(conn, step: str, source: str, day: dt.date, excluded_intents: list[str]) -> None:
+    """Run one SQL step for (source, day), if the source has that step."""
+    path = REPORTING_SQL / f"{step}.sql"
+    if path.exists():
+        start = dt.datetime.combine(day, dt.time(), dt.timezone.utc)
+        conn.execute(path.read_text(), {"source": source, "day": day, "day_start": start,
+                                        "day_end": start + dt.timedelta(days=1), "excluded_intents": excluded_intents})
+
+
+def _take_moved_conversations(conn) -> list[dt.date]:
+    """Move ``day_conversations`` into ``reporting.conversations``, first taking any of them reporting
+    holds under another day out of it (with their messages); returns those other days."""
+    moved = conn.execute(
+        "WITH moved AS (DELETE FROM reporting.conversations r USING day_conversations d "
+        "WHERE r.source = d.source AND r.tenant = d.tenant AND r.conversation_id = d.conversation_id "
+        "RETURNING r.source, r.tenant, r.conversation_id, r.conversation_date), "
+        "messages AS (DELETE FROM reporting.messages m USING moved WHERE m.source = moved.source "
+        "AND m.tenant = moved.tenant AND m.conversation_id = moved.conversation_id) "
+        "SELECT DISTINCT conversation_date FROM moved ORDER BY 1").fetchall()
+    conn.execute("INSERT INTO reporting.conversations SELECT * FROM day_conversations")
+    return [d for (d,) in moved]
 
 
 def mark_consumed(conn, change_ids: list[int]) -> int:

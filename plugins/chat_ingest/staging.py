@@ -376,12 +376,13 @@ class StagingLoader:
         # OFFSET 0 keeps the checks below the grouping: the day's rows are grouped as (tenant, day,
         # bad) triples instead of being sorted whole (the planner has no statistics for them yet).
         in_range, bad = self.conn.execute(sql.SQL(
-            "WITH landed AS (SELECT tenant, day, count(*) AS n, count(*) FILTER (WHERE bad) AS bad "
+            "WITH landed AS (SELECT tenant, day, last_day, count(*) AS n, count(*) FILTER (WHERE bad) AS bad "
             "FROM (SELECT {changes}, {fails} AS bad FROM {target} t WHERE {in_range} OFFSET 0) r "
-            "GROUP BY tenant, day), "
-            "noted AS (INSERT INTO _changed SELECT tenant, day FROM landed WHERE n > bad AND day IS NOT NULL) "
+            "GROUP BY tenant, day, last_day), "
+            "good AS (SELECT * FROM landed WHERE n > bad), "
+            "noted AS (INSERT INTO _changed {noted}) "
             "SELECT coalesce(sum(n), 0)::bigint, coalesce(sum(bad), 0)::bigint FROM landed"
-        ).format(changes=self._changes(), fails=self._fails(), target=self.target,
+        ).format(changes=self._changes(), fails=self._fails(), target=self.target, noted=self._noted_days("good"),
                  in_range=self._in_range(extraction.start, extraction.end))).fetchone()
         if in_range != result.rows_extracted:
             raise StraightLandingRefused(f"{result.rows_extracted - in_range} rows outside "
@@ -467,21 +468,40 @@ class StagingLoader:
         """The (tenant, day) pairs a load changes, noted by its statements (see :meth:`_record_changed_days`)."""
         self.conn.execute("CREATE TEMP TABLE _changed (tenant text, day date) ON COMMIT DROP")
 
+    #: Reporting days a row's period is noted for at most (a corrupt span must not note years).
+    MAX_SPAN_DAYS = 366
+
     def _changes(self) -> sql.Composed:
-        """RETURNING list of a merge statement on target alias ``t``: tenant and reporting day of each row."""
+        """RETURNING list of a merge statement on target alias ``t``: tenant, and the first and last
+        reporting day the row touches (one day, or the days of its period: ``TableSpec.span_column``)."""
         col = self.spec.column(self.spec.reporting_day_column)
-        day = sql.Identifier("t", col.name)
+        at = sql.Identifier("t", col.name)
+        first = last = at
+        if self.spec.span_column:
+            span = self.spec.column(self.spec.span_column)
+            other = sql.Identifier("t", span.name)
+            if span.pg_type == "timestamptz":
+                last = sql.SQL("coalesce({}, {})").format(other, at)
+            else:
+                first = sql.SQL("({} - make_interval(secs => coalesce({}, 0)))").format(at, other)
         if col.pg_type == "timestamptz":
-            day = sql.SQL("({} AT TIME ZONE 'UTC')::date").format(day)
+            first, last = (sql.SQL("({} AT TIME ZONE 'UTC')::date").format(x) for x in (first, last))
         tenant = sql.Identifier("t", self.spec.tenant_column) if self.spec.tenant_column else sql.Literal(None)
-        return sql.SQL("{tenant}::text AS tenant, {day} AS day").format(tenant=tenant, day=day)
+        return sql.SQL("{tenant}::text AS tenant, {first} AS day, {last} AS last_day").format(
+            tenant=tenant, first=first, last=last)
+
+    def _noted_days(self, rows: str) -> sql.Composed:
+        """Every (tenant, day) the ``rows`` (tenant, day, last_day) touch, to insert into ``_changed``."""
+        return sql.SQL(
+            "SELECT DISTINCT tenant, d::date FROM {rows}, generate_series(least(day, last_day), "
+            "least(greatest(day, last_day), least(day, last_day) + {cap}), interval '1 day') d "
+            "WHERE day IS NOT NULL").format(rows=sql.SQL(rows), cap=sql.Literal(self.MAX_SPAN_DAYS))
 
     def _tracked(self, statement: sql.Composable) -> int:
         """Run a merge statement that ends in ``RETURNING {changes}``, note its days, return its row count."""
         cur = self.conn.execute(sql.SQL(
-            "WITH touched AS ({statement}), noted AS (INSERT INTO _changed SELECT DISTINCT tenant, day "
-            "FROM touched WHERE day IS NOT NULL) SELECT count(*) FROM touched"
-        ).format(statement=statement))
+            "WITH touched AS ({statement}), noted AS (INSERT INTO _changed {noted}) SELECT count(*) FROM touched"
+        ).format(statement=statement, noted=self._noted_days("touched")))
         return cur.fetchone()[0]
 
     def _record_changed_days(self) -> tuple[str, ...]:

@@ -51,7 +51,11 @@ class Column:
     pg_type: str
     source_type: str = "String"
     nullable: bool = True
+    #: The closed set of values the seed lists ("Possible values:"): anything else fails the gate.
     allowed: tuple[str, ...] | None = None
+    #: The seed only gives examples: values are mapped to meanings by ``vocabulary:`` in sources.yaml
+    #: (``chat_ingest.vocabulary``); an unmapped value is a gate warning, never a failure.
+    vocabulary: bool = False
     #: Inclusive sane range for numeric values, checked by the validation gate.
     value_range: tuple[float | None, float | None] | None = None
     description: str = ""
@@ -81,6 +85,11 @@ class TableSpec:
     #: The timestamp/date column whose UTC day is the reporting day a row belongs to; the loader
     #: records the days a load changed in ``audit.changed_days``.  Defaults to the cursor.
     day_column: str | None = None
+    #: A row that stands for a period (a participation, a status) changes every reporting day the
+    #: period touches: this column bounds it with the day column -- a timestamp (the period runs from
+    #: the day column to it, e.g. ``left_at``; NULL: still open) or a count of seconds (the period
+    #: ends at the day column and began that long before, e.g. ``duration_seconds``).
+    span_column: str | None = None
     #: For REPLACE_CHILDREN: the columns naming the document a row belongs to.
     parent_key: tuple[str, ...] = ()
     #: Column sets the validation gate checks for uniqueness beside the key (e.g. uuid per conversation).
@@ -91,7 +100,7 @@ class TableSpec:
         names = [c.name for c in self.columns]
         if len(names) != len(set(names)):
             raise ValueError(f"{self.qualified_name}: duplicate column names")
-        for col in (*self.key, self.cursor, *filter(None, [self.version_column, self.day_column]),
+        for col in (*self.key, self.cursor, *filter(None, [self.version_column, self.day_column, self.span_column]),
                     *self.parent_key, *sum(self.ordered_pairs, ()), *sum(self.unique_together, ())):
             if col not in names:
                 raise ValueError(f"{self.qualified_name}: {col!r} is not a column")

@@ -54,6 +54,12 @@ class ExpectationOutcome:
     unexpected_count: int | None
     unexpected_values: list = field(default_factory=list)
     mostly: float | None = None
+    #: ``critical`` fails the gate; ``warning`` (a vocabulary column's unmapped values) is reported only.
+    severity: str = "critical"
+
+    @property
+    def blocks(self) -> bool:
+        return not self.success and self.severity == "critical"
 
     def describe(self) -> str:
         values = ", ".join(f"{v['value']!r} ×{v['count']}" for v in self.unexpected_values[:10]) or "—"
@@ -71,9 +77,18 @@ def data_docs_index(spec: TableSpec) -> Path:
     return gx_root() / spec.staging_table / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
 
 
-def build_expectations(spec: TableSpec, now: dt.datetime | None = None) -> list:
-    """The suite for a spec: enums, required values, key uniqueness, sane timestamps and ranges."""
+def build_expectations(spec: TableSpec, now: dt.datetime | None = None,
+                       vocabulary_seen: dict[str, dict] | None = None) -> list:
+    """The suite for a spec: enums, required values, key uniqueness, sane timestamps and ranges.
+
+    A vocabulary column (``Column.vocabulary``) gets a *warning* in-set expectation whose set is its
+    mapped values as the batch spells them (``vocabulary_seen``: column → value → count) plus the
+    mapping's own names, so GX reports exactly the unmapped values without failing the gate.
+    """
     import great_expectations.expectations as gxe
+    from great_expectations.expectations.metadata_types import FailureSeverity
+
+    from chat_ingest import vocabulary
 
     now = now or dt.datetime.now(dt.timezone.utc)
 
@@ -85,6 +100,15 @@ def build_expectations(spec: TableSpec, now: dt.datetime | None = None) -> list:
         if col.allowed:
             suite.append(gxe.ExpectColumnValuesToBeInSet(
                 column=col.name, value_set=list(col.allowed), mostly=mostly(col.name, "in_set")))
+        if col.vocabulary:
+            known = vocabulary.mapping(spec.source, col.name)
+            seen = [v for v in (vocabulary_seen or {}).get(col.name, {}) if v is not None
+                    and vocabulary.value_key(v) in known]
+            suite.append(gxe.ExpectColumnValuesToBeInSet(
+                column=col.name, value_set=sorted({*seen, *vocabulary.DEFAULTS[(spec.source, col.name)]}),
+                severity=FailureSeverity.WARNING,
+                notes=f"Unmapped values of {spec.source}.{col.name} (vocabulary in sources.yaml) report as "
+                      "outcome 'unknown'; a warning, not a gate failure."))
         if not col.nullable:
             suite.append(gxe.ExpectColumnValuesToNotBeNull(column=col.name, mostly=mostly(col.name, "not_null")))
         if col.pg_type == "timestamptz":
@@ -108,6 +132,34 @@ def build_expectations(spec: TableSpec, now: dt.datetime | None = None) -> list:
         suite.append(gxe.ExpectCompoundColumnsToBeUnique(column_list=list(columns),
                                                          mostly=mostly(columns[-1], "unique")))
     return suite
+
+
+def vocabulary_counts(conn, spec: TableSpec, query: str) -> dict[str, dict]:
+    """Value → row count of each vocabulary column in the batch ``query``."""
+    counts = {}
+    for col in spec.columns:
+        if col.vocabulary:
+            counts[col.name] = dict(conn.execute(sql.SQL("SELECT {c}, count(*) FROM ({q}) b GROUP BY {c}").format(
+                c=sql.Identifier(col.name), q=sql.SQL(query))).fetchall())
+    return counts
+
+
+def report_unmapped(conn, spec: TableSpec, counts: dict[str, dict], *, run_id: str, start: dt.datetime,
+                    end: dt.datetime) -> dict[str, dict[str, int]]:
+    """Log and record (``audit.unmapped_values``) the batch's values no vocabulary mapping knows."""
+    from chat_ingest import vocabulary
+
+    found = {column: vocabulary.unmapped(spec.source, column, seen) for column, seen in counts.items()}
+    for column, values in found.items():
+        for value, count in sorted(values.items()):
+            log.warning("staging.%s.%s: unmapped value %r in %d row(s) of [%s, %s): reported as outcome "
+                        "'unknown'; map it under vocabulary.%s.%s in sources.yaml", spec.staging_table, column,
+                        value, count, start.isoformat(), end.isoformat(), spec.source, column)
+            conn.execute(
+                "INSERT INTO audit.unmapped_values (run_id, source, table_name, column_name, value, row_count, "
+                "window_start, window_end) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                (run_id, spec.source, spec.name, column, value, count, start, end))
+    return found
 
 
 def batch_query(conn, spec: TableSpec, start: dt.datetime, end: dt.datetime, tenants: list[str] | None) -> str:
@@ -148,6 +200,8 @@ def run_gate(conn, sqlalchemy_dsn: str, spec: TableSpec, *, run_id: str, start: 
 
     project = gx_root() / spec.staging_table
     query = batch_query(conn, spec, start, end, tenants)
+    with conn.transaction():
+        seen = vocabulary_counts(conn, spec, query)
     os.environ[_DSN_VARIABLE] = sqlalchemy_dsn
     try:
         with _ProjectLock(project):
@@ -161,7 +215,8 @@ def run_gate(conn, sqlalchemy_dsn: str, spec: TableSpec, *, run_id: str, start: 
             batch_definition = datasource.add_query_asset(asset_name, query=query) \
                 .add_batch_definition_whole_table("window")
             suite = context.suites.add_or_update(
-                gx.ExpectationSuite(name=f"{spec.staging_table}_suite", expectations=build_expectations(spec)))
+                gx.ExpectationSuite(name=f"{spec.staging_table}_suite",
+                                     expectations=build_expectations(spec, vocabulary_seen=seen)))
             definition = context.validation_definitions.add_or_update(
                 gx.ValidationDefinition(name=f"{spec.staging_table}_gate", data=batch_definition, suite=suite))
             checkpoint = context.checkpoints.add_or_update(gx.Checkpoint(
@@ -184,23 +239,25 @@ def run_gate(conn, sqlalchemy_dsn: str, spec: TableSpec, *, run_id: str, start: 
                 element_count=r.result.get("element_count"), unexpected_count=r.result.get("unexpected_count"),
                 unexpected_values=[{"value": v["value"], "count": v["count"]}
                                    for v in r.result.get("partial_unexpected_counts", [])],
-                mostly=cfg.kwargs.get("mostly"),
+                mostly=cfg.kwargs.get("mostly"), severity=cfg.severity.value,
             ))
     with conn.transaction():
         for o in outcomes:
             conn.execute(
                 "INSERT INTO audit.validation_results (run_id, source, table_name, window_start, window_end, "
-                "expectation, column_name, success, element_count, unexpected_count, unexpected_values, mostly) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                "expectation, column_name, success, element_count, unexpected_count, unexpected_values, mostly, "
+                "severity) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                 (run_id, spec.source, spec.name, start, end, o.expectation, o.column, o.success, o.element_count,
-                 o.unexpected_count, json.dumps(o.unexpected_values, default=str), o.mostly),
+                 o.unexpected_count, json.dumps(o.unexpected_values, default=str), o.mostly, o.severity),
             )
-    failed = [o for o in outcomes if not o.success]
+        report_unmapped(conn, spec, seen, run_id=run_id, start=start, end=end)
+    failed = [o for o in outcomes if o.blocks]
     if failed:
         raise ValidationFailed(
             f"staging.{spec.staging_table} failed validation for [{start.isoformat()}, {end.isoformat()}): "
             + "; ".join(o.describe() for o in failed)
             + f". The rows stay in staging for inspection; Data Docs: {data_docs_index(spec)}"
         )
-    log.info("staging.%s passed %d expectations", spec.staging_table, len(outcomes))
+    warnings = [o for o in outcomes if not o.success]
+    log.info("staging.%s passed %d expectations (%d warning(s))", spec.staging_table, len(outcomes), len(warnings))
     return outcomes

@@ -135,18 +135,17 @@ def expected_a8(sandbox) -> dict:
     states = defaultdict(set)
     for s in jsonl(folder / "chat_state.jsonl"):
         states[s["chat_id"]].add(s["state"])
-    handled = defaultdict(list)
+    not_handled = defaultdict(int)
     for d in jsonl(folder / "user_message_details.jsonl"):
-        handled[d["chat_id"]].append(d["is_handeled"])
+        not_handled[d["chat_id"]] += d["is_handeled"] is False  # NULL is unknown, not "not handled"
     by_key = defaultdict(lambda: ([], [0, 0]))
     for (bot, chat), msgs in chats.items():
         agent = any(m["msg_from"] == "agent" for m in msgs) or "agentAssigned" in states[chat]
         outcome = "escalated" if agent else "failed_escalation" if "TransferChat" in states[chat] else "bot_handled"
         outcomes, understood = by_key[(min(ts(m["time"]) for m in msgs).date(), "a8", bot)]
         outcomes.append(outcome)
-        if chat in handled:  # the understood rate counts chats the NLP side reports on
-            understood[0] += sum(m["msg_from"] == "user" for m in msgs)
-            understood[1] += sum(h is not True for h in handled[chat])
+        understood[0] += sum(m["msg_from"] == "user" for m in msgs)
+        understood[1] += not_handled[chat]
     return {key: rates(o, tuple(u)) for key, (o, u) in by_key.items()}
 
 
@@ -226,6 +225,37 @@ def expected_status_seconds(sandbox, company: str, day: dt.date) -> dict:
     return dict(out)
 
 
+def newest_agent_log(sandbox, company: str) -> list[dict]:
+    """The newest version of every chat_agent_log row, deleted ones left out."""
+    newest = {}
+    for row in jsonl(sandbox.dataset / "botslovers" / company / "chat_agent_log.jsonl"):
+        if row["id"] not in newest or row["updated_at"] >= newest[row["id"]]["updated_at"]:
+            newest[row["id"]] = row
+    return [row for row in newest.values() if row["deleted_at"] is None]
+
+
+def expected_botslovers_agents(rows: list[dict], day: dt.date) -> dict[str, tuple]:
+    """agent → (chats joined that day, handle seconds inside that day, CSAT of the day's participations):
+    every participation, closed or open (until now), gives each UTC day the part of it inside that day."""
+    start = dt.datetime.combine(day, dt.time(), UTC)
+    end, now = start + dt.timedelta(days=1), dt.datetime.now(UTC)
+    joined, handled, ratings = defaultdict(int), defaultdict(float), defaultdict(list)
+    for row in rows:
+        if row["event"] != "agent_joined":
+            continue
+        began = ts(row["joined_at"])
+        ended = ts(row["left_at"]) if row["left_at"] else now
+        inside = (min(ended, end) - max(began, start)).total_seconds()
+        if inside > 0:
+            handled[row["agent_id"]] += inside
+        if start <= began < end:
+            joined[row["agent_id"]] += 1
+            if row["response_rating"] is not None:
+                ratings[row["agent_id"]].append(row["response_rating"])
+    return {agent: (joined[agent], handled[agent], statistics.mean(ratings[agent]) if ratings[agent] else None)
+            for agent in set(joined) | set(handled)}
+
+
 def expected_first_responses(sandbox, company: str, day: dt.date) -> dict[str, list[float]]:
     folder = sandbox.dataset / "botslovers" / company
     newest = {}
@@ -261,21 +291,26 @@ def expected_a8_agents(sandbox, day: dt.date) -> dict:
     bot_of = {chat: bot for bot, chat in chats}
     joined, handled, resolved, timeouts, handoffs = (defaultdict(int), defaultdict(float), defaultdict(int),
                                                      defaultdict(int), {})
+    now, agents = dt.datetime.now(UTC), set()
     for (bot, chat), states in chats.items():
         states.sort()
-        for i, (at, _, state, agent) in enumerate(states):
-            if not start <= at < end:
-                continue
-            if state == "agentAssigned":
-                until = states[i + 1][0] if i + 1 < len(states) else end
-                joined[(bot, agent)] += 1
-                handled[(bot, agent)] += (min(until, end) - at).total_seconds()
-            resolved[(bot, agent)] += state == "closedChat"
-            timeouts[(bot, agent)] += state == "timeoutChat"
         transfers = [at for at, _, state, _ in states if state == "TransferChat"]
         if transfers:
             handoffs[chat] = min(transfers)
-    agents, firsts = set(joined), {}
+        for i, (at, _, state, agent) in enumerate(states):
+            # a human pick-up: agentAssigned, or assignedChat after the chat's first transfer (before it: the bot)
+            pickup = state == "agentAssigned" or (state == "assignedChat" and transfers and at > min(transfers))
+            if pickup and agent:
+                until = states[i + 1][0] if i + 1 < len(states) else now  # still open: until now
+                inside = (min(until, end) - max(at, start)).total_seconds()
+                if inside > 0:  # every participation gives each day the part of it inside that day
+                    agents.add((bot, agent))
+                    handled[(bot, agent)] += inside
+                joined[(bot, agent)] += start <= at < end
+            if start <= at < end:
+                resolved[(bot, agent)] += state == "closedChat"
+                timeouts[(bot, agent)] += state == "timeoutChat"
+    firsts = {}
     for m in jsonl(folder / "agent_message_details.jsonl"):
         at, chat = ts(m["time"]), m["chat_id"]
         if m["agent_id"] and start <= at < end:
@@ -356,10 +391,16 @@ def test_agent_status_seconds_and_first_responses(reported):
         status = {(a, s): float(sec) for a, s, sec in conn.execute(
             "SELECT agent_id, status, seconds FROM reporting.agent_status_daily WHERE tenant = %s "
             "AND status_date = %s", (company, day))}
-        responses = {a: (None if m is None else float(m), None if p is None else float(p)) for a, m, p in
-                     conn.execute("SELECT agent_id, first_response_median_s, first_response_p90_s FROM "
-                                  "reporting.agent_daily_kpis WHERE tenant = %s AND activity_date = %s",
-                                  (company, day))}
+        rows = conn.execute("SELECT agent_id, first_response_median_s, first_response_p90_s, chats_joined, "
+                            "handle_seconds, csat FROM reporting.agent_daily_kpis WHERE tenant = %s "
+                            "AND activity_date = %s", (company, day)).fetchall()
+    number = lambda v: None if v is None else float(v)  # noqa: E731
+    responses = {a: (number(m), number(p)) for a, m, p, *_ in rows}
+    participations = {a: (n, float(h), number(c)) for a, _, _, n, h, c in rows if n or h}
+    wanted = expected_botslovers_agents(newest_agent_log(reported, company), day)
+    assert set(participations) == set(wanted) and wanted
+    for agent, values in wanted.items():
+        assert participations[agent] == pytest.approx(values), agent
     assert status == pytest.approx(expected_status_seconds(reported, company, day)) and status
     firsts = expected_first_responses(reported, company, day)
     for agent, seconds in firsts.items():

@@ -96,3 +96,20 @@ BEGIN
     RAISE EXCEPTION 'a row is marked bad: %', reason USING ERRCODE = 'data_exception';
 END
 $$;
+
+-- Gate results of warning severity (a vocabulary column's unmapped values) are reported, never blocking.
+ALTER TABLE audit.validation_results ADD COLUMN IF NOT EXISTS severity text NOT NULL DEFAULT 'critical';
+
+-- Values of a vocabulary column (A8 chat state, Ultimate conversation_status / last_resolution) that the
+-- mapping in sources.yaml does not know, per validated batch: reporting counts them as outcome 'unknown'.
+CREATE TABLE IF NOT EXISTS audit.unmapped_values (
+    run_id       text        NOT NULL,
+    source       text        NOT NULL,
+    table_name   text        NOT NULL,
+    column_name  text        NOT NULL,
+    value        text        NOT NULL,
+    row_count    bigint      NOT NULL,
+    window_start timestamptz NOT NULL,
+    window_end   timestamptz NOT NULL,
+    found_at     timestamptz NOT NULL DEFAULT now()
+);

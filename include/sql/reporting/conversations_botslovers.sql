@@ -17,14 +17,12 @@ WITH touched AS (
     GROUP BY m.company, m.session
     HAVING min(m.created_at) >= %(day_start)s AND min(m.created_at) < %(day_end)s
 )
-INSERT INTO reporting.conversations (source, tenant, conversation_id, started_at, ended_at, conversation_date,
-    channel, language, user_key, user_messages, bot_messages, agent_messages, not_understood_messages, outcome)
+INSERT INTO day_conversations (source, tenant, conversation_id, started_at, ended_at, conversation_date,
+    channel, language, user_key, user_messages, bot_messages, agent_messages, not_understood_messages, outcome,
+    deflected)
 SELECT 'botslovers', s.company, s.session, s.started_at, s.ended_at, (s.started_at AT TIME ZONE 'UTC')::date,
        s.channel, s.language, reporting.user_key(s.user_id), s.user_messages, s.bot_messages, s.agent_messages,
-       NULL,
-       CASE WHEN coalesce(e.human_joined, false) OR s.agent_messages > 0 THEN 'escalated'
-            WHEN coalesce(e.handoff_requested, false) THEN 'failed_escalation'
-            ELSE 'bot_handled' END
+       NULL, o.outcome, o.outcome <> 'escalated'
 FROM sessions s
 -- A session's agent-log events by its key (LATERAL, one index probe per session): joined as an aggregate
 -- of all the day's sessions, the planner -- which cannot estimate how many sessions start on a day --
@@ -35,4 +33,9 @@ LEFT JOIN LATERAL (
     FROM staging.botslovers_chat_agent_log l
     WHERE l.company = s.company AND l.chat_id = s.session AND l.deleted_at IS NULL
     GROUP BY l.company, l.chat_id
-) e ON true;
+) e ON true
+CROSS JOIN LATERAL (
+    SELECT CASE WHEN coalesce(e.human_joined, false) OR s.agent_messages > 0 THEN 'escalated'
+                WHEN coalesce(e.handoff_requested, false) THEN 'failed_escalation'
+                ELSE 'bot_handled' END AS outcome
+) o;

@@ -1,7 +1,10 @@
 -- Ultimate: one row per exported conversation (were one ever in two files, the later export wins),
 -- dated by conversation_start_time — so the file of day X+1 completes day X.  outcome from
--- conversation_status: botHandled → bot_handled; agent / email / customEscalation → escalated;
--- failedEscalation → failed_escalation; anything else → unknown.  Intents from
+-- conversation_status through the vocabulary (sources.yaml; by default botHandled / bot_handled →
+-- bot_handled; agent / email / customEscalation → escalated; failedEscalation → failed_escalation);
+-- an unmapped or missing status → unknown.  deflected is the seed's `NOT IN ('email', 'agent',
+-- 'customEscalation')`: NULL when the status is.  resolution is last_resolution's meaning (informed,
+-- resolved, escalated, undefined; unknown when unmapped).  Intents from
 -- triggered_intent_replies: first and last by position (the seed's second query); the first meaningful
 -- one is the earliest by intent_timestamp with not_meaningful false and not in the excluded list (the
 -- seed's third query).  The export names no user, so user_key is NULL.
@@ -21,15 +24,16 @@ WITH convs AS (
     JOIN convs c ON c.bot_id = i.bot_id AND c.conversation_id = i.conversation_id AND c.export_date = i.export_date
     GROUP BY i.bot_id, i.conversation_id
 )
-INSERT INTO reporting.conversations (source, tenant, conversation_id, started_at, ended_at, conversation_date,
+INSERT INTO day_conversations (source, tenant, conversation_id, started_at, ended_at, conversation_date,
     channel, language, user_key, user_messages, bot_messages, agent_messages, not_understood_messages, outcome,
-    resolution, first_intent, last_intent, first_meaningful_intent)
+    deflected, resolution, first_intent, last_intent, first_meaningful_intent)
 SELECT 'ultimate', c.bot_id, c.conversation_id, c.conversation_start_time, c.conversation_end_time,
        (c.conversation_start_time AT TIME ZONE 'UTC')::date, c.channel, c.language, NULL,
        c.visitor_messages_count, c.bot_messages_count, NULL, c.not_understood_messages_count,
-       CASE WHEN c.conversation_status = 'botHandled' THEN 'bot_handled'
-            WHEN c.conversation_status IN ('agent', 'email', 'customEscalation') THEN 'escalated'
-            WHEN c.conversation_status = 'failedEscalation' THEN 'failed_escalation'
-            ELSE 'unknown' END,
-       c.last_resolution, i.first_intent, i.last_intent, i.first_meaningful_intent
-FROM convs c LEFT JOIN intents i USING (bot_id, conversation_id);
+       coalesce(s.meaning, 'unknown'), s.meaning <> 'escalated',
+       reporting.vocabulary_meaning('ultimate', 'last_resolution', c.last_resolution),
+       i.first_intent, i.last_intent, i.first_meaningful_intent
+FROM convs c
+CROSS JOIN LATERAL (SELECT reporting.vocabulary_meaning('ultimate', 'conversation_status', c.conversation_status)
+                    AS meaning) s
+LEFT JOIN intents i USING (bot_id, conversation_id);

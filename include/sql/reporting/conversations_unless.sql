@@ -22,14 +22,16 @@ WITH convs AS (
     FROM staging.unless_logs l JOIN convs USING (website, session, conversation_id)
     GROUP BY l.website, l.session, l.conversation_id
 )
-INSERT INTO reporting.conversations (source, tenant, conversation_id, started_at, ended_at, conversation_date,
+INSERT INTO day_conversations (source, tenant, conversation_id, started_at, ended_at, conversation_date,
     channel, language, user_key, user_messages, bot_messages, agent_messages, not_understood_messages, outcome,
-    first_intent, last_intent, first_meaningful_intent)
+    deflected, first_intent, last_intent, first_meaningful_intent)
 SELECT 'unless', c.website, c.conversation_id, c.started_at, coalesce(l.ended_at, c.started_at),
        (c.started_at AT TIME ZONE 'UTC')::date, 'web', NULL, reporting.user_key(c.personalization_id),
        coalesce(l.user_messages, 0), coalesce(l.bot_messages, 0), coalesce(l.agent_messages, 0), NULL,
-       CASE WHEN l.agent_messages > 0 THEN 'escalated'
-            WHEN l.handoff_attempted THEN 'failed_escalation'
-            ELSE 'bot_handled' END,
-       l.first_intent, l.last_intent, l.first_meaningful_intent
-FROM convs c LEFT JOIN logs l USING (website, session, conversation_id);
+       o.outcome, o.outcome <> 'escalated', l.first_intent, l.last_intent, l.first_meaningful_intent
+FROM convs c LEFT JOIN logs l USING (website, session, conversation_id)
+CROSS JOIN LATERAL (
+    SELECT CASE WHEN l.agent_messages > 0 THEN 'escalated'
+                WHEN l.handoff_attempted THEN 'failed_escalation'
+                ELSE 'bot_handled' END AS outcome
+) o;

@@ -23,6 +23,27 @@ LANGUAGE sql STABLE PARALLEL SAFE RETURNS NULL ON NULL INPUT AS $$
 $$;
 REVOKE EXECUTE ON FUNCTION reporting.user_key(text) FROM PUBLIC;
 
+-- Vendor vocabulary given by the seeds as examples (A8 chat state, Ultimate conversation_status and
+-- last_resolution) mapped to meanings: written from `vocabulary:` in sources.yaml before every build
+-- (chat_ingest/vocabulary.py).  Values match by key: lower case, letters and digits only.
+CREATE TABLE IF NOT EXISTS reporting.vocabulary (
+    source      text NOT NULL,
+    column_name text NOT NULL,
+    value_key   text NOT NULL,
+    meaning     text NOT NULL,
+    PRIMARY KEY (source, column_name, value_key)
+);
+CREATE OR REPLACE FUNCTION reporting.vocabulary_key(value text) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE RETURNS NULL ON NULL INPUT AS $$
+    SELECT regexp_replace(lower(value), '[^a-z0-9]', '', 'g')
+$$;
+-- The meaning of a vendor value: NULL for NULL, 'unknown' for a value the mapping does not know.
+CREATE OR REPLACE FUNCTION reporting.vocabulary_meaning(source text, column_name text, value text) RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE RETURNS NULL ON NULL INPUT AS $$
+    SELECT coalesce((SELECT v.meaning FROM reporting.vocabulary v WHERE v.source = $1 AND v.column_name = $2
+                     AND v.value_key = reporting.vocabulary_key($3)), 'unknown')
+$$;
+
 CREATE TABLE IF NOT EXISTS reporting.conversations (
     source                  text        NOT NULL,
     tenant                  text        NOT NULL,
@@ -44,6 +65,9 @@ CREATE TABLE IF NOT EXISTS reporting.conversations (
     first_meaningful_intent text,
     PRIMARY KEY (source, tenant, conversation_id)
 );
+-- deflected: not escalated, with SQL's NULL semantics -- NULL where the vendor gave no status
+-- (Ultimate's conversation_status NULL: the seed's `NOT IN (...)` is NULL for it)
+ALTER TABLE reporting.conversations ADD COLUMN IF NOT EXISTS deflected boolean;
 CREATE INDEX IF NOT EXISTS conversations_day_idx ON reporting.conversations (source, conversation_date);
 
 CREATE TABLE IF NOT EXISTS reporting.messages (
@@ -73,6 +97,17 @@ CREATE TABLE IF NOT EXISTS reporting.daily_bot_kpis (
     messages_understood_rate numeric,
     PRIMARY KEY (conversation_date, source, tenant)
 );
+-- The counts behind every rate, so a week or a month re-aggregates exactly (reporting.bot_kpis_by_period).
+ALTER TABLE reporting.daily_bot_kpis
+    ADD COLUMN IF NOT EXISTS bot_handled_conversations       integer,
+    ADD COLUMN IF NOT EXISTS escalated_conversations         integer,
+    ADD COLUMN IF NOT EXISTS failed_escalation_conversations integer,
+    ADD COLUMN IF NOT EXISTS deflected_conversations         integer,
+    ADD COLUMN IF NOT EXISTS unknown_outcome_conversations   integer,
+    ADD COLUMN IF NOT EXISTS automated_conversations         integer,
+    ADD COLUMN IF NOT EXISTS informed_conversations          integer,
+    ADD COLUMN IF NOT EXISTS visitor_messages                bigint,
+    ADD COLUMN IF NOT EXISTS not_understood_messages         bigint;
 
 CREATE TABLE IF NOT EXISTS reporting.intent_metrics (
     conversation_date       date    NOT NULL,
@@ -83,6 +118,7 @@ CREATE TABLE IF NOT EXISTS reporting.intent_metrics (
     bot_handled_rate        numeric NOT NULL,
     PRIMARY KEY (conversation_date, source, tenant, first_meaningful_intent)
 );
+ALTER TABLE reporting.intent_metrics ADD COLUMN IF NOT EXISTS bot_handled_conversations integer;
 
 CREATE TABLE IF NOT EXISTS reporting.agent_daily_kpis (
     activity_date            date    NOT NULL,
@@ -100,6 +136,14 @@ CREATE TABLE IF NOT EXISTS reporting.agent_daily_kpis (
     csat_share_4_plus        numeric,
     PRIMARY KEY (activity_date, source, tenant, agent_id)
 );
+-- The counts behind the averages: CSAT = rating sum / ratings, the share >= 4 = ratings_4_plus / ratings,
+-- mean first response = first_response_seconds / first_responses (medians do not re-aggregate).
+ALTER TABLE reporting.agent_daily_kpis
+    ADD COLUMN IF NOT EXISTS first_responses        integer,
+    ADD COLUMN IF NOT EXISTS first_response_seconds numeric,
+    ADD COLUMN IF NOT EXISTS csat_ratings           integer,
+    ADD COLUMN IF NOT EXISTS csat_rating_sum        integer,
+    ADD COLUMN IF NOT EXISTS csat_ratings_4_plus    integer;
 
 CREATE TABLE IF NOT EXISTS reporting.agent_status_daily (
     status_date   date    NOT NULL,
@@ -111,6 +155,30 @@ CREATE TABLE IF NOT EXISTS reporting.agent_status_daily (
     online_share  numeric NOT NULL,  -- of the agent's logged time that day
     PRIMARY KEY (status_date, source, tenant, agent_id, status)
 );
+
+-- Bot KPIs by ISO week (Monday) and by calendar month, re-aggregated from the daily counts.
+CREATE OR REPLACE VIEW reporting.bot_kpis_by_period AS
+SELECT p.period, date_trunc(p.period, d.conversation_date)::date AS period_start, d.source, d.tenant,
+       sum(d.total_conversations) AS total_conversations,
+       sum(d.bot_handled_conversations) AS bot_handled_conversations,
+       sum(d.escalated_conversations) AS escalated_conversations,
+       sum(d.failed_escalation_conversations) AS failed_escalation_conversations,
+       sum(d.deflected_conversations) AS deflected_conversations,
+       sum(d.unknown_outcome_conversations) AS unknown_outcome_conversations,
+       sum(d.automated_conversations) AS automated_conversations,
+       sum(d.informed_conversations) AS informed_conversations,
+       sum(d.visitor_messages) AS visitor_messages,
+       sum(d.not_understood_messages) AS not_understood_messages,
+       sum(d.bot_handled_conversations)::numeric / sum(d.total_conversations) AS bot_handled_rate,
+       sum(d.escalated_conversations)::numeric / sum(d.total_conversations) AS escalation_rate,
+       sum(d.failed_escalation_conversations)::numeric / sum(d.total_conversations) AS failed_escalation_rate,
+       sum(d.deflected_conversations)::numeric / sum(d.total_conversations) AS deflection_rate,
+       sum(d.automated_conversations)::numeric / sum(d.total_conversations) AS automation_rate,
+       sum(d.informed_conversations)::numeric / sum(d.total_conversations) AS informed_rate,
+       (sum(d.visitor_messages) - sum(d.not_understood_messages))::numeric / nullif(sum(d.visitor_messages), 0)
+           AS messages_understood_rate
+FROM reporting.daily_bot_kpis d CROSS JOIN (VALUES ('week'), ('month')) AS p (period)
+GROUP BY p.period, date_trunc(p.period, d.conversation_date), d.source, d.tenant;
 
 -- Which (source, day) partitions each reporting build rebuilt, and what that took.
 CREATE TABLE IF NOT EXISTS audit.reporting_builds (

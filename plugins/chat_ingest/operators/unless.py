@@ -19,8 +19,9 @@ MAX_RAW_CHARS = 1_000_000
 
 
 class UnlessToStagingOperator(SpooledDocumentLoadOperator):
-    """Land every conversation object of one website modified in ``[lower, end)``.
+    """Land every conversation object of one website modified in ``[lower, upper)``.
 
+    ``upper`` is the window's end or now, whichever is later (see :meth:`selection`).
     ``lower`` is the window's start, or earlier: the stored watermark of the
     website's prefix (``audit.watermarks``) minus ``overlap_minutes``, so changes
     a previous run did not see (an object written while it listed, a paused DAG)
@@ -69,11 +70,19 @@ class UnlessToStagingOperator(SpooledDocumentLoadOperator):
         return row[0] if row else None
 
     def selection(self, start: dt.datetime, end: dt.datetime) -> tuple[dt.datetime | None, dt.datetime]:
-        """``[lower, end)`` of LastModified this run reads (``lower`` None: the whole history)."""
+        """``[lower, upper)`` of LastModified this run reads (``lower`` None: the whole history).
+
+        ``upper`` is the later of the window's end and now: objects are rewritten in place, so the
+        current version of a conversation of an earlier day may be dated any time after it.  A rerun
+        of 11-26 reads what changed since (and lands the current state of that day's conversations),
+        as an operator rerunning a day expects; an object staging already holds in that version is
+        not downloaded again, so the wider range costs a listing.
+        """
+        upper = max(end, dt.datetime.now(dt.timezone.utc))
         watermark = self.read_watermark()
         if watermark is None or self.window.get("full_refresh"):
-            return None, end
-        return min(start, watermark - dt.timedelta(minutes=self.overlap_minutes)), end
+            return None, upper
+        return min(start, watermark - dt.timedelta(minutes=self.overlap_minutes)), upper
 
     def selected(self, pages, lower: dt.datetime | None, end: dt.datetime) -> Iterator[unless.ObjectRef]:
         """The listed objects modified in ``[lower, end)``, remembering the newest LastModified seen."""

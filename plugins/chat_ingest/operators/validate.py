@@ -62,4 +62,5 @@ class ValidateStagingOperator(BaseOperator):
             outcomes = run_gate(conn, dsn, self.spec, run_id=context["run_id"], start=start, end=end,
                                 tenants=self.tenants or None)
         return {"table": self.spec.staging_table, "window": self.window, "expectations": len(outcomes),
-                "rows_validated": max((o.element_count or 0 for o in outcomes), default=0)}
+                "rows_validated": max((o.element_count or 0 for o in outcomes), default=0),
+                "warnings": [o.describe() for o in outcomes if not o.success]}

@@ -12,10 +12,6 @@ from chat_ingest.tablespec import Column, MergeRule, TableSpec
 SOURCE = "a8"
 
 MSG_FROM = ("user", "bot", "agent")
-#: Chat states: the seed names newChat, assignedChat and TransferChat; the rest
-#: are the lifecycle states the A8 console writes when an agent picks up a
-#: transferred chat, and when a chat is closed or times out.
-CHAT_STATES = ("newChat", "assignedChat", "TransferChat", "agentAssigned", "closedChat", "timeoutChat")
 #: "text/HyperLink/Attachments" in the seed, as the values appear in the data.
 MSG_TYPES = ("text", "hyperlink", "attachment", "image", "quickReply")
 CHANNELS = ("web", "facebook", "whatsapp")
@@ -73,7 +69,7 @@ USER = _spec("user", description="Users who interacted with a bot; one row when 
 ))
 CHAT_STATE = _spec("chat_state", description="Stages of a conversation; the latest is the chat's current state.", columns=(
     _time(), _text("chat_id", nullable=False), _text("agent_id"),
-    _text("state", nullable=False, allowed=CHAT_STATES), _json("custom_fields"), _bot_handle(),
+    _text("state", nullable=False, vocabulary=True), _json("custom_fields"), _bot_handle(),
     _text("id"), _text("group_id"),
 ))
 BOT_MESSAGES = _spec("bot_messages", description="Bot replies.", columns=(

@@ -18,9 +18,6 @@ if TYPE_CHECKING:
 SOURCE = "ultimate"
 
 CHANNELS = ("chat", "ticket")
-LAST_RESOLUTIONS = ("informed", "resolved", "escalated", "undefined")
-#: The seed's metric queries name botHandled, agent, email, customEscalation and failedEscalation.
-CONVERSATION_STATUSES = ("botHandled", "agent", "email", "customEscalation", "failedEscalation")
 COUNT_FIELDS = (
     "llm_notUnderstood_count", "llm_responseGenerated_count", "llm_errorOccurred_count",
     "llm_escalationRequired_count", "llm_fallback_count", "bot_messages_count", "visitor_messages_count",
@@ -48,8 +45,8 @@ CONVERSATIONS = _spec("conversations", description="One row per conversation, in
     Column("labels", "jsonb"),
     Column("conversations_data", "jsonb", description="A JSON string in the export, parsed."),
     Column("test_mode", "boolean"),
-    Column("conversation_status", "text", allowed=CONVERSATION_STATUSES),
-    Column("last_resolution", "text", allowed=LAST_RESOLUTIONS),
+    Column("conversation_status", "text", vocabulary=True),
+    Column("last_resolution", "text", vocabulary=True),
     Column("triggered_replies", "jsonb"),
     Column("triggered_intent_replies", "jsonb"),
     Column("is_llm_conversation", "boolean"),
