@@ -63,13 +63,18 @@ def hmac_pads(key: str) -> tuple[str, str]:
     return bytes(b ^ 0x36 for b in raw).hex(), bytes(b ^ 0x5C for b in raw).hex()
 
 
-def pending_changes(conn, lookback_days: int = 1) -> tuple[list[int], list[tuple[str, dt.date]]]:
-    """Unconsumed change ids, and the (source, day) partitions they call for (with the lookback)."""
+def pending_changes(conn, lookback_days: int = 1, lookahead_days: int = 1
+                    ) -> tuple[list[int], list[tuple[str, dt.date]]]:
+    """Unconsumed change ids, and the (source, day) partitions they call for: each changed day, the
+    day before it (a conversation that began the evening before has messages on the changed day) and
+    the day after it (an A8 agent activity or chat state lasts until the next one: a row landed on day
+    X, say by a backfill after X+1 was reported, changes the interval that runs into X+1, and a
+    handoff on X changes the first response an agent gives on X+1)."""
     rows = conn.execute(
         "SELECT change_id, source, day FROM audit.changed_days WHERE consumed_at IS NULL ORDER BY change_id"
     ).fetchall()
-    partitions = {(source, day - dt.timedelta(days=back)) for _, source, day in rows
-                  for back in range(lookback_days + 1)}
+    partitions = {(source, day + dt.timedelta(days=shift)) for _, source, day in rows
+                  for shift in range(-lookback_days, lookahead_days + 1)}
     return [r[0] for r in rows], sorted(partitions)
 
 

@@ -2,8 +2,10 @@
 -- (log-in, log-out, a status change) starts the agent's status until their next such activity —
 -- `loggedIn` starts `online`, `loggedOut` starts `offline`, any other event the status it names.  The
 -- last activity's interval is still open and not counted yet (its end arrives with the next load, which
--- rebuilds this day too).  Intervals are cut at midnight.  Activities carry no bot: an agent is reported
--- under each bot whose chats they were assigned (chat_state), or under '(no bot)' if none yet.
+-- rebuilds this day too).  Intervals are cut at midnight.  Activities carry no bot: an agent's day is
+-- reported under each bot whose chats they handled that day (chat_state rows naming the agent), or under
+-- '(no bot)' on a day they handled none -- a rule of that day's rows only, so the order days are
+-- loaded in cannot change it.
 -- online_share = online seconds / seconds logged in (every status but offline) that day.
 WITH events AS (
     SELECT agent_id, time AS began,
@@ -20,7 +22,7 @@ WITH events AS (
     FROM intervals GROUP BY agent_id, status
 ), bots AS (
     SELECT DISTINCT agent_id, bot_handle FROM staging.a8_chat_state
-    WHERE state = 'agentAssigned' AND agent_id IN (SELECT agent_id FROM per_status)
+    WHERE time >= %(day_start)s AND time < %(day_end)s AND agent_id IN (SELECT agent_id FROM per_status)
 )
 INSERT INTO reporting.agent_status_daily (status_date, source, tenant, agent_id, status, seconds, online_share)
 SELECT %(day)s, 'a8', coalesce(b.bot_handle, '(no bot)'), p.agent_id, p.status, p.seconds,

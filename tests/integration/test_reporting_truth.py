@@ -1,0 +1,323 @@
+"""Reporting under real conditions: days loaded out of order, periods across midnight, NULLs and vendor
+vocabulary the seeds allow but the generator never writes.  Every expected value is computed here, in
+Python, from the rows the test wrote -- never by the project's SQL."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import logging
+import uuid
+from collections import defaultdict
+
+import pytest
+
+from tests.integration.test_a8 import a8_conn
+from tests.integration.test_a8 import load as load_a8
+from tests.integration.test_botslovers import TEST_COMPANY, agent_log, ch_rows, testco  # noqa: F401 (fixture)
+from tests.integration.test_botslovers import load as load_botslovers
+from tests.integration.test_reporting import build, kpis, land_everything, ultimate_records
+
+pytestmark = pytest.mark.integration
+
+UTC = dt.timezone.utc
+REPORTING_TABLES = ("conversations", "messages", "daily_bot_kpis", "intent_metrics", "agent_daily_kpis",
+                    "agent_status_daily")
+
+
+def fingerprint(sandbox) -> dict[str, str]:
+    with sandbox.warehouse() as conn:
+        return {t: conn.execute(f"SELECT count(*) || ':' || coalesce(md5(string_agg(r::text, '|' ORDER BY "
+                                f"r::text)), '') FROM reporting.{t} r").fetchone()[0] for t in REPORTING_TABLES}
+
+
+def midnight(day: dt.date) -> dt.datetime:
+    return dt.datetime.combine(day, dt.time(), UTC)
+
+
+def land_day(sandbox, day: dt.date) -> None:
+    """One day of every source, as one scheduled or manual run of each ingestion DAG lands it."""
+    from chat_ingest.operators.a8 import A8ToStagingOperator
+    from chat_ingest.operators.botslovers import BotsloversToStagingOperator
+    from chat_ingest.operators.ultimate import UltimateToStagingOperator
+    from chat_ingest.operators.unless import UnlessToStagingOperator
+    from chat_ingest.sources import a8
+
+    one_day = {"start": midnight(day).isoformat(), "end": midnight(day + dt.timedelta(days=1)).isoformat()}
+    ctx, m = {"run_id": f"day-{day}-{uuid.uuid4().hex[:6]}"}, sandbox.manifest
+    for company in m["botslovers"]["companies"]:
+        for table in ("messages", "chat_agent_log", "agent_status_logs"):
+            BotsloversToStagingOperator(task_id="l", tenant=company, table=table, window=one_day).execute(ctx)
+    for table, spec in a8.TABLES.items():
+        for bot in m["a8"]["bots"] if spec.tenant_column else [None]:
+            A8ToStagingOperator(task_id="l", tenant=bot, table=table, window=one_day).execute(ctx)
+    for bot in m["ultimate"]["bots"]:
+        UltimateToStagingOperator(task_id="l", tenant=bot, window=one_day).execute(ctx)
+    for website in m["unless"]["websites"]:
+        UnlessToStagingOperator(task_id="l", tenant=website, window=one_day, bucket=sandbox.env["SANDBOX_UNLESS_BUCKET"],
+                                account=m["unless"]["account"]).execute(ctx)
+
+
+def test_days_loaded_backwards_report_exactly_what_days_loaded_in_order_do(clean_warehouse, caplog):
+    """The outage flow: the schedule loaded the later days, a backfill brings the earlier ones after.  A
+    conversation whose first message arrives late moves to its start day; no rebuild collides."""
+    sandbox = clean_warehouse
+    days = [*sandbox.days, sandbox.days[-1] + dt.timedelta(days=1)]
+    for day in days:
+        land_day(sandbox, day)
+        build(sandbox)
+    in_order = fingerprint(sandbox)
+    with sandbox.warehouse() as conn:
+        conn.execute("DROP SCHEMA IF EXISTS staging, audit, reporting CASCADE")
+    with caplog.at_level(logging.INFO, logger="chat_ingest.reporting"):
+        for day in reversed(days):
+            land_day(sandbox, day)
+            build(sandbox)
+    assert fingerprint(sandbox) == in_order
+    assert "were moved from" in caplog.text  # the crash of issue 19: a conversation already in a later day
+    with sandbox.warehouse() as conn:
+        moved = conn.execute("SELECT count(*) FROM reporting.conversations c WHERE c.conversation_date "
+                             "<> (c.started_at AT TIME ZONE 'UTC')::date").fetchone()[0]
+        across = conn.execute("SELECT count(*) FROM reporting.conversations WHERE (started_at AT TIME ZONE 'UTC')"
+                              "::date < (ended_at AT TIME ZONE 'UTC')::date").fetchone()[0]
+    assert moved == 0 and across > 0  # the dataset has conversations across midnight, each in its start day
+
+
+# -- participations and statuses across midnight ---------------------------------------------------
+
+
+def test_a_participation_gives_each_day_the_part_of_it_inside_that_day(clean_warehouse, testco):  # noqa: F811
+    sandbox = clean_warehouse
+    x = sandbox.days[0]
+    at = midnight(x)
+    rows = [  # (id, joined, left): 23:58-00:25, and 22:00 on X to 01:00 on X+2
+        ("p-short", at + dt.timedelta(hours=23, minutes=58), at + dt.timedelta(days=1, minutes=25)),
+        ("p-long", at + dt.timedelta(hours=22), at + dt.timedelta(days=2, hours=1)),
+    ]
+    ch_rows(sandbox, f"chat_agent_log_{TEST_COMPANY}", [
+        agent_log(i, left, chat_id=i, agent_id="night-agent", joined_at=joined, left_at=left, created_at=joined)
+        for i, joined, left in rows])
+    ch_rows(sandbox, f"agent_status_logs_{TEST_COMPANY}", [{  # offline from X 20:00 to X+2 08:00
+        "id": "s-weekend", "agent_id": "night-agent", "old_status": "offline", "new_status": "online",
+        "status_changed_at": (at + dt.timedelta(days=2, hours=8)).strftime("%Y-%m-%d %H:%M:%S"),
+        "duration_seconds": 36 * 3600, "created_at": (at + dt.timedelta(days=2, hours=8)).strftime("%Y-%m-%d %H:%M:%S")}])
+    # the rows arrive with the day they were last updated: X+1 and X+2 (the later day is loaded first)
+    summaries = [load_botslovers(TEST_COMPANY, table, x + dt.timedelta(days=2))
+                 for table in ("chat_agent_log", "agent_status_logs")]
+    load_botslovers(TEST_COMPANY, "chat_agent_log", x + dt.timedelta(days=1))
+    assert set(summaries[0]["changed_days"]) == {str(x + dt.timedelta(days=n)) for n in range(3)}
+    assert set(summaries[1]["changed_days"]) == {str(x + dt.timedelta(days=n)) for n in range(3)}
+    build(sandbox)
+    expected_handle, expected_offline = defaultdict(float), defaultdict(float)
+    for _, joined, left in rows:
+        for n in range(3):
+            start, end = at + dt.timedelta(days=n), at + dt.timedelta(days=n + 1)
+            expected_handle[x + dt.timedelta(days=n)] += max(0.0, (min(left, end) - max(joined, start)).total_seconds())
+    for n in range(3):
+        start, end = at + dt.timedelta(days=n), at + dt.timedelta(days=n + 1)
+        began, ended = at + dt.timedelta(hours=20), at + dt.timedelta(days=2, hours=8)
+        expected_offline[x + dt.timedelta(days=n)] = max(0.0, (min(ended, end) - max(began, start)).total_seconds())
+    with sandbox.warehouse() as conn:
+        handle = {d: float(s) for d, s in conn.execute(
+            "SELECT activity_date, handle_seconds FROM reporting.agent_daily_kpis WHERE tenant = %s "
+            "AND agent_id = 'night-agent'", (TEST_COMPANY,))}
+        offline = {d: float(s) for d, s in conn.execute(
+            "SELECT status_date, seconds FROM reporting.agent_status_daily WHERE tenant = %s "
+            "AND agent_id = 'night-agent' AND status = 'offline'", (TEST_COMPANY,))}
+    assert handle == expected_handle == {x: 7320.0, x + dt.timedelta(days=1): 87900.0, x + dt.timedelta(days=2): 3600.0}
+    assert offline == expected_offline and offline[x + dt.timedelta(days=1)] == 86400.0
+
+
+# -- Ultimate: the seed's SQL, with its NULL semantics, on any spelling the seed allows -------------------
+
+SEED_ESCALATED = ("email", "agent", "customescalation")
+
+
+def key(value):
+    return None if value is None else "".join(ch for ch in value.lower() if ch.isalnum())
+
+
+def seed_metrics(records: list[dict]) -> tuple:
+    """The seed's "Popular Metrics" query over one day of one bot, in Python with SQL's NULL rules: a
+    comparison with NULL is not true, sum() skips NULLs.  Statuses compare by their spelling-free key."""
+    rs = [r for r in records if r["bot_messages_count"] is not None and int(r["bot_messages_count"]) > 0]
+    ids = lambda cond: len({r["conversation_id"] for r in rs if cond(r)})  # noqa: E731
+    status, resolution = (lambda r: key(r["conversation_status"])), (lambda r: key(r["last_resolution"]))
+    n = ids(lambda r: True)
+    visitors = [int(r["visitor_messages_count"]) for r in rs if r["visitor_messages_count"] is not None]
+    not_understood = [int(r["not_understood_messages_count"]) for r in rs
+                      if r["not_understood_messages_count"] is not None]
+    understood = None if not visitors or not not_understood or not sum(visitors) else \
+        (sum(visitors) - sum(not_understood)) / sum(visitors)
+    return (n, ids(lambda r: status(r) == "bothandled") / n, ids(lambda r: status(r) in SEED_ESCALATED) / n,
+            ids(lambda r: status(r) == "failedescalation") / n,
+            ids(lambda r: status(r) is not None and status(r) not in SEED_ESCALATED) / n,
+            ids(lambda r: resolution(r) in ("informed", "resolved")) / n, ids(lambda r: resolution(r) == "informed") / n,
+            understood)
+
+
+@contextlib.contextmanager
+def ultimate_part(sandbox, bot: str, day: dt.date, records: list[dict]):
+    """An extra part file in the stand-in's export of (bot, day), removed afterwards."""
+    folder = sandbox.dataset / "ultimate" / bot / day.isoformat()
+    folder.mkdir(exist_ok=True)
+    part = folder / f"part-{uuid.uuid4().hex[:6]}.json"
+    part.write_text(json.dumps(records))
+    try:
+        yield
+    finally:
+        part.unlink()
+        if not any(folder.iterdir()):
+            folder.rmdir()
+
+
+def test_ultimate_kpis_are_the_seeds_sql_with_nulls_and_spelling_variants(clean_warehouse, caplog):
+    from chat_ingest.operators.ultimate import UltimateToStagingOperator
+    from chat_ingest.sources import ultimate
+    from chat_ingest.validation import run_gate
+    from chat_ingest.warehouse import connect
+
+    sandbox = clean_warehouse
+    bot, day = sandbox.manifest["ultimate"]["bots"][0], sandbox.days[1]
+    base = next(r for r in ultimate_records(sandbox) if r["bot_id"] == bot)
+    start = f"{day}T10:00:00Z"
+    odd = [dict(base, conversation_id=f"odd-{i}", conversation_start_time=start, conversation_end_time=f"{day}T10:05:00Z",
+                conversation_status=status, last_resolution=resolution, visitor_messages_count=visitors,
+                not_understood_messages_count=not_understood, bot_messages_count="2")
+           for i, (status, resolution, visitors, not_understood) in enumerate([
+               (None, None, "4", "1"),                     # no status: in the total, not deflected
+               ("bot_handled", "Resolved", "3", None),     # the seed's other spelling; not-understood unknown
+               ("BOT_HANDLED", "informed", None, "2"),
+               ("Custom_Escalation", "escalated", "5", "5"),
+               ("failed_escalation", "undefined", "2", "0"),
+               ("handedToPartner", "informed", "1", "1"),  # a status nobody mapped: unknown, still deflected
+           ])]
+    with ultimate_part(sandbox, bot, day, odd):
+        window = {"start": midnight(day).isoformat(), "end": midnight(day + dt.timedelta(days=1)).isoformat()}
+        UltimateToStagingOperator(task_id="l", tenant=bot, window=window).execute({"run_id": "ult-odd"})
+        with connect() as conn, caplog.at_level(logging.WARNING, logger="chat_ingest.validation"):
+            outcomes = run_gate(conn, sandbox.warehouse_dsn.replace("postgresql://", "postgresql+psycopg2://"),
+                                ultimate.CONVERSATIONS, run_id="ult-odd", start=midnight(day),
+                                end=midnight(day + dt.timedelta(days=1)), tenants=[bot])
+    warned = [o for o in outcomes if not o.success]
+    assert [(o.column, o.severity, o.unexpected_values) for o in warned] == [
+        ("conversation_status", "warning", [{"value": "handedToPartner", "count": 1}])]
+    assert "'handedToPartner' in 1 row(s)" in caplog.text
+    with sandbox.warehouse() as conn:
+        audited = conn.execute("SELECT column_name, value, row_count FROM audit.unmapped_values "
+                               "WHERE run_id = 'ult-odd'").fetchall()
+    assert audited == [("conversation_status", "handedToPartner", 1)]
+    build(sandbox)
+    records = [r for r in ultimate_records(sandbox) if r["bot_id"] == bot] + odd
+    on_day = [r for r in records if r["conversation_start_time"].startswith(day.isoformat())]
+    assert kpis(sandbox)[(day, "ultimate", bot)] == pytest.approx(seed_metrics(on_day))
+    with sandbox.warehouse() as conn:
+        outcomes_of = dict(conn.execute("SELECT conversation_id, outcome FROM reporting.conversations "
+                                        "WHERE conversation_id LIKE 'odd-%'").fetchall())
+    assert outcomes_of == {"odd-0": "unknown", "odd-1": "bot_handled", "odd-2": "bot_handled", "odd-3": "escalated",
+                           "odd-4": "failed_escalation", "odd-5": "unknown"}
+
+
+# -- A8: the seed's own state names, NULL handling, unmapped states -------------------------------------
+
+
+def test_a8_seed_state_names_pass_the_gate_and_yield_the_expected_outcomes(clean_warehouse, caplog):
+    from chat_ingest.sources import a8
+    from chat_ingest.validation import run_gate
+    from chat_ingest.warehouse import connect
+
+    sandbox = clean_warehouse
+    bot, day = sandbox.manifest["a8"]["bots"][0], sandbox.days[1]
+    t0 = midnight(day) + dt.timedelta(hours=14)
+    at = lambda minutes: t0 + dt.timedelta(minutes=minutes)  # noqa: E731
+    chats = {  # chat → its states, in the seed's own vocabulary (and one state nobody mapped)
+        "seed-picked": [("newChat", 0, None), ("assignedChat", 0, "bot-1"), ("TransferChat", 2, "bot-1"),
+                        ("assignedChat", 5, "human-7")],
+        "seed-waiting": [("newChat", 0, None), ("assignedChat", 0, "bot-1"), ("TransferChat", 3, "bot-1")],
+        "seed-bot": [("newChat", 0, None), ("assignedChat", 0, "bot-1")],
+        "seed-parked": [("newChat", 0, None), ("parkedChat", 1, "bot-1")],
+    }
+    handled = {"seed-picked": [True, False, None], "seed-waiting": [False, False], "seed-bot": [True, None],
+               "seed-parked": [None]}
+    with a8_conn(sandbox) as source:
+        for chat, states in chats.items():
+            for n, (state, minute, agent) in enumerate(states):
+                source.execute("INSERT INTO chat_state (time, chat_id, agent_id, state, bot_handle, id) "
+                               "VALUES (%s, %s, %s, %s, %s, %s)", (at(minute), chat, agent, state, bot, f"{chat}-{n}"))
+            for n, is_handled in enumerate(handled[chat]):
+                mid = f"{chat}-u{n}"
+                source.execute("INSERT INTO messages (time, chat_id, mid, msg_type, bot_handle, msg_from, msg) "
+                               "VALUES (%s, %s, %s, 'text', %s, 'user', '{\"text\": \"hi\"}')",
+                               (at(n), chat, mid, bot))
+                source.execute("INSERT INTO user_message_details (time, chat_id, mid, is_handeled) "
+                               "VALUES (%s, %s, %s, %s)", (at(n), chat, mid, is_handled))
+    try:
+        land_everything(sandbox)
+        with connect() as conn, caplog.at_level(logging.WARNING, logger="chat_ingest.validation"):
+            outcomes = run_gate(conn, sandbox.warehouse_dsn.replace("postgresql://", "postgresql+psycopg2://"),
+                                a8.CHAT_STATE, run_id="a8-seed", start=midnight(day),
+                                end=midnight(day + dt.timedelta(days=1)), tenants=[bot])
+        build(sandbox)
+        with sandbox.warehouse() as conn:
+            got = {c: (o, n) for c, o, n in conn.execute(
+                "SELECT conversation_id, outcome, not_understood_messages FROM reporting.conversations "
+                "WHERE source = 'a8' AND conversation_id LIKE 'seed-%'")}
+            picked = conn.execute("SELECT chats_joined, handle_seconds FROM reporting.agent_daily_kpis "
+                                  "WHERE source = 'a8' AND agent_id = 'human-7' AND activity_date = %s",
+                                  (day,)).fetchone()
+            audited = conn.execute("SELECT value, row_count FROM audit.unmapped_values WHERE run_id = 'a8-seed'"
+                                   ).fetchall()
+    finally:
+        with a8_conn(sandbox) as source:
+            for table in ("chat_state", "messages", "user_message_details"):
+                source.execute(f"DELETE FROM {table} WHERE chat_id LIKE 'seed-%%'")
+    assert [(o.column, o.severity) for o in outcomes if not o.success] == [("state", "warning")]
+    assert audited == [("parkedChat", 1)] and "'parkedChat' in 1 row(s)" in caplog.text
+    # not understood counts is_handeled IS FALSE only: NULL is unknown, not "not handled"
+    assert got == {"seed-picked": ("escalated", 1), "seed-waiting": ("failed_escalation", 2),
+                   "seed-bot": ("bot_handled", 0), "seed-parked": ("unknown", 0)}
+    # the human pick-up is still open: it lasts until now, cut at the day's end
+    assert picked[0] == 1 and float(picked[1]) == (midnight(day + dt.timedelta(days=1)) - at(5)).total_seconds()
+
+
+# -- Unless: a rerun of an earlier day reads what changed since ---------------------------------------
+
+
+def test_an_unless_rerun_of_an_earlier_day_lands_a_later_rewrite(clean_warehouse):
+    from tests.integration.test_unless import WEBSITE, documents, load, objects
+
+    sandbox = clean_warehouse
+    day = sandbox.days[0]
+    key_, doc = next((k, d) for k, d in sorted(documents(sandbox).items())
+                     if dt.datetime.fromtimestamp(d["chatHistory"][0]["timestamp"] / 1000, UTC).date() == day)
+    load(sandbox, sandbox.days[-1], run_id="unless-latest")  # the schedule is at the last day
+    newer = dict(doc, chatHistory=[*doc["chatHistory"], dict(doc["chatHistory"][-1], uuid=str(uuid.uuid4()),
+                                                             content="a later answer")])
+    with objects(sandbox, {key_: json.dumps(newer).encode()}):
+        summary = load(sandbox, day, run_id="unless-rerun")  # rewritten now, long after `day`
+    assert summary["conversations"]["rows_landed"] == 1
+    with sandbox.warehouse() as conn:
+        items = conn.execute("SELECT log_items FROM staging.unless_conversations WHERE object_key = %s",
+                             (key_,)).fetchone()[0]
+    assert items == len(doc["chatHistory"]) + 1 and WEBSITE in key_
+
+
+def test_weekly_and_monthly_kpis_re_aggregate_the_daily_counts(clean_warehouse):
+    sandbox = clean_warehouse
+    land_everything(sandbox)
+    build(sandbox)
+    with sandbox.warehouse() as conn:
+        daily = conn.execute("SELECT conversation_date, source, tenant, total_conversations, bot_handled_conversations, "
+                             "deflected_conversations FROM reporting.daily_bot_kpis").fetchall()
+        periods = {(p, s, src, t): (n, b, float(r)) for p, s, src, t, n, b, r in conn.execute(
+            "SELECT period, period_start, source, tenant, total_conversations, bot_handled_conversations, "
+            "deflection_rate FROM reporting.bot_kpis_by_period")}
+    expected = defaultdict(lambda: [0, 0, 0])
+    for d, source, tenant, n, bot_handled, deflected in daily:
+        for period, begins in (("week", d - dt.timedelta(days=d.weekday())), ("month", d.replace(day=1))):
+            acc = expected[(period, begins, source, tenant)]
+            acc[0], acc[1], acc[2] = acc[0] + n, acc[1] + bot_handled, acc[2] + deflected
+    assert set(periods) == set(expected) and expected
+    for k, (n, bot_handled, deflected) in expected.items():
+        assert periods[k] == pytest.approx((n, bot_handled, deflected / n)), k
