@@ -47,7 +47,7 @@ def ensure_reporting_schema(conn) -> None:
     from chat_ingest import vocabulary
 
     ensure_schema(conn, [spec for tables in TABLES_BY_SOURCE.values() for spec in tables.values()],
-                  then=(REPORTING_SQL / "ddl.sql",))
+                  then=(REPORTING_SQL / "ddl.sql", REPORTING_SQL / "comments.sql"))
     with conn.transaction():
         vocabulary.write_table(conn)
 

@@ -321,3 +321,24 @@ def test_weekly_and_monthly_kpis_re_aggregate_the_daily_counts(clean_warehouse):
     assert set(periods) == set(expected) and expected
     for k, (n, bot_handled, deflected) in expected.items():
         assert periods[k] == pytest.approx((n, bot_handled, deflected / n)), k
+
+
+def test_every_reporting_table_and_column_says_what_it_means(clean_warehouse):
+    """BI tools show COMMENT ON text: no reporting table, view or column is left without one."""
+    from chat_ingest.reporting import ensure_reporting_schema
+    from chat_ingest.warehouse import connect
+
+    with connect() as conn:
+        ensure_reporting_schema(conn)
+        conn.commit()
+    with clean_warehouse.warehouse() as conn:
+        bare = conn.execute(
+            "SELECT c.relname || coalesce('.' || a.attname, '') FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = 'reporting' "
+            "JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped "
+            "WHERE c.relkind IN ('r', 'v') AND col_description(c.oid, a.attnum) IS NULL").fetchall()
+        tables = dict(conn.execute("SELECT c.relname, obj_description(c.oid, 'pg_class') IS NOT NULL FROM pg_class c "
+                                   "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'reporting' "
+                                   "AND c.relkind IN ('r', 'v')").fetchall())
+    assert bare == []
+    assert all(tables.values()) and {"conversations", "daily_bot_kpis", "bot_kpis_by_period"} <= set(tables)
