@@ -3,8 +3,9 @@
 
 Runs whenever an ingestion DAG's validation passes (scheduled on the `staging.*` Assets), and
 rebuilds exactly the (source, day) partitions those loads changed — recorded by every load in
-`audit.changed_days`, each widened by a day before it for conversations that began the evening
-before. A day of a source is rebuilt in **one transaction** from the SQL in
+`audit.changed_days`, each widened by the day before it (conversations that began the evening
+before) and the day after it (agent intervals running into it); a conversation whose start moved is
+taken out of its old day. A day of a source is rebuilt in **one transaction** from the SQL in
 `include/sql/reporting/`:
 
 | table | one row per |
@@ -13,8 +14,8 @@ before. A day of a source is rebuilt in **one transaction** from the SQL in
 | `reporting.messages` | message, with e-mail addresses, phone and ID numbers masked |
 | `reporting.daily_bot_kpis` | day × source × tenant: bot-handled, escalation, failed-escalation, deflection, automation, informed, understood rates |
 | `reporting.intent_metrics` | day × source × tenant × first meaningful intent |
-| `reporting.agent_daily_kpis` | day × Botslovers agent: chats, handle time, first response, closes, CSAT |
-| `reporting.agent_status_daily` | day × Botslovers agent × status: seconds, online share |
+| `reporting.agent_daily_kpis` | day × Botslovers or A8 agent: chats, handle time, first response, closes, CSAT |
+| `reporting.agent_status_daily` | day × Botslovers or A8 agent × status: seconds, online share |
 
 So Ultimate's file of day X+1, holding conversations that began on day X, rebuilds day X. A rerun
 changes nothing. **Manual rebuild:** trigger with `start_date` / `end_date` to rebuild that range for

@@ -82,12 +82,12 @@ def build_report(dsn: str) -> str:
             "FROM reporting.daily_bot_kpis GROUP BY 1, 2 ORDER BY 1, 2").fetchall()
         outcomes = conn.execute("SELECT source, outcome, count(*) FROM reporting.conversations GROUP BY 1, 2"
                                 ).fetchall()
-        status = conn.execute("SELECT tenant || ' ' || agent_id, status, sum(seconds) / 3600.0 "
+        status = conn.execute("SELECT source || ' ' || tenant || ' ' || agent_id, status, sum(seconds) / 3600.0 "
                               "FROM reporting.agent_status_daily GROUP BY 1, 2").fetchall()
         table = conn.execute(
-            "SELECT conversation_date, source, tenant, total_conversations, round(bot_handled_rate, 3), "
-            "round(escalation_rate, 3), round(failed_escalation_rate, 3), round(deflection_rate, 3), "
-            "round(automation_rate, 3), round(messages_understood_rate, 3) FROM reporting.daily_bot_kpis "
+            "SELECT conversation_date, source, tenant, total_conversations, round(100 * bot_handled_rate, 1), "
+            "round(100 * escalation_rate, 1), round(100 * failed_escalation_rate, 1), round(100 * deflection_rate, 1), "
+            "round(100 * automation_rate, 1), round(100 * messages_understood_rate, 1) FROM reporting.daily_bot_kpis "
             "ORDER BY 2, 3, 1").fetchall()
     bot_handled, escalation = defaultdict(list), defaultdict(list)
     for source, day, _, handled, escalated in kpis:
@@ -99,8 +99,8 @@ def build_report(dsn: str) -> str:
     hours: dict[str, dict[str, float]] = defaultdict(dict)
     for agent, state, h in status:
         hours[agent][state] = float(h)
-    head = ["day", "source", "tenant", "conversations", "bot handled", "escalation", "failed escalation",
-            "deflection", "automation", "understood"]
+    head = ["day", "source", "tenant", "conversations", "bot handled %", "escalation %", "failed escalation %",
+            "deflection %", "automation %", "understood %"]
     rows = "".join("<tr>" + "".join(f"<td>{'' if v is None else html.escape(str(v))}</td>" for v in r) + "</tr>"
                    for r in table)
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>chat-ingest report</title>
@@ -111,7 +111,7 @@ td,th{{border:1px solid #ccc;padding:2px 6px;text-align:right}}</style></head><b
 {line_chart("Bot-handled rate per day and source", bot_handled)}
 {line_chart("Escalation rate per day and source", escalation)}
 {stacked_bars("Outcome mix per source (conversations)", mix, "conversations")}
-{stacked_bars("Agent status time (Botslovers, hours)", hours, "h")}
+{stacked_bars("Agent status time (Botslovers and A8: source, tenant, agent; hours)", hours, "h")}
 <h3>daily_bot_kpis</h3><table><tr>{''.join(f'<th>{h}</th>' for h in head)}</tr>{rows}</table>
 </body></html>"""
 

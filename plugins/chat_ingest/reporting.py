@@ -2,8 +2,7 @@
 
 Every load records the UTC days whose staging rows it inserted, updated or
 deleted (``audit.changed_days``).  A build takes the pending changes, widens each
-day by ``lookback_days`` before it (a conversation that began the evening
-before has messages on the changed day), and rebuilds each (source, day) of
+day by a day before and after it (see :func:`pending_changes`), and rebuilds each (source, day) of
 every ``reporting`` table in one transaction with the SQL in
 ``include/sql/reporting/``: the conversations of that source that *started*
 that day, their masked messages, the day's KPIs.  A rebuild is a delete and an
