@@ -31,9 +31,13 @@ def _run_as_owner(args: list[str], check: bool = True) -> subprocess.CompletedPr
 
 
 class EmbeddedPostgres:
-    def __init__(self, pgdata: Path, port: int) -> None:
+    """A cluster in ``pgdata`` on 127.0.0.1:``port``, run by the binaries in ``bin_path`` (pgserver's by
+    default; the tests also run a distribution's server, which has contrib modules such as pgcrypto)."""
+
+    def __init__(self, pgdata: Path, port: int, bin_path: Path = POSTGRES_BIN_PATH) -> None:
         self.pgdata = pgdata
         self.port = port
+        self.bin_path = bin_path
         self.password_file = pgdata.parent / "pg-superuser-password"
 
     @property
@@ -48,9 +52,10 @@ class EmbeddedPostgres:
             return
         ensure_user_exists(SYSTEM_USER)
         ensure_prefix_permissions(self.pgdata)
-        ensure_prefix_permissions(POSTGRES_BIN_PATH)
-        ensure_folder_permissions(POSTGRES_BIN_PATH, 0o055)
-        ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", 0o044)
+        if self.bin_path == POSTGRES_BIN_PATH:  # the wheel's files are the installing user's only
+            ensure_prefix_permissions(POSTGRES_BIN_PATH)
+            ensure_folder_permissions(POSTGRES_BIN_PATH, 0o055)
+            ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", 0o044)
         owner = pwd.getpwnam(SYSTEM_USER)
         os.chown(self.pgdata, owner.pw_uid, owner.pw_gid)
 
@@ -68,7 +73,7 @@ class EmbeddedPostgres:
         os.chmod(pw.name, 0o644)
         try:
             _run_as_owner([
-                str(POSTGRES_BIN_PATH / "initdb"), "-D", str(self.pgdata), "-U", SUPERUSER, f"--pwfile={pw.name}",
+                str(self.bin_path / "initdb"), "-D", str(self.pgdata), "-U", SUPERUSER, f"--pwfile={pw.name}",
                 "--auth-local=scram-sha-256", "--auth-host=scram-sha-256", "--encoding=UTF8", "--locale=C",
             ])
         finally:
@@ -85,7 +90,7 @@ class EmbeddedPostgres:
             "-c full_page_writes=off -c max_wal_size=4GB"
         )
         try:
-            _run_as_owner([str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(self.pgdata), "-w", "-t", "60",
+            _run_as_owner([str(self.bin_path / "pg_ctl"), "-D", str(self.pgdata), "-w", "-t", "60",
                            "-l", str(log), "-o", options, "start"])
         except subprocess.CalledProcessError as exc:
             tail = log.read_text()[-2000:] if log.exists() else ""
@@ -108,10 +113,10 @@ class EmbeddedPostgres:
     def running(self) -> bool:
         if not (self.pgdata / "postmaster.pid").exists():
             return False
-        status = _run_as_owner([str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(self.pgdata), "status"], check=False)
+        status = _run_as_owner([str(self.bin_path / "pg_ctl"), "-D", str(self.pgdata), "status"], check=False)
         return status.returncode == 0
 
     def stop(self) -> None:
         if self.running():
-            _run_as_owner([str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(self.pgdata), "-w", "-t", "60",
+            _run_as_owner([str(self.bin_path / "pg_ctl"), "-D", str(self.pgdata), "-w", "-t", "60",
                            "-m", "fast", "stop"])

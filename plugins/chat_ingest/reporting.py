@@ -51,15 +51,18 @@ def ensure_reporting_schema(conn) -> None:
         vocabulary.write_table(conn)
 
 
-def hmac_pads(key: str) -> tuple[str, str]:
-    """The inner and outer pads of HMAC-SHA256 for ``key`` (hex): SQL finishes the HMAC with sha256()."""
+def hmac_settings(key: str) -> dict[str, str]:
+    """The transaction settings ``reporting.user_key()`` reads: the key (hex) for pgcrypto's hmac(),
+    and its HMAC-SHA256 inner and outer pads (hex) for servers without pgcrypto, where SQL finishes
+    the HMAC with sha256().  Which one a server uses is decided by ddl.sql."""
     if not key:
         raise ValueError(f"the reporting HMAC key is empty: set the password of connection {PII_KEY_CONN_ID!r}")
     raw = key.encode()
-    if len(raw) > 64:
-        raw = hashlib.sha256(raw).digest()
-    raw = raw.ljust(64, b"\0")
-    return bytes(b ^ 0x36 for b in raw).hex(), bytes(b ^ 0x5C for b in raw).hex()
+    block = hashlib.sha256(raw).digest() if len(raw) > 64 else raw
+    block = block.ljust(64, b"\0")
+    return {"chat_ingest.hmac_key": raw.hex(),
+            "chat_ingest.hmac_inner": bytes(b ^ 0x36 for b in block).hex(),
+            "chat_ingest.hmac_outer": bytes(b ^ 0x5C for b in block).hex()}
 
 
 def pending_changes(conn, lookback_days: int = 1, lookahead_days: int = 1
@@ -112,12 +115,12 @@ def rebuild_day(conn, source: str, day: dt.date, *, pii_key: str, run_id: str,
     if source not in SOURCES:
         raise ValueError(f"unknown source {source!r}; known: {', '.join(SOURCES)}")
     started = time.monotonic()
-    inner, outer = hmac_pads(pii_key)
+    secret_settings = hmac_settings(pii_key)
     excluded = list(excluded_intents)
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"reporting:{source}",))
-        conn.execute("SELECT set_config('chat_ingest.hmac_inner', %s, true), "
-                     "set_config('chat_ingest.hmac_outer', %s, true)", (inner, outer))
+        for name, value in secret_settings.items():
+            conn.execute("SELECT set_config(%s, %s, true)", (name, value))
         for table, column in PARTITION_COLUMNS.items():
             conn.execute(sql.SQL("DELETE FROM {} WHERE source = %s AND {} = %s").format(
                 sql.Identifier("reporting", table), sql.Identifier(column)), (source, day))

@@ -9,6 +9,7 @@ import datetime as dt
 import json
 import logging
 import uuid
+from pathlib import Path
 from collections import defaultdict
 
 import pytest
@@ -342,3 +343,56 @@ def test_every_reporting_table_and_column_says_what_it_means(clean_warehouse):
                                    "AND c.relkind IN ('r', 'v')").fetchall())
     assert bare == []
     assert all(tables.values()) and {"conversations", "daily_bot_kpis", "bot_kpis_by_period"} <= set(tables)
+
+
+def _distribution_postgres() -> Path | None:
+    """The bin directory of a Debian PostgreSQL server that has pgcrypto, if one is installed."""
+    for initdb in sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), reverse=True):
+        version = initdb.parents[1].name
+        if Path(f"/usr/share/postgresql/{version}/extension/pgcrypto.control").exists():
+            return initdb.parent
+    return None
+
+
+@pytest.fixture(scope="module")
+def pgcrypto_warehouse(tmp_path_factory):
+    """A second warehouse on Debian's PostgreSQL, which has pgcrypto (the sandbox's embedded one has not)."""
+    from sandbox.postgres import EmbeddedPostgres
+    from tests.conftest import apt_install, free_port
+
+    if _distribution_postgres() is None:
+        reason = apt_install(["postgresql"], needed=[])
+        if reason or _distribution_postgres() is None:
+            pytest.skip(reason or "Debian's postgresql package brought no pgcrypto")
+    server = EmbeddedPostgres(tmp_path_factory.mktemp("pgcrypto") / "pgdata", free_port(), _distribution_postgres())
+    server.start()
+    yield server.dsn()
+    server.stop()
+
+
+@pytest.mark.parametrize("server", ["embedded, no pgcrypto: sha256 pads", "pgcrypto: hmac()"])
+def test_the_user_key_is_the_hmac_of_the_id_on_servers_with_and_without_pgcrypto(server, sandbox, request):
+    """The same keyed HMAC-SHA256 (RFC 2104, as Python's hmac computes it), by pgcrypto where the
+    server has it and from pads elsewhere: keys short and over the 64-byte block, ids in any script."""
+    import hashlib
+    import hmac
+
+    import psycopg
+
+    from chat_ingest.reporting import ensure_reporting_schema, hmac_settings
+
+    uses_pgcrypto = server.startswith("pgcrypto")
+    dsn = request.getfixturevalue("pgcrypto_warehouse") if uses_pgcrypto else sandbox.warehouse_dsn
+    ids = ["user-1", "ünïcødé 用户", "x" * 500, ""]
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        ensure_reporting_schema(conn)
+        definition = conn.execute("SELECT pg_get_functiondef('reporting.user_key(text)'::regprocedure)").fetchone()[0]
+        assert ("hmac(" in definition) is uses_pgcrypto, definition
+        for key in ("k", "a reporting key with spaces", "K" * 100):
+            with conn.transaction():
+                for name, value in hmac_settings(key).items():
+                    conn.execute("SELECT set_config(%s, %s, true)", (name, value))
+                got = [conn.execute("SELECT reporting.user_key(%s)", (value,)).fetchone()[0] for value in ids]
+            assert got == [hmac.new(key.encode(), value.encode(), hashlib.sha256).hexdigest() for value in ids]
+        with pytest.raises(psycopg.errors.UndefinedObject):  # outside a build: no key, no hash
+            conn.execute("SELECT reporting.user_key('user-1')")

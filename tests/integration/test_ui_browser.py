@@ -8,8 +8,6 @@ Screenshots go to ``test-output/ui/``.
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import sys
 import time
@@ -18,7 +16,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.conftest import DAG_IDS, REPO
+from tests.conftest import DAG_IDS, REPO, apt_install
 
 pytestmark = pytest.mark.integration
 AIRFLOW = str(Path(sys.executable).parent / "airflow")
@@ -29,26 +27,9 @@ FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-ne
          "--window-size=1400,1000")
 
 
-def _install_chromium() -> str | None:
-    """Install Debian's chromium + chromium-driver if missing; the reason it cannot be, or None."""
-    if os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER):
-        return None
-    apt = shutil.which("apt-get")
-    if not apt:
-        return "Chromium is not installed and this machine has no apt-get to install it"
-    if os.geteuid() != 0:
-        return "Chromium is not installed and installing Debian packages needs root"
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for args in (["update", "-qq"], ["install", "-y", "-qq", "chromium", "chromium-driver"]):
-        done = subprocess.run([apt, *args], env=env, capture_output=True, text=True, timeout=900)
-        if done.returncode:
-            return f"apt-get {' '.join(args)} failed: {done.stderr.strip()[-500:]}"
-    return None
-
-
 @pytest.fixture(scope="module")
 def browser():
-    reason = _install_chromium()
+    reason = apt_install(["chromium", "chromium-driver"], needed=[CHROMIUM, CHROMEDRIVER])
     if reason:
         pytest.skip(reason)
     from selenium import webdriver

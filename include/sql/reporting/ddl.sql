@@ -13,14 +13,52 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE RETURNS NULL ON NULL INPUT AS $$
 $$;
 
 -- A keyed HMAC-SHA256 of a personal id (users stay countable, never identifiable).  The build sets
--- the key's inner and outer pads for its transaction (set_config with bound values): the key is never
--- in SQL text, and without a build transaction the function fails instead of hashing with no key.
-CREATE OR REPLACE FUNCTION reporting.user_key(value text) RETURNS text
-LANGUAGE sql STABLE PARALLEL SAFE RETURNS NULL ON NULL INPUT AS $$
-    SELECT encode(sha256(decode(current_setting('chat_ingest.hmac_outer'), 'hex')
-                         || sha256(decode(current_setting('chat_ingest.hmac_inner'), 'hex')
-                                   || convert_to(value, 'UTF8'))), 'hex')
-$$;
+-- the key for its transaction only (set_config with bound values, chat_ingest/reporting.py): the key
+-- is never in SQL text, and outside a build transaction the function fails instead of hashing with no
+-- key.  pgcrypto's hmac() computes it where the server has the extension (and this role may create
+-- it: it is a trusted extension, so a database owner can); elsewhere (the sandbox's embedded server
+-- ships no contrib modules) the same HMAC is finished from the key's inner and outer pads with sha256().
+-- A setting is '' (not missing) after the transaction that set it, so build_secret() refuses both.
+CREATE OR REPLACE FUNCTION reporting.build_secret(setting text) RETURNS bytea
+LANGUAGE plpgsql STABLE PARALLEL SAFE AS $$
+DECLARE
+    value text := current_setting(setting, true);
+BEGIN
+    IF coalesce(value, '') = '' THEN
+        RAISE EXCEPTION 'reporting.user_key() runs only inside a reporting build (% is not set)', setting
+            USING ERRCODE = 'undefined_object';
+    END IF;
+    RETURN decode(value, 'hex');
+END $$;
+REVOKE EXECUTE ON FUNCTION reporting.build_secret(text) FROM PUBLIC;
+DO $$
+DECLARE
+    crypto_schema name;
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'pgcrypto') THEN
+        BEGIN
+            CREATE EXTENSION IF NOT EXISTS pgcrypto;
+        EXCEPTION WHEN insufficient_privilege THEN
+            RAISE NOTICE 'pgcrypto is available but this role may not create it: user_key uses sha256 pads';
+        END;
+    END IF;
+    SELECT extnamespace::regnamespace::name INTO crypto_schema FROM pg_extension WHERE extname = 'pgcrypto';
+    IF crypto_schema IS NOT NULL THEN
+        EXECUTE format($f$
+            CREATE OR REPLACE FUNCTION reporting.user_key(value text) RETURNS text
+            LANGUAGE sql STABLE PARALLEL SAFE RETURNS NULL ON NULL INPUT AS $body$
+                SELECT encode(%I.hmac(convert_to(value, 'UTF8'),
+                                      reporting.build_secret('chat_ingest.hmac_key'), 'sha256'), 'hex')
+            $body$ $f$, crypto_schema);
+    ELSE
+        CREATE OR REPLACE FUNCTION reporting.user_key(value text) RETURNS text
+        LANGUAGE sql STABLE PARALLEL SAFE RETURNS NULL ON NULL INPUT AS $body$
+            SELECT encode(sha256(reporting.build_secret('chat_ingest.hmac_outer')
+                                 || sha256(reporting.build_secret('chat_ingest.hmac_inner')
+                                           || convert_to(value, 'UTF8'))), 'hex')
+        $body$;
+    END IF;
+END $$;
 REVOKE EXECUTE ON FUNCTION reporting.user_key(text) FROM PUBLIC;
 
 -- Vendor vocabulary given by the seeds as examples (A8 chat state, Ultimate conversation_status and
