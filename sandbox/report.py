@@ -1,4 +1,5 @@
-"""A static HTML report of the reporting tables: KPI trends, outcome mix, agent status time.
+"""A static HTML report of the reporting tables: per source and tenant, the KPIs over the period, their
+daily trend, outcome mix, top intents, agent KPIs (first response, CSAT), status time and freshness.
 
 Charts are inline SVG drawn here, so the file opens anywhere, offline, with no
 JavaScript.  Reads only the ``reporting`` schema (what a reader role may see).
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import html
 from collections import defaultdict
+from decimal import Decimal
 from pathlib import Path
 
 import psycopg
@@ -73,24 +75,70 @@ def stacked_bars(title: str, bars: dict[str, dict[str, float]], unit: str, width
             f"aria-label='{html.escape(title)}'>{''.join(parts)}</svg>")
 
 
+#: Period totals per source and tenant, every rate from the summed counts (as reporting.bot_kpis_by_period).
+TENANT_TOTALS = """
+SELECT source, tenant, min(conversation_date), max(conversation_date), sum(total_conversations),
+       100.0 * sum(bot_handled_conversations) / nullif(sum(total_conversations), 0),
+       100.0 * sum(escalated_conversations) / nullif(sum(total_conversations), 0),
+       100.0 * sum(deflected_conversations) / nullif(sum(total_conversations), 0),
+       100.0 * (sum(visitor_messages) - sum(not_understood_messages)) / nullif(sum(visitor_messages), 0),
+       sum(unknown_outcome_conversations)
+FROM reporting.daily_bot_kpis GROUP BY 1, 2 ORDER BY 1, 2"""
+#: The five most frequent first meaningful intents of each source and tenant over the period.
+TOP_INTENTS = """
+SELECT source, tenant, first_meaningful_intent, conversations, bot_handled_pct FROM (
+    SELECT source, tenant, first_meaningful_intent, sum(total_conversations) AS conversations,
+           100.0 * sum(bot_handled_conversations) / sum(total_conversations) AS bot_handled_pct,
+           row_number() OVER (PARTITION BY source, tenant
+                              ORDER BY sum(total_conversations) DESC, first_meaningful_intent) AS rank
+    FROM reporting.intent_metrics GROUP BY 1, 2, 3) ranked
+WHERE rank <= 5 ORDER BY 1, 2, 4 DESC, 3"""
+#: Per agent over the period: means from the summed counts (medians do not re-aggregate).
+AGENT_TOTALS = """
+SELECT source, tenant, agent_id, sum(chats_joined), sum(handle_seconds) / 3600.0,
+       sum(first_response_seconds) / nullif(sum(first_responses), 0), sum(resolved), sum(timeouts),
+       sum(csat_rating_sum)::numeric / nullif(sum(csat_ratings), 0),
+       100.0 * sum(csat_ratings_4_plus) / nullif(sum(csat_ratings), 0), sum(csat_ratings)
+FROM reporting.agent_daily_kpis GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"""
+FRESHNESS = """
+SELECT source, tenant, latest_landed_day, current_date - latest_landed_day, last_successful_load
+FROM reporting.source_freshness ORDER BY 1, 2"""
+
+
+def table(title: str, head: list[str], rows: list[tuple], digits: int = 1) -> str:
+    """An HTML table; numbers rounded to ``digits``, NULL shown as an empty cell."""
+    def cell(value) -> str:
+        if value is None:
+            return ""
+        if isinstance(value, (float, Decimal)):
+            return f"{float(value):,.{digits}f}"
+        return html.escape(str(value))
+
+    if not rows:
+        return f"<h3>{html.escape(title)}</h3><p>no data</p>"
+    body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in row) + "</tr>" for row in rows)
+    return (f"<h3>{html.escape(title)}</h3><table><tr>{''.join(f'<th>{html.escape(h)}</th>' for h in head)}</tr>"
+            f"{body}</table>")
+
+
 def build_report(dsn: str) -> str:
     with psycopg.connect(dsn) as conn:
         kpis = conn.execute(
-            "SELECT source, conversation_date::text, sum(total_conversations), "
-            "sum(bot_handled_rate * total_conversations) / sum(total_conversations), "
-            "sum(escalation_rate * total_conversations) / sum(total_conversations) "
-            "FROM reporting.daily_bot_kpis GROUP BY 1, 2 ORDER BY 1, 2").fetchall()
+            "SELECT source, conversation_date::text, sum(bot_handled_conversations)::numeric / "
+            "nullif(sum(total_conversations), 0), sum(escalated_conversations)::numeric / "
+            "nullif(sum(total_conversations), 0) FROM reporting.daily_bot_kpis GROUP BY 1, 2 ORDER BY 1, 2").fetchall()
         outcomes = conn.execute("SELECT source, outcome, count(*) FROM reporting.conversations GROUP BY 1, 2"
                                 ).fetchall()
         status = conn.execute("SELECT source || ' ' || tenant || ' ' || agent_id, status, sum(seconds) / 3600.0 "
                               "FROM reporting.agent_status_daily GROUP BY 1, 2").fetchall()
-        table = conn.execute(
-            "SELECT conversation_date, source, tenant, total_conversations, round(100 * bot_handled_rate, 1), "
-            "round(100 * escalation_rate, 1), round(100 * failed_escalation_rate, 1), round(100 * deflection_rate, 1), "
-            "round(100 * automation_rate, 1), round(100 * messages_understood_rate, 1) FROM reporting.daily_bot_kpis "
-            "ORDER BY 2, 3, 1").fetchall()
+        tenants, intents = conn.execute(TENANT_TOTALS).fetchall(), conn.execute(TOP_INTENTS).fetchall()
+        agents, freshness = conn.execute(AGENT_TOTALS).fetchall(), conn.execute(FRESHNESS).fetchall()
+        daily = conn.execute(
+            "SELECT conversation_date, source, tenant, total_conversations, 100 * bot_handled_rate, "
+            "100 * escalation_rate, 100 * failed_escalation_rate, 100 * deflection_rate, 100 * automation_rate, "
+            "100 * messages_understood_rate FROM reporting.daily_bot_kpis ORDER BY 2, 3, 1").fetchall()
     bot_handled, escalation = defaultdict(list), defaultdict(list)
-    for source, day, _, handled, escalated in kpis:
+    for source, day, handled, escalated in kpis:
         bot_handled[source].append((day, float(handled or 0)))
         escalation[source].append((day, float(escalated or 0)))
     mix: dict[str, dict[str, float]] = defaultdict(dict)
@@ -99,20 +147,28 @@ def build_report(dsn: str) -> str:
     hours: dict[str, dict[str, float]] = defaultdict(dict)
     for agent, state, h in status:
         hours[agent][state] = float(h)
-    head = ["day", "source", "tenant", "conversations", "bot handled %", "escalation %", "failed escalation %",
-            "deflection %", "automation %", "understood %"]
-    rows = "".join("<tr>" + "".join(f"<td>{'' if v is None else html.escape(str(v))}</td>" for v in r) + "</tr>"
-                   for r in table)
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>chat-ingest report</title>
-<style>body{{font-family:sans-serif;margin:2em;max-width:60em}}table{{border-collapse:collapse;font-size:12px}}
+<style>body{{font-family:sans-serif;margin:2em;max-width:70em}}table{{border-collapse:collapse;font-size:12px}}
 td,th{{border:1px solid #ccc;padding:2px 6px;text-align:right}}</style></head><body>
 <h1>chat-ingest: chatbot and live-chat KPIs</h1>
-<p>From the <code>reporting</code> schema; rates per day are weighted by conversations over tenants.</p>
+<p>From the <code>reporting</code> schema. Rates over several days or tenants are computed from the
+summed counts, never by averaging rates. Definitions: the <code>COMMENT ON</code> of each column, and the
+README's KPI table.</p>
+{table("Freshness per source and tenant", ["source", "tenant", "latest day with rows", "days behind today",
+                                           "last successful load"], freshness)}
+{table("Per source and tenant, whole period", ["source", "tenant", "first day", "last day", "conversations",
+       "bot handled %", "escalation %", "deflection %", "messages understood %", "unknown outcome"], tenants)}
 {line_chart("Bot-handled rate per day and source", bot_handled)}
 {line_chart("Escalation rate per day and source", escalation)}
 {stacked_bars("Outcome mix per source (conversations)", mix, "conversations")}
+{table("Top first meaningful intents per source and tenant", ["source", "tenant", "intent", "conversations",
+                                                               "bot handled %"], intents)}
+{table("Agent KPIs per source, tenant and agent, whole period", ["source", "tenant", "agent", "chats joined",
+       "handle hours", "mean first response s", "resolved", "timeouts", "CSAT (1-5)", "CSAT 4+ %", "ratings"],
+       agents, digits=2)}
 {stacked_bars("Agent status time (Botslovers and A8: source, tenant, agent; hours)", hours, "h")}
-<h3>daily_bot_kpis</h3><table><tr>{''.join(f'<th>{h}</th>' for h in head)}</tr>{rows}</table>
+{table("daily_bot_kpis", ["day", "source", "tenant", "conversations", "bot handled %", "escalation %",
+                          "failed escalation %", "deflection %", "automation %", "understood %"], daily)}
 </body></html>"""
 
 

@@ -514,12 +514,41 @@ def test_the_reporting_dag_rebuilds_a_requested_range(reported, airflow, tmp_pat
 
 
 def test_the_html_report_draws_every_source(reported, tmp_path):
+    """Charts for every source, and per-tenant sections whose figures match the conversations."""
+    import re
+    from collections import Counter
+
     from sandbox.report import write_report
 
     page = write_report(reported.warehouse_dsn, tmp_path / "report.html").read_text()
     assert page.count("<svg") == 4 and "<polyline" in page
     for source in ("botslovers", "a8", "ultimate", "unless"):
         assert f">{source}</text>" in page
+    sections = dict(re.findall(r"<h3>([^<]+)</h3>(<table>.*?</table>|<p>no data</p>)", page))
+    rows = {title: [re.findall(r"<td>([^<]*)</td>", row) for row in re.findall(r"<tr>(.*?)</tr>", body)[1:]]
+            for title, body in sections.items()}
+    with reported.warehouse() as conn:
+        conversations = conn.execute("SELECT source, tenant, first_meaningful_intent FROM reporting.conversations"
+                                     ).fetchall()
+        agents = conn.execute("SELECT DISTINCT source, tenant, agent_id FROM reporting.agent_daily_kpis").fetchall()
+        # daily_bot_kpis leaves out Ultimate conversations without bot messages (the seed's FAQ)
+        outcomes = conn.execute("SELECT source, tenant, outcome FROM reporting.conversations "
+                                "WHERE source <> 'ultimate' OR bot_messages > 0").fetchall()
+    per_tenant = Counter((s, t) for s, t, _ in outcomes)
+    assert {(r[0], r[1]): int(r[4].replace(",", "")) for r in rows["Per source and tenant, whole period"]} == per_tenant
+    assert {(r[0], r[1]) for r in rows["Freshness per source and tenant"]} >= set(per_tenant)
+    top = {}
+    for s, t, intent in conversations:
+        if intent is not None:
+            top.setdefault((s, t), Counter())[intent] += 1
+    shown = rows["Top first meaningful intents per source and tenant"]
+    for (s, t), counts in top.items():
+        first = next(r for r in shown if (r[0], r[1]) == (s, t))
+        assert int(first[3].replace(",", "")) == max(counts.values())
+    assert {tuple(r[:3]) for r in rows["Agent KPIs per source, tenant and agent, whole period"]} == set(agents)
+    handled = Counter((s, t) for s, t, outcome in outcomes if outcome == "bot_handled")
+    assert {(r[0], r[1]): r[5] for r in rows["Per source and tenant, whole period"]} == {
+        key: f"{100 * handled[key] / n:,.1f}" for key, n in per_tenant.items()}  # a percentage, from counts
 
 
 def test_source_freshness_names_every_tenants_latest_day(reported):
