@@ -157,3 +157,17 @@ def test_a_broken_json_array_fails_the_file_saying_where(sandbox, body, says):
     with pytest.raises(UltimateExportError, match="JSON array is broken") as failure:
         _serve(sandbox, "ult-edge", sandbox.days[1], body)
     assert says in str(failure.value)
+
+
+@pytest.mark.parametrize("layout", ["json lines", "json array"])
+def test_a_record_nested_too_deep_to_parse_is_one_quarantined_record(sandbox, layout):
+    """A record nested 20,000 deep (beyond any recursive parser) is quarantined with its reason and
+    its own text; the records around it land (it used to raise RecursionError and fail the file)."""
+    deep = '{"conversation_id": "deep", "note": "brackets ]} in a string", "x": ' + "[" * 20_000 + "]" * 20_000 + "}"
+    records = ['{"conversation_id": "before"}', deep, '{"conversation_id": "after", "s": "\\"[{"}']
+    body = ("\n".join(records) if layout == "json lines" else "[" + ",\n".join(records) + "]").encode()
+    documents = _serve(sandbox, "ult-edge", sandbox.days[1], body)
+    assert [json.loads(d)["conversation_id"] for d in documents if isinstance(d, str)] == ["before", "after"]
+    [bad] = [d for d in documents if isinstance(d, BadLine)]
+    assert bad.raw == deep and bad.reason == "not storable JSON: nested too deeply (depth limit exceeded)"
+    assert isinstance(documents[1], BadLine)  # in its place: nothing after it was skipped

@@ -306,7 +306,38 @@ def _checked_line(text: str) -> str | BadLine:
         return BadLine(text, f"not valid JSON: {exc.msg} at column {exc.colno}")
     except ValueError as exc:  # _Unstorable, or an integer too long to read
         return BadLine(text, f"not storable JSON: {exc}")
+    except RecursionError:
+        return BadLine(text, TOO_DEEP)
     return _storable(text, value)
+
+
+#: The reason a record nested deeper than the parser goes is quarantined (Unless's orjson says
+#: "depth limit exceeded" for the same input).
+TOO_DEEP = "not storable JSON: nested too deeply (depth limit exceeded)"
+
+
+def _end_of_value(buf: str, pos: int) -> int | None:
+    """Where the JSON object or array at ``pos`` ends, found without recursion (for a record too
+    deep to parse); None when ``buf`` ends first.  Only brackets outside strings count."""
+    depth, in_string, escaped = 0, False, False
+    for index in range(pos, len(buf)):
+        char = buf[index]
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+        elif char in "]}":
+            depth -= 1
+            if depth == 0:
+                return index + 1
+    return None
 
 
 def _cut_short(error: json.JSONDecodeError, buffered: int) -> bool:
@@ -357,6 +388,10 @@ def _array_documents(stream: _Peekable, where: str) -> Iterator[str | BadLine]:
                     _, end = _LENIENT.raw_decode(buf, pos)
                 except json.JSONDecodeError as exc:
                     end, problem = None, exc
+            except RecursionError:
+                refused, end = TOO_DEEP, _end_of_value(buf, pos)
+                if end is None and eof:
+                    raise broken("it ends inside a record nested too deeply to parse") from None
             if end is not None and (end < len(buf) or eof):  # a number cut at the chunk's end looks whole
                 text, pos = buf[pos:end], end
                 return BadLine(text, refused) if refused else _storable(text, value)
