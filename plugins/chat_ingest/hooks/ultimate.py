@@ -16,13 +16,13 @@ import gzip
 import json
 import math
 import re
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 import requests
+import tenacity
 from airflow.providers.http.hooks.http import HttpHook
 from airflow.sdk.exceptions import AirflowFailException
 
@@ -35,6 +35,14 @@ _TRANSIENT_ERRORS = (requests.ConnectionError, requests.Timeout, requests.except
 
 class UltimateExportError(AirflowFailException):
     """The API refused the request for a reason a retry cannot fix (4xx, or an out-of-window date)."""
+
+
+class _Transient(Exception):
+    """A failure a retry may fix: 429, 5xx, a reset or a timeout (with the vendor's Retry-After)."""
+
+    def __init__(self, failure: str, retry_after: float | None = None) -> None:
+        super().__init__(failure)
+        self.retry_after = retry_after
 
 
 class SignedUrlExpired(Exception):
@@ -53,8 +61,9 @@ class BadLine:
 class UltimateExportHook(HttpHook):
     """Signed URLs per bot and day, and a streaming parse of each export file.
 
-    Retries 429 (honouring ``Retry-After``), 5xx, connection resets and timeouts
-    with bounded exponential backoff; never retries 400/401/403/404.
+    Retries 429 (honouring ``Retry-After``), 5xx, connection resets and timeouts with bounded
+    exponential backoff (tenacity, as ``HttpHook.run_with_advanced_retry`` uses); never retries
+    400/401/403/404.
     """
 
     conn_name_attr = "http_conn_id"
@@ -104,33 +113,44 @@ class UltimateExportHook(HttpHook):
         return extra.get(name) or extra.get(f"extra__{cls.conn_type}__{name}")
 
     def _request(self, method: str, url: str, **kwargs) -> requests.Response:
-        """One call with the retry policy; the response is returned open (for streaming) on success."""
+        """One call with the retry policy (tenacity); the response is returned open (for streaming) on
+        success, or with a 4xx status for the caller to turn into a clear, final error."""
         session = self._api()
-        for attempt in range(1, self.max_attempts + 1):
-            wait = min(self.backoff_seconds * 2 ** (attempt - 1), self.max_backoff_seconds)
+
+        def attempt() -> requests.Response:
             try:
                 response = session.request(method, url, timeout=self.timeout, **kwargs)
             except _TRANSIENT_ERRORS as exc:
                 failure = type(exc).__name__
                 if isinstance(exc, requests.Timeout):
                     failure += f" (timed out after {self.timeout[0]:g}s to connect / {self.timeout[1]:g}s to read)"
-            else:
-                if response.status_code < 400:
-                    return response
-                if response.status_code not in _RETRY_STATUSES:
-                    return response  # the caller turns 4xx into a clear, final error
-                failure = f"HTTP {response.status_code}"
+                raise _Transient(failure) from exc
+            if response.status_code in _RETRY_STATUSES:
                 retry_after = response.headers.get("Retry-After", "")
-                if retry_after.isdigit():
-                    wait = min(float(retry_after), self.max_backoff_seconds)
                 response.close()
-            if attempt == self.max_attempts:
-                raise RuntimeError(f"Ultimate API: {failure} on {method} {_redact(url)}; gave up after "
-                                   f"{self.max_attempts} attempts")
-            self.log.warning("Ultimate API: %s on %s %s (attempt %d/%d); retrying in %.1fs", failure, method,
-                             _redact(url), attempt, self.max_attempts, wait)
-            time.sleep(wait)
-        raise AssertionError("unreachable")
+                raise _Transient(f"HTTP {response.status_code}",
+                                 float(retry_after) if retry_after.isdigit() else None)
+            return response
+
+        backoff = tenacity.wait_exponential(multiplier=self.backoff_seconds, max=self.max_backoff_seconds)
+
+        def wait(state: tenacity.RetryCallState) -> float:
+            """The vendor's Retry-After when it sent one (capped), else exponential backoff."""
+            told = state.outcome.exception().retry_after
+            return min(told, self.max_backoff_seconds) if told is not None else backoff(state)
+
+        def give_up(state: tenacity.RetryCallState):
+            raise RuntimeError(f"Ultimate API: {state.outcome.exception()} on {method} {_redact(url)}; gave up "
+                               f"after {state.attempt_number} attempts") from state.outcome.exception()
+
+        def warn(state: tenacity.RetryCallState) -> None:
+            self.log.warning("Ultimate API: %s on %s %s (attempt %d/%d); retrying in %.1fs",
+                             state.outcome.exception(), method, _redact(url), state.attempt_number,
+                             self.max_attempts, state.next_action.sleep)
+
+        return tenacity.Retrying(retry=tenacity.retry_if_exception_type(_Transient), wait=wait,
+                                 stop=tenacity.stop_after_attempt(self.max_attempts), before_sleep=warn,
+                                 retry_error_callback=give_up)(attempt)
 
     # -- the API ----------------------------------------------------------------------------------------
 
