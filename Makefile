@@ -35,9 +35,11 @@ sandbox-up: venv
 sandbox-down:
 	@if [ -x $(PY) ]; then $(PY) -m sandbox down --dir $(SANDBOX_DIR); else echo "sandbox not running"; fi
 
-## The Airflow UI (http://localhost:8080) over the sandbox's metadata DB, with a scheduler.
+## The Airflow UI (http://localhost:$(PORT), login printed) over the sandbox's metadata DB, with a scheduler.
+PORT ?= 8080
+HOST ?= 127.0.0.1
 ui: sandbox-up
-	$(PY) -m sandbox.ui --dir $(SANDBOX_DIR)
+	$(PY) -m sandbox.ui --dir $(SANDBOX_DIR) --port $(PORT) --host $(HOST)
 
 ## Throughput and memory benchmarks against raw baselines (long: not part of `make test`).
 bench: venv

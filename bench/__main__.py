@@ -25,7 +25,7 @@ from bench.volumes import fill_a8, fill_botslovers, fill_ultimate, fill_unless, 
 from bench.worker import A8_TABLES
 from chat_ingest.sources import a8, botslovers, ultimate, unless
 from sandbox.__main__ import down, up
-from sandbox.demo import read_env
+from sandbox.services import read_env
 from sandbox.generator import generate
 
 BENCH_DIR = Path(__file__).resolve().parent

@@ -59,14 +59,13 @@ def rebuild(partition: dict) -> int:
     """One source's day in every reporting table, in one transaction."""
     import datetime as dt
 
-    from airflow.sdk import BaseHook
-
     from chat_ingest.config import load_config
-    from chat_ingest.reporting import DEFAULT_EXCLUDED_INTENTS, PII_KEY_CONN_ID, rebuild_day
+    from chat_ingest.hooks.reporting_key import ReportingKeyHook
+    from chat_ingest.reporting import DEFAULT_EXCLUDED_INTENTS, rebuild_day
     from chat_ingest.warehouse import connect
 
     excluded = load_config().get("reporting", {}).get("excluded_intents", DEFAULT_EXCLUDED_INTENTS)
-    key = BaseHook.get_connection(PII_KEY_CONN_ID).password
+    key = ReportingKeyHook().get_key()
     with connect() as conn:
         return rebuild_day(conn, partition["source"], dt.date.fromisoformat(partition["day"]), pii_key=key,
                            run_id=get_current_context()["run_id"], excluded_intents=excluded)

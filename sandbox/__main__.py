@@ -70,6 +70,10 @@ def up(root: Path, dataset: Path | None, days: int, seed: int, bad_records: floa
             print(f"sandbox failed to start:\n{tail}", file=sys.stderr)
             return 1
         time.sleep(0.2)
+    from sandbox.services import Airflow, read_env
+
+    # the Airflow metadata database too, so `airflow dags test …` works straight from the env file
+    Airflow(read_env(root / "env")).prepare(log=root / "airflow-prepare.log")
     print(f"sandbox up; env: {root / 'env'}  (set -a; . {root / 'env'})")
     return 0
 

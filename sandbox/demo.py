@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -22,73 +19,11 @@ import psycopg
 
 from sandbox.__main__ import DEFAULT_DIR, down, up
 from sandbox.report import write_report
+from sandbox.services import Airflow, read_env
 
-REPO = Path(__file__).resolve().parents[1]
 #: Ingestion DAGs in the order they run; the demo runs those whose file exists.
 INGESTION_DAGS = ("botslovers_ingest", "a8_ingest", "ultimate_ingest", "unless_ingest")
 REPORTING_DAG = "reporting"
-
-
-def read_env(path: Path) -> dict[str, str]:
-    """Parse the sandbox's env file (``export K='v'`` lines) without a shell."""
-    import shlex
-
-    env = {}
-    for line in path.read_text().splitlines():
-        if line.startswith("export "):
-            key, _, value = line[len("export "):].partition("=")
-            env[key] = shlex.split(value)[0] if value else ""
-    return env
-
-
-class Airflow:
-    """The ``airflow`` CLI of this virtualenv, pointed at the sandbox."""
-
-    def __init__(self, env: dict[str, str]) -> None:
-        self.env = {**os.environ, **env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-        self.metadata_dsn = env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].replace("+psycopg2", "")
-
-    def run(self, *args: str, timeout: float = 900, log: Path | None = None, check: bool = True) -> int:
-        out = log.open("ab") if log else subprocess.DEVNULL
-        proc = subprocess.run([str(Path(sys.executable).parent / "airflow"), *args], env=self.env, stdout=out,
-                              stderr=subprocess.STDOUT, timeout=timeout, cwd=REPO)
-        if check and proc.returncode:
-            raise RuntimeError(f"airflow {' '.join(args)} exited {proc.returncode}" + (f"; log: {log}" if log else ""))
-        return proc.returncode
-
-    def start(self, *args: str, log: Path) -> subprocess.Popen:
-        """Start a long-running service (``api-server``, ``scheduler``, ``dag-processor``, ``triggerer``)."""
-        return subprocess.Popen([str(Path(sys.executable).parent / "airflow"), *args], env=self.env, cwd=REPO,
-                                stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
-
-    @staticmethod
-    def stop(services: list[subprocess.Popen], timeout: float = 30) -> None:
-        """Stop services gracefully, killing any that outlive ``timeout``."""
-        for proc in services:
-            proc.terminate()
-        for proc in services:
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-    def last_run_state(self, dag_id: str) -> tuple[str, str]:
-        with psycopg.connect(self.metadata_dsn) as conn:
-            row = conn.execute("SELECT run_id, state FROM dag_run WHERE dag_id = %s ORDER BY id DESC LIMIT 1",
-                               (dag_id,)).fetchone()
-        return row if row else ("", "missing")
-
-    def trigger(self, dag_id: str, conf: dict, log: Path) -> str:
-        """One real DAG run (``airflow dags test``: scheduled, executed and recorded in-process)."""
-        self.run("dags", "test", dag_id, "-c", json.dumps(conf), log=log, check=False)
-        run_id, state = self.last_run_state(dag_id)
-        if state != "success":
-            raise RuntimeError(f"{dag_id} {conf}: run {run_id} ended {state}; log: {log}")
-        return run_id
-
-    def trigger_day(self, dag_id: str, day: dt.date, log: Path) -> str:
-        return self.trigger(dag_id, {"date": day.isoformat()}, log)
 
 
 def summary(warehouse_dsn: str, start: dt.date, end: dt.date, since: dt.datetime) -> str:
@@ -136,9 +71,6 @@ def main(argv: list[str] | None = None) -> int:
         airflow = Airflow(env)
         log = root / "demo.log"
         log.write_text("")
-        print("preparing the Airflow metadata database ...", flush=True)
-        airflow.run("db", "migrate", log=log)
-        airflow.run("pools", "import", str(REPO / "include" / "config" / "pools.json"), log=log)
         first = dt.date.fromisoformat(env["SANDBOX_DATASET_START"])
         last = dt.date.fromisoformat(env["SANDBOX_DATASET_END"])
         days = [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]

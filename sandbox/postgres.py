@@ -116,7 +116,8 @@ class EmbeddedPostgres:
         status = _run_as_owner([str(self.bin_path / "pg_ctl"), "-D", str(self.pgdata), "status"], check=False)
         return status.returncode == 0
 
-    def stop(self) -> None:
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the server (``mode`` as pg_ctl's: ``immediate`` is a crash, for recovery tests)."""
         if self.running():
             _run_as_owner([str(self.bin_path / "pg_ctl"), "-D", str(self.pgdata), "-w", "-t", "60",
-                           "-m", "fast", "stop"])
+                           "-m", mode, "stop"])

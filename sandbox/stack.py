@@ -29,6 +29,7 @@ from psycopg import sql
 from chat_ingest.sources import a8 as a8_source
 from chat_ingest.sources import botslovers
 from chat_ingest.tablespec import TableSpec
+from sandbox.services import ADMIN_USER, api_env
 
 REPO = Path(__file__).resolve().parents[1]
 UNLESS_BUCKET = "unless-conversations"
@@ -77,6 +78,9 @@ class SandboxState:
             "reporting_pii_key": secrets.token_urlsafe(32),
             "s3_access_key": "AKIA" + secrets.token_hex(8).upper(),
             "s3_secret_key": secrets.token_urlsafe(30),
+            "airflow_admin_password": secrets.token_urlsafe(12),
+            "airflow_jwt_secret": secrets.token_urlsafe(32),
+            "airflow_secret_key": secrets.token_urlsafe(32),
         }
         for k, v in defaults.items():
             self.secrets.setdefault(k, v)
@@ -212,6 +216,38 @@ def backdate_unless(files: dict[str, Path], dataset: Path) -> None:
 # -- the env file ----------------------------------------------------------------------------------
 
 
+def connections(state: SandboxState, server_dsn: str, warehouse: str) -> dict[str, dict]:
+    """The sandbox's Airflow connections, in the form of ``airflow connections import``."""
+    ports, sec = state.ports, state.secrets
+
+    def postgres(dsn: str) -> dict:
+        from urllib.parse import unquote, urlsplit
+
+        url = urlsplit(dsn)
+        return {"conn_type": "postgres", "host": url.hostname, "port": url.port, "login": unquote(url.username),
+                "password": unquote(url.password), "schema": url.path.lstrip("/")}
+
+    return {
+        "chat_warehouse": postgres(warehouse),
+        "a8_timescale": postgres(with_database(server_dsn, A8_DB)),
+        "botslovers_clickhouse": {
+            "conn_type": "clickhouse", "host": "127.0.0.1", "port": ports["clickhouse"],
+            "login": sec["clickhouse_user"], "password": sec["clickhouse_password"], "schema": "default",
+            "extra": {"secure": False},
+        },
+        "ultimate_export": {
+            "conn_type": "ultimate_export", "host": "127.0.0.1", "port": ports["ultimate"], "schema": "http",
+            "password": sec["ultimate_token"],
+            "extra": {"organization_id": sec["ultimate_organization_id"], "bot_id": "ult-bank"},
+        },
+        "reporting_pii": {"conn_type": "reporting_pii", "password": sec["reporting_pii_key"]},
+        "unless_s3": {
+            "conn_type": "unless_s3", "login": sec["s3_access_key"], "password": sec["s3_secret_key"],
+            "extra": {"endpoint_url": f"http://127.0.0.1:{ports['s3']}", "region_name": "us-east-1"},
+        },
+    }
+
+
 def env_vars(root: Path, state: SandboxState, server_dsn: str, warehouse: str, dataset: Path) -> dict[str, str]:
     ports, sec = state.ports, state.secrets
     manifest = json.loads((dataset / "manifest.json").read_text()) if (dataset / "manifest.json").exists() else {}
@@ -220,22 +256,8 @@ def env_vars(root: Path, state: SandboxState, server_dsn: str, warehouse: str, d
         "CHAT_INGEST_WAREHOUSE_DSN": warehouse,
         "CHAT_INGEST_CONFIG": str(root / "sources.yaml"),
         "AIRFLOW_CONN_CHAT_WAREHOUSE": warehouse,
-        "AIRFLOW_CONN_A8_TIMESCALE": with_database(server_dsn, A8_DB),
-        "AIRFLOW_CONN_BOTSLOVERS_CLICKHOUSE": json.dumps({
-            "conn_type": "clickhouse", "host": "127.0.0.1", "port": ports["clickhouse"],
-            "login": sec["clickhouse_user"], "password": sec["clickhouse_password"], "schema": "default",
-            "extra": {"secure": False},
-        }),
-        "AIRFLOW_CONN_ULTIMATE_EXPORT": json.dumps({
-            "conn_type": "ultimate_export", "host": "127.0.0.1", "port": ports["ultimate"], "schema": "http",
-            "password": sec["ultimate_token"],
-            "extra": {"organization_id": sec["ultimate_organization_id"], "bot_id": "ult-bank"},
-        }),
-        "AIRFLOW_CONN_REPORTING_PII": json.dumps({"conn_type": "generic", "password": sec["reporting_pii_key"]}),
-        "AIRFLOW_CONN_UNLESS_S3": json.dumps({
-            "conn_type": "aws", "login": sec["s3_access_key"], "password": sec["s3_secret_key"],
-            "extra": {"endpoint_url": f"http://127.0.0.1:{ports['s3']}", "region_name": "us-east-1"},
-        }),
+        **{f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(conn)
+           for conn_id, conn in connections(state, server_dsn, warehouse).items() if conn_id != "chat_warehouse"},
         "SANDBOX_DIR": str(root),
         "SANDBOX_DATASET": str(dataset),
         "SANDBOX_DATASET_START": manifest.get("start", ""),
@@ -256,8 +278,17 @@ def env_vars(root: Path, state: SandboxState, server_dsn: str, warehouse: str, d
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
-        "AIRFLOW__API__PORT": "8080",
+        # a login, not an anonymous admin: the password is generated into state.json
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(root / "airflow" / "passwords.json"),
+        "AIRFLOW__API_AUTH__JWT_SECRET": sec["airflow_jwt_secret"],
+        "AIRFLOW__API__SECRET_KEY": sec["airflow_secret_key"],
+        **api_env(8080),
+        "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
+        # A task whose process died with a killed scheduler is found and retried within minutes, not 5+.
+        "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "30",
+        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "120",
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
         "PYTHONPATH": str(REPO / "plugins"),
     }
@@ -278,6 +309,14 @@ def write_sources_config(path: Path, dataset: Path) -> None:
     config["unless"].update(bucket=UNLESS_BUCKET, account=unless.get("account", ""),
                             websites=unless.get("websites", []))
     path.write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def write_secret_json(path: Path, value: dict) -> None:
+    """A JSON file only its owner reads (connections, the UI password)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.chmod(0o600)
+    path.write_text(json.dumps(value, indent=2))
 
 
 def write_env(path: Path, values: dict[str, str]) -> None:
@@ -324,6 +363,10 @@ def serve(root: Path, dataset: Path) -> None:
     try:
         for db in (A8_DB, AIRFLOW_DB) if external else (WAREHOUSE_DB, A8_DB, AIRFLOW_DB):
             ensure_database(server_dsn, db)
+        # a process that dies mid-transaction must not keep row locks the next scheduler waits on
+        with psycopg.connect(server_dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("ALTER DATABASE {} SET idle_in_transaction_session_timeout = '5min'").format(
+                sql.Identifier(AIRFLOW_DB)))
 
         sec = state.secrets
         chdb_path = root / "chdb"
@@ -352,6 +395,8 @@ def serve(root: Path, dataset: Path) -> None:
 
         write_sources_config(root / "sources.yaml", dataset)
         write_env(root / "env", env_vars(root, state, server_dsn, warehouse_dsn, dataset))
+        write_secret_json(root / "connections.json", connections(state, server_dsn, warehouse_dsn))
+        write_secret_json(root / "airflow" / "passwords.json", {ADMIN_USER: sec["airflow_admin_password"]})
         (root / "loaded.json").write_text(json.dumps(counts, indent=2))
         (root / "ready").write_text(str(os.getpid()))
         print(f"{dt.datetime.now(dt.timezone.utc):%H:%M:%S} sandbox ready", flush=True)

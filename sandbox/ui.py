@@ -1,44 +1,43 @@
-"""``make ui``: the Airflow UI on http://localhost:8080 over the sandbox's metadata database.
+"""``make ui [PORT=8080] [HOST=127.0.0.1]``: the Airflow UI over the sandbox's metadata database.
 
-Runs the api-server in the foreground and a scheduler, dag-processor and
-triggerer beside it, so runs can be triggered and backfilled from the UI too.
-Ctrl-C stops all four.
+Runs the api-server with a scheduler, dag-processor and triggerer under a supervisor (a component
+that dies is restarted, whatever it left behind killed first), so runs can be triggered and
+backfilled from the UI.  Listens on 127.0.0.1 unless ``--host`` says otherwise, and asks for a
+login: the user and password it prints.  Ctrl-C or SIGTERM stops all of it.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
+import threading
 from pathlib import Path
 
 from sandbox.__main__ import DEFAULT_DIR
-from sandbox.demo import REPO, Airflow, read_env
+from sandbox.services import LOCALHOST, Airflow, Supervisor, login, read_env, ui_env
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dir", type=Path, default=DEFAULT_DIR)
     p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--host", default=LOCALHOST, help="address to listen on (default 127.0.0.1: this machine only)")
     a = p.parse_args(argv)
-    # Ctrl-C or a plain kill stop all four, also when started where SIGINT is ignored (e.g. in the background).
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    stop = threading.Event()
+    # Ctrl-C or a plain kill stop everything, also when started where SIGINT is ignored (in the background).
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda *_: stop.set())
     root = a.dir.resolve()
-    airflow = Airflow(read_env(root / "env"))
-    airflow.run("db", "migrate")
-    airflow.run("pools", "import", str(REPO / "include" / "config" / "pools.json"))
-    log = root / "airflow-services.log"
-    services = [airflow.start(name, log=log) for name in ("scheduler", "dag-processor", "triggerer")]
-    api = airflow.start("api-server", "--port", str(a.port), log=log)
-    services.append(api)
-    print(f"Airflow UI on http://localhost:{a.port} (Ctrl-C stops it; services log: {log})")
-    try:
-        return api.wait()
-    except KeyboardInterrupt:
-        return 0
-    finally:
-        Airflow.stop(services)
+    env = ui_env({**os.environ, **read_env(root / "env")}, a.port, a.host)
+    Airflow(env).prepare(log=root / "airflow-prepare.log")
+    user, password = login(env)
+    with Supervisor(env, root / "logs") as services:
+        print(f"Airflow UI on {env['AIRFLOW__API__BASE_URL']}  login: {user} / {password}\n"
+              f"(Ctrl-C stops it; the services' logs: {services.logs})", flush=True)
+        stop.wait()
+    return 0
 
 
 if __name__ == "__main__":

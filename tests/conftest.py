@@ -6,7 +6,6 @@ import contextlib
 import datetime as dt
 import json
 import os
-import secrets
 import shutil
 import socket
 import subprocess
@@ -23,7 +22,7 @@ import requests
 import yaml
 
 from sandbox.__main__ import down, up
-from sandbox.demo import Airflow, read_env
+from sandbox.services import Airflow, Supervisor, login, read_env, ui_env
 from sandbox.generator import generate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -85,11 +84,8 @@ def sandbox(tmp_path_factory) -> Sandbox:
 
 @pytest.fixture(scope="session")
 def airflow(sandbox) -> Airflow:
-    """The airflow CLI on the sandbox's metadata database, migrated once per session."""
-    cli = Airflow({**sandbox.env, "CHAT_INGEST_GX_ROOT": str(sandbox.root / "gx")})
-    cli.run("db", "migrate", timeout=600, log=sandbox.root / "airflow.log")
-    cli.run("pools", "import", str(REPO / "include" / "config" / "pools.json"), log=sandbox.root / "airflow.log")
-    return cli
+    """The airflow CLI on the sandbox's metadata database (``up`` migrated it, as `make sandbox-up` does)."""
+    return Airflow({**sandbox.env, "CHAT_INGEST_GX_ROOT": str(sandbox.root / "gx")})
 
 
 class Webhook(ThreadingHTTPServer):
@@ -143,42 +139,41 @@ def free_port() -> int:
 
 @dataclass
 class Services:
-    """Airflow's api-server, scheduler, dag-processor and triggerer running over the sandbox."""
+    """Airflow's api-server, scheduler, dag-processor and triggerer over the sandbox, as ``make ui`` runs them."""
 
     env: dict[str, str]
     port: int
     logs: Path
     webhook: Webhook
+    supervisor: Supervisor
     users: dict[str, str] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def token(self) -> str:
+        user, password = next(iter(self.users.items()))
+        response = requests.post(f"{self.url}/auth/token", json={"username": user, "password": password}, timeout=30)
+        response.raise_for_status()
+        return response.json()["access_token"]
+
 
 @pytest.fixture(scope="session")
 def airflow_services(sandbox, airflow, tmp_path_factory):
-    """The four services with a LocalExecutor, simple-auth users with passwords, and alerts on: failures
-    and late data (``landed_by`` 00:00, so every scheduled run's deadline has passed) post to a webhook."""
+    """The services ``make ui`` runs (supervised, locked, on loopback) with a LocalExecutor, and alerts on:
+    failures and late data (``landed_by`` 00:00, so every scheduled run's deadline has passed) post to a
+    webhook."""
     root = tmp_path_factory.mktemp("airflow-services")
     port, webhook = free_port(), Webhook()
-    users = {"operator": secrets.token_urlsafe(12)}
-    (root / "passwords.json").write_text(json.dumps(users))
     config = yaml.safe_load((sandbox.root / "sources.yaml").read_text())
     config["alerts"] = {"http_conn_id": "chat_alerts", "landed_by": "00:00"}
     (root / "sources.yaml").write_text(yaml.safe_dump(config))
     env = {
-        **airflow.env,
+        **ui_env(airflow.env, port),
+        "CHAT_INGEST_GX_ROOT": airflow.env["CHAT_INGEST_GX_ROOT"],
         "CHAT_INGEST_CONFIG": str(root / "sources.yaml"),
         "AIRFLOW_CONN_CHAT_ALERTS": webhook.url,
-        "AIRFLOW__API__PORT": str(port),
-        "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
-        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
-        "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(f"{u}:admin" for u in users),
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(root / "passwords.json"),
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
         "AIRFLOW__CORE__PARALLELISM": "4",
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
         # write what this dag-processor parses (this configuration) at once, even if a test's
@@ -186,9 +181,9 @@ def airflow_services(sandbox, airflow, tmp_path_factory):
         "AIRFLOW__CORE__MIN_SERIALIZED_DAG_UPDATE_INTERVAL": "0",
         "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
     }
-    services, started = Airflow(env), dt.datetime.now(dt.timezone.utc)
-    procs = [services.start(name, *args, log=root / f"{name}.log") for name, *args in (
-        ("api-server", "--port", str(port)), ("scheduler",), ("dag-processor",), ("triggerer",))]
+    user, password = login(env)
+    started = dt.datetime.now(dt.timezone.utc)
+    supervisor = Supervisor(env, root).start()
     try:
         deadline = time.monotonic() + 180
         while True:
@@ -198,12 +193,11 @@ def airflow_services(sandbox, airflow, tmp_path_factory):
                     break
             except requests.RequestException:
                 pass
-            assert time.monotonic() < deadline, (root / "api-server.log").read_text()[-3000:]
-            assert all(p.poll() is None for p in procs), [p.args for p in procs if p.poll() is not None]
+            assert time.monotonic() < deadline, supervisor.log_of("api-server").read_text()[-3000:]
             time.sleep(1)
-        yield Services(env, port, root, webhook, users)
+        yield Services(env, port, root, webhook, supervisor, {user: password})
     finally:
-        Airflow.stop(procs)
+        supervisor.stop()
         webhook.shutdown()
 
 

@@ -1,4 +1,5 @@
-"""Provider metadata: registers the ``ultimate_export`` connection type with Airflow.
+"""Provider metadata: registers this project's connection types with Airflow (``ultimate_export``,
+``unless_s3``, ``reporting_pii``), so each has its form and its Test button.
 
 Airflow discovers connection types through the ``apache_airflow_provider`` entry
 point of an installed distribution (``pyproject.toml``; ``make`` installs the
@@ -47,6 +48,26 @@ def get_provider_info() -> dict:
                         "schema": {"type": ["string", "null"]},
                     },
                 },
-            }
+            },
+            {
+                "hook-class-name": "chat_ingest.hooks.unless.UnlessS3Hook",
+                "hook-name": "Unless conversations (S3)",
+                "connection-type": "unless_s3",
+                "ui-field-behaviour": {
+                    "hidden-fields": ["host", "schema", "port"],
+                    "relabeling": {"login": "AWS access key ID", "password": "AWS secret access key"},
+                    "placeholders": {"extra": '{"endpoint_url": "https://minio.example:9000", '
+                                              '"region_name": "eu-west-1"}'},
+                },
+            },
+            {
+                "hook-class-name": "chat_ingest.hooks.reporting_key.ReportingKeyHook",
+                "hook-name": "Reporting HMAC key",
+                "connection-type": "reporting_pii",
+                "ui-field-behaviour": {
+                    "hidden-fields": ["host", "schema", "port", "login", "extra"],
+                    "relabeling": {"password": "HMAC key"},
+                },
+            },
         ],
     }

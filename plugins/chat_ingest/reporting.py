@@ -34,8 +34,6 @@ PARTITION_COLUMNS = {
 STEPS = ("messages_{source}", "daily_bot_kpis", "intent_metrics", "agent_daily_kpis_{source}",
          "agent_status_daily_{source}")
 DEFAULT_EXCLUDED_INTENTS = ("Greeting", "Talk to a human/agent")
-#: The HMAC key of personal ids lives in this Airflow connection's password.
-PII_KEY_CONN_ID = "reporting_pii"
 
 
 def ensure_reporting_schema(conn) -> None:
@@ -56,7 +54,7 @@ def hmac_settings(key: str) -> dict[str, str]:
     and its HMAC-SHA256 inner and outer pads (hex) for servers without pgcrypto, where SQL finishes
     the HMAC with sha256().  Which one a server uses is decided by ddl.sql."""
     if not key:
-        raise ValueError(f"the reporting HMAC key is empty: set the password of connection {PII_KEY_CONN_ID!r}")
+        raise ValueError("the reporting HMAC key is empty (the password of connection reporting_pii)")
     raw = key.encode()
     block = hashlib.sha256(raw).digest() if len(raw) > 64 else raw
     block = block.ljust(64, b"\0")

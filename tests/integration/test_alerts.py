@@ -13,7 +13,7 @@ import psycopg
 import pytest
 import yaml
 
-from sandbox.demo import Airflow
+from sandbox.services import Airflow
 from tests.conftest import Webhook, free_port
 
 pytestmark = pytest.mark.integration

@@ -15,7 +15,6 @@ from collections import defaultdict
 import pytest
 
 from tests.integration.test_a8 import a8_conn
-from tests.integration.test_a8 import load as load_a8
 from tests.integration.test_botslovers import TEST_COMPANY, agent_log, ch_rows, testco  # noqa: F401 (fixture)
 from tests.integration.test_botslovers import load as load_botslovers
 from tests.integration.test_reporting import build, kpis, land_everything, ultimate_records

@@ -144,7 +144,7 @@ def test_a8_database_holds_the_eleven_tables(sandbox):
 def test_env_file_is_shell_sourceable(sandbox):
     out = subprocess.run(["bash", "-c", f"set -a; . {sandbox.root / 'env'}; echo \"$AIRFLOW_CONN_UNLESS_S3\""],
                          capture_output=True, text=True, check=True).stdout
-    assert json.loads(out)["conn_type"] == "aws"
+    assert json.loads(out)["conn_type"] == "unless_s3"
     for key in ("CHAT_INGEST_WAREHOUSE_DSN", "AIRFLOW_CONN_CHAT_WAREHOUSE", "AIRFLOW_CONN_BOTSLOVERS_CLICKHOUSE",
                 "AIRFLOW_CONN_A8_TIMESCALE", "AIRFLOW_CONN_ULTIMATE_EXPORT", "AIRFLOW_CONN_UNLESS_S3"):
         assert sandbox.env[key]
@@ -177,7 +177,7 @@ def test_an_external_warehouse_dsn_is_used_instead_of_the_embedded_one(tmp_path,
     root = tmp_path / "ext"
     assert up(root, sandbox.dataset, 1, seed=1, bad_records=0.0, timeout=300) == 0
     try:
-        from sandbox.demo import read_env
+        from sandbox.services import read_env
 
         env = read_env(root / "env")
         assert env["CHAT_INGEST_WAREHOUSE_DSN"] == external == env["AIRFLOW_CONN_CHAT_WAREHOUSE"]

@@ -1,0 +1,182 @@
+"""Airflow around the pipeline, as an operator meets it: locked, on loopback, and recovering unaided.
+
+The services are the ones ``make ui`` runs (``sandbox.services``: supervised, SimpleAuthManager with
+the sandbox's generated password, api-server on 127.0.0.1, no log servers).  The tests attack them as
+an operator's bad day would: anonymous calls, a ``kill -9`` of the scheduler mid-run, the metadata
+database crashing for 30 seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import psycopg
+import pytest
+import requests
+
+from sandbox.services import session_processes
+from tests.conftest import REPO, free_port
+
+pytestmark = pytest.mark.integration
+LOOPBACK = {"127.0.0.1", "::1"}
+
+
+def api(services, method: str, path: str, **kwargs) -> requests.Response:
+    headers = {"Authorization": f"Bearer {services.token()}"}
+    return requests.request(method, f"{services.url}/api/v2{path}", headers=headers, timeout=60, **kwargs)
+
+
+def run_days(services, airflow, dag_id: str, days: list, timeout: float = 900) -> dict[str, str]:
+    """Trigger ``dag_id`` for each day through the REST API (unpaused for the time) and wait for the
+    runs to end; their final states by run id."""
+    assert api(services, "PATCH", f"/dags/{dag_id}", json={"is_paused": False}).ok
+    try:
+        run_ids = []
+        for day in days:
+            answer = api(services, "POST", f"/dags/{dag_id}/dagRuns",
+                         json={"logical_date": None, "conf": {"date": day.isoformat()}})
+            assert answer.ok, answer.text
+            run_ids.append(answer.json()["dag_run_id"])
+        return wait_for_runs(airflow, dag_id, run_ids, timeout)
+    finally:
+        api(services, "PATCH", f"/dags/{dag_id}", json={"is_paused": True})
+
+
+def wait_for_runs(airflow, dag_id: str, run_ids: list[str], timeout: float) -> dict[str, str]:
+    deadline = time.monotonic() + timeout
+    while True:
+        with psycopg.connect(airflow.metadata_dsn) as conn:
+            states = dict(conn.execute("SELECT run_id, state FROM dag_run WHERE dag_id = %s AND run_id = ANY(%s)",
+                                       (dag_id, run_ids)).fetchall())
+        if all(states.get(r) in ("success", "failed") for r in run_ids) or time.monotonic() > deadline:
+            return states
+        time.sleep(3)
+
+
+def running_task(airflow, dag_id: str, timeout: float = 600) -> str:
+    """Wait until a task of ``dag_id`` runs; its task id."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with psycopg.connect(airflow.metadata_dsn) as conn:
+            row = conn.execute("SELECT task_id FROM task_instance WHERE dag_id = %s AND state = 'running' LIMIT 1",
+                               (dag_id,)).fetchone()
+        if row:
+            return row[0]
+        time.sleep(0.5)
+    raise AssertionError(f"no task of {dag_id} started within {timeout}s")
+
+
+def test_no_anonymous_access_and_the_generated_login_works(airflow_services):
+    services = airflow_services
+    anonymous = {
+        "list DAGs": requests.get(f"{services.url}/api/v2/dags", timeout=30),
+        "pause a DAG": requests.patch(f"{services.url}/api/v2/dags/a8_ingest", json={"is_paused": False}, timeout=30),
+        "ask for a token": requests.get(f"{services.url}/auth/token", timeout=30),
+        "a wrong password": requests.post(f"{services.url}/auth/token",
+                                          json={"username": "admin", "password": "not-the-password"}, timeout=30),
+    }
+    refused = {what: r.status_code for what, r in anonymous.items()}
+    assert all(code in (401, 403, 405) for code in refused.values()), refused
+    assert not any("access_token" in r.text for r in anonymous.values())
+    assert api(services, "GET", "/dags").json()["total_entries"] >= 5
+
+
+def test_every_sandbox_and_airflow_port_listens_on_loopback_only(sandbox, airflow_services):
+    supervisor = airflow_services.supervisor
+    leaders = [supervisor.pid(name) for name in supervisor.components]
+    ours = {pid for leader in leaders if leader for pid in session_processes(leader)}
+    ours |= set(session_processes(int((sandbox.root / "supervisor.pid").read_text())))
+    ours |= {p.pid for p in psutil.process_iter(["cmdline"]) if str(sandbox.root) in " ".join(p.info["cmdline"] or [])}
+    listening = [(c.pid, c.laddr.ip, c.laddr.port) for c in psutil.net_connections("tcp")
+                 if c.status == psutil.CONN_LISTEN and c.pid in ours]
+    ports = {port for _, _, port in listening}
+    assert airflow_services.port in ports and len(ports) >= 6  # api-server, PostgreSQL, the four stand-ins
+    assert [entry for entry in listening if entry[1] not in LOOPBACK] == []
+    assert not ports & {8793, 8794}  # no worker or triggerer log server
+
+
+def test_a_scheduler_killed_mid_run_is_replaced_and_every_run_completes_unaided(sandbox, airflow, airflow_services):
+    services, supervisor = airflow_services, airflow_services.supervisor
+    dag_id, days = "a8_ingest", sandbox.days[:2]
+    assert api(services, "PATCH", f"/dags/{dag_id}", json={"is_paused": False}).ok
+    try:
+        run_ids = [api(services, "POST", f"/dags/{dag_id}/dagRuns",
+                       json={"logical_date": None, "conf": {"date": day.isoformat()}}).json()["dag_run_id"]
+                   for day in days]
+        running_task(airflow, dag_id)
+        killed, restarts = supervisor.pid("scheduler"), supervisor.restarts("scheduler")
+        left_behind = session_processes(killed)
+        assert len(left_behind) > 1  # the scheduler and its executor's processes
+        os.kill(killed, signal.SIGKILL)
+        states = wait_for_runs(airflow, dag_id, run_ids, timeout=900)
+    finally:
+        api(services, "PATCH", f"/dags/{dag_id}", json={"is_paused": True})
+    assert states == {run_id: "success" for run_id in run_ids}, supervisor.log_of("scheduler").read_text()[-3000:]
+    assert supervisor.restarts("scheduler") == restarts + 1
+    assert session_processes(killed) == []  # nothing the killed scheduler started outlived it
+
+
+def test_the_services_come_back_after_the_metadata_database_crashes(sandbox, airflow, airflow_services):
+    from sandbox.postgres import EmbeddedPostgres
+
+    services, supervisor = airflow_services, airflow_services.supervisor
+    port = json.loads((sandbox.root / "state.json").read_text())["ports"]["postgres"]
+    database = EmbeddedPostgres(sandbox.root / "pg", port)
+    database.stop(mode="immediate")
+    time.sleep(30)
+    database.start()
+    deadline = time.monotonic() + 300
+    while True:
+        try:
+            health = requests.get(f"{services.url}/api/v2/monitor/health", timeout=10).json()
+            alive = all(supervisor.pid(name) for name in supervisor.components)
+            if alive and health["metadatabase"]["status"] == "healthy" and health["scheduler"]["status"] == "healthy":
+                break
+        except (requests.RequestException, ValueError, KeyError):
+            pass
+        assert time.monotonic() < deadline, {name: supervisor.restarts(name) for name in supervisor.components}
+        time.sleep(3)
+    states = run_days(services, airflow, "unless_ingest", [sandbox.days[0]])
+    assert list(states.values()) == ["success"], {name: supervisor.restarts(name) for name in supervisor.components}
+
+
+def test_make_ui_on_another_port_asks_for_a_login_and_stops_everything_on_sigterm(sandbox):
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": f"{REPO / 'plugins'}{os.pathsep}{REPO}"}
+    for key in [k for k in env if k.startswith(("AIRFLOW", "CHAT_INGEST"))]:
+        del env[key]  # as a newcomer's shell: everything comes from the sandbox directory
+    ui = subprocess.Popen([sys.executable, "-m", "sandbox.ui", "--dir", str(sandbox.root), "--port", str(port)],
+                          env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          start_new_session=True)
+    try:
+        banner = ui.stdout.readline()
+        assert f"http://localhost:{port}" in banner and "login: admin / " in banner, banner
+        password = banner.split("login: admin / ", 1)[1].split()[0]
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/api/v2/monitor/health", timeout=5).ok:
+                    break
+            except requests.RequestException:
+                pass
+            assert time.monotonic() < deadline and ui.poll() is None, ui.stdout.read() if ui.poll() else "no answer"
+            time.sleep(1)
+        assert requests.get(f"http://127.0.0.1:{port}/api/v2/dags", timeout=30).status_code == 401
+        token = requests.post(f"http://127.0.0.1:{port}/auth/token", json={"username": "admin", "password": password},
+                              timeout=30).json()["access_token"]
+        config = requests.get(f"http://127.0.0.1:{port}/ui/config", headers={"Authorization": f"Bearer {token}"},
+                              timeout=30)
+        assert config.ok
+        started = [p for p in psutil.Process(ui.pid).children(recursive=True)]
+        assert len(started) >= 4
+    finally:
+        ui.send_signal(signal.SIGTERM)
+        ui.wait(timeout=120)
+    time.sleep(1)
+    assert [p.pid for p in started if p.is_running() and p.status() != psutil.STATUS_ZOMBIE] == []
