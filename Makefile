@@ -38,8 +38,8 @@ sandbox-down:
 ## The Airflow UI (http://localhost:$(PORT), login printed) over the sandbox's metadata DB, with a scheduler.
 PORT ?= 8080
 HOST ?= 127.0.0.1
-ui: sandbox-up
-	$(PY) -m sandbox.ui --dir $(SANDBOX_DIR) --port $(PORT) --host $(HOST)
+ui: venv
+	$(PY) -m sandbox.ui --dir $(SANDBOX_DIR) --port $(PORT) --host $(HOST) $(if $(DATASET),--dataset $(DATASET))
 
 ## Throughput and memory benchmarks against raw baselines (long: not part of `make test`).
 bench: venv

@@ -249,7 +249,7 @@ def bench_reporting(runs: int, quick: bool) -> dict:
         shutil.rmtree(root, ignore_errors=True)  # a fresh warehouse and dataset each run
         dataset = root / "dataset"
         generate(dataset, days=days, per_day=REPORTING_PER_DAY * scale)
-        if up(root, dataset, days, seed=7, bad_records=0.0, timeout=600):
+        if up(root, dataset, days, seed=7, bad_records=0.0, timeout=600, owned=True):
             raise RuntimeError(f"the reporting sandbox ({scale}x) did not start")
         try:
             env = {**read_env(root / "env"), "AIRFLOW_HOME": str(root / "airflow")}
@@ -309,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
         save(bench_reporting(a.runs, a.quick))
     row_benchmarks = [b for b in a.only if b != "reporting"]
     if row_benchmarks:
-        if up(root, dataset, 1, seed=7, bad_records=0.0, timeout=300):
+        if up(root, dataset, 1, seed=7, bad_records=0.0, timeout=300, owned=True):
             return 1
         try:
             env = {**read_env(root / "env"), "AIRFLOW_HOME": str(root / "airflow")}

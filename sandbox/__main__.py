@@ -42,7 +42,23 @@ def _pid(root: Path) -> int | None:
     return pid if process_alive(pid) else None
 
 
-def up(root: Path, dataset: Path | None, days: int, seed: int, bad_records: float, timeout: float) -> int:
+def is_up(root: Path) -> bool:
+    return bool(_pid(root)) and (root / "ready").exists()
+
+
+def die_with_parent() -> None:
+    """In a child, before exec: have the kernel send it SIGTERM when the process that started it dies,
+    however that one ends (Ctrl-C, SIGTERM, SIGKILL, a CI timeout)."""
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def up(root: Path, dataset: Path | None, days: int, seed: int, bad_records: float, timeout: float,
+       owned: bool = False) -> int:
+    """Start the sandbox.  ``owned``: it stops when the calling process ends, however it ends (the
+    tests, the demo and the benchmarks); otherwise it runs until ``down`` (``make sandbox-up``)."""
     root.mkdir(parents=True, exist_ok=True)
     if _pid(root):
         print(f"sandbox already up; env: {root / 'env'}")
@@ -59,6 +75,7 @@ def up(root: Path, dataset: Path | None, days: int, seed: int, bad_records: floa
     proc = subprocess.Popen(
         [sys.executable, "-m", "sandbox", "serve", "--dir", str(root), "--dataset", str(dataset)],
         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=env, cwd=REPO,
+        preexec_fn=die_with_parent if owned else None,
     )
     (root / "supervisor.pid").write_text(str(proc.pid))
     deadline = time.monotonic() + timeout
@@ -116,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         return down(root)
     if a.command == "status":
         pid = _pid(root)
-        print(f"up (pid {pid}); env: {root / 'env'}" if pid and (root / "ready").exists() else "down")
+        print(f"up (pid {pid}); env: {root / 'env'}" if is_up(root) else "down")
         return 0 if pid else 3
     from sandbox.stack import serve
 

@@ -7,6 +7,8 @@ Used by ``make ui``, ``make demo`` and the tests alike, so what the tests prove 
   state (``login()`` tells it).  The JWT secret is generated too, so no anonymous admin token
   exists.  The scheduler and triggerer run without their log servers (which would listen on every
   address): with the LocalExecutor every task log is a local file the api-server reads itself.
+* **Owned.** A component gets SIGTERM from the kernel when the process supervising it dies, however
+  it dies (Ctrl-C, SIGTERM, SIGKILL, a CI timeout): nothing outlives the command that started it.
 * **Supervised.** Each component runs in its own session.  When one exits (killed, or the metadata
   database went away), every process of its session goes too -- a LocalExecutor's task processes
   and their database connections included, which would otherwise keep row locks the next scheduler
@@ -15,10 +17,12 @@ Used by ``make ui``, ``make demo`` and the tests alike, so what the tests prove 
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -27,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
+
+from sandbox.__main__ import die_with_parent
 
 REPO = Path(__file__).resolve().parents[1]
 AIRFLOW_BIN = Path(sys.executable).parent / "airflow"
@@ -40,6 +46,12 @@ COMPONENTS: dict[str, tuple[str, ...]] = {
     "triggerer": ("--skip-serve-logs",),
     "api-server": (),
 }
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((LOCALHOST, 0))
+        return s.getsockname()[1]
 
 
 def read_env(path: Path) -> dict[str, str]:
@@ -97,6 +109,13 @@ class Airflow:
         connections = Path(self.env["SANDBOX_DIR"]) / "connections.json"
         if connections.exists():
             self.run("connections", "import", "--overwrite", str(connections), log=log)
+
+    def parsed_since(self, dag_ids: list[str], since: dt.datetime) -> bool:
+        """Whether a dag-processor started at ``since`` (with this configuration) parsed all of ``dag_ids``."""
+        with psycopg.connect(self.metadata_dsn) as conn:
+            found = {d for (d,) in conn.execute(
+                "SELECT dag_id FROM dag WHERE dag_id = ANY(%s) AND last_parsed_time > %s", (list(dag_ids), since))}
+        return found == set(dag_ids)
 
     def last_run_state(self, dag_id: str) -> tuple[str, str]:
         with psycopg.connect(self.metadata_dsn) as conn:
@@ -190,7 +209,8 @@ class Supervisor:
         with self.log_of(component.name).open("ab") as out:
             component.proc = subprocess.Popen([str(AIRFLOW_BIN), component.name, *component.args], env=self.env,
                                               cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
-                                              stdin=subprocess.DEVNULL, start_new_session=True)
+                                              stdin=subprocess.DEVNULL, start_new_session=True,
+                                              preexec_fn=die_with_parent)
         component.started_at = time.monotonic()
 
     def start(self) -> Supervisor:

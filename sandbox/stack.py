@@ -10,7 +10,9 @@ started.  Every server listens on 127.0.0.1.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import hashlib
 import json
 import logging
 import os
@@ -81,12 +83,22 @@ class SandboxState:
             "airflow_admin_password": secrets.token_urlsafe(12),
             "airflow_jwt_secret": secrets.token_urlsafe(32),
             "airflow_secret_key": secrets.token_urlsafe(32),
+            "airflow_fernet_key": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
         }
         for k, v in defaults.items():
             self.secrets.setdefault(k, v)
         root.mkdir(parents=True, exist_ok=True)
         self.path.write_text(json.dumps({"ports": self.ports, "secrets": self.secrets}, indent=2))
         self.path.chmod(0o600)
+        self.shared_server = False
+
+    @property
+    def airflow_database(self) -> str:
+        """Airflow's metadata database: ``airflow`` on the embedded server; on a shared (external) one,
+        a name of this sandbox's own, as its connections are encrypted with this sandbox's key."""
+        if not self.shared_server:
+            return AIRFLOW_DB
+        return f"{AIRFLOW_DB}_{hashlib.sha256(str(self.root.resolve()).encode()).hexdigest()[:10]}"
 
 
 def ensure_database(admin_dsn: str, name: str) -> None:
@@ -251,13 +263,15 @@ def connections(state: SandboxState, server_dsn: str, warehouse: str) -> dict[st
 def env_vars(root: Path, state: SandboxState, server_dsn: str, warehouse: str, dataset: Path) -> dict[str, str]:
     ports, sec = state.ports, state.secrets
     manifest = json.loads((dataset / "manifest.json").read_text()) if (dataset / "manifest.json").exists() else {}
-    airflow_db = with_database(server_dsn, AIRFLOW_DB).replace("postgresql://", "postgresql+psycopg2://", 1)
+    airflow_db = with_database(server_dsn, state.airflow_database).replace("postgresql://", "postgresql+psycopg2://", 1)
     return {
         "CHAT_INGEST_WAREHOUSE_DSN": warehouse,
         "CHAT_INGEST_CONFIG": str(root / "sources.yaml"),
+        # the PostgreSQL connections as URIs, so a shell can hand them to psql as they are
         "AIRFLOW_CONN_CHAT_WAREHOUSE": warehouse,
+        "AIRFLOW_CONN_A8_TIMESCALE": with_database(server_dsn, A8_DB),
         **{f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(conn)
-           for conn_id, conn in connections(state, server_dsn, warehouse).items() if conn_id != "chat_warehouse"},
+           for conn_id, conn in connections(state, server_dsn, warehouse).items() if conn["conn_type"] != "postgres"},
         "SANDBOX_DIR": str(root),
         "SANDBOX_DATASET": str(dataset),
         "SANDBOX_DATASET_START": manifest.get("start", ""),
@@ -284,6 +298,7 @@ def env_vars(root: Path, state: SandboxState, server_dsn: str, warehouse: str, d
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(root / "airflow" / "passwords.json"),
         "AIRFLOW__API_AUTH__JWT_SECRET": sec["airflow_jwt_secret"],
         "AIRFLOW__API__SECRET_KEY": sec["airflow_secret_key"],
+        "AIRFLOW__CORE__FERNET_KEY": sec["airflow_fernet_key"],  # connection passwords encrypted at rest
         **api_env(8080),
         "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
         # A task whose process died with a killed scheduler is found and retried within minutes, not 5+.
@@ -351,6 +366,7 @@ def serve(root: Path, dataset: Path) -> None:
     # their own databases on the same server.
     external = os.environ.get("CHAT_INGEST_WAREHOUSE_DSN")
     pg = None
+    state.shared_server = bool(external)
     if external:
         server_dsn = warehouse_dsn = external
     else:
@@ -361,12 +377,12 @@ def serve(root: Path, dataset: Path) -> None:
     servers: list = []
     backend = None
     try:
-        for db in (A8_DB, AIRFLOW_DB) if external else (WAREHOUSE_DB, A8_DB, AIRFLOW_DB):
+        for db in (A8_DB, state.airflow_database) if external else (WAREHOUSE_DB, A8_DB, state.airflow_database):
             ensure_database(server_dsn, db)
         # a process that dies mid-transaction must not keep row locks the next scheduler waits on
         with psycopg.connect(server_dsn, autocommit=True) as conn:
             conn.execute(sql.SQL("ALTER DATABASE {} SET idle_in_transaction_session_timeout = '5min'").format(
-                sql.Identifier(AIRFLOW_DB)))
+                sql.Identifier(state.airflow_database)))
 
         sec = state.secrets
         chdb_path = root / "chdb"

@@ -1,6 +1,7 @@
 """``make ui [PORT=8080] [HOST=127.0.0.1]``: the Airflow UI over the sandbox's metadata database.
 
-Runs the api-server with a scheduler, dag-processor and triggerer under a supervisor (a component
+Starts the sandbox unless it is up already (then it stops it again on exit: what ``make ui``
+started, it stops; a sandbox from ``make sandbox-up`` stays).  Runs the api-server with a scheduler, dag-processor and triggerer under a supervisor (a component
 that dies is restarted, whatever it left behind killed first), so runs can be triggered and
 backfilled from the UI.  Listens on 127.0.0.1 unless ``--host`` says otherwise, and asks for a
 login: the user and password it prints.  Ctrl-C or SIGTERM stops all of it.
@@ -15,7 +16,7 @@ import sys
 import threading
 from pathlib import Path
 
-from sandbox.__main__ import DEFAULT_DIR
+from sandbox.__main__ import DEFAULT_DIR, down, is_up, up
 from sandbox.services import LOCALHOST, Airflow, Supervisor, login, read_env, ui_env
 
 
@@ -24,19 +25,29 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dir", type=Path, default=DEFAULT_DIR)
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--host", default=LOCALHOST, help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--dataset", type=Path, default=None, help="the sandbox's dataset, if this starts it")
     a = p.parse_args(argv)
     stop = threading.Event()
     # Ctrl-C or a plain kill stop everything, also when started where SIGINT is ignored (in the background).
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, lambda *_: stop.set())
     root = a.dir.resolve()
-    env = ui_env({**os.environ, **read_env(root / "env")}, a.port, a.host)
-    Airflow(env).prepare(log=root / "airflow-prepare.log")
-    user, password = login(env)
-    with Supervisor(env, root / "logs") as services:
-        print(f"Airflow UI on {env['AIRFLOW__API__BASE_URL']}  login: {user} / {password}\n"
-              f"(Ctrl-C stops it; the services' logs: {services.logs})", flush=True)
-        stop.wait()
+    ours = not is_up(root)
+    if ours and up(root, a.dataset, days=3, seed=7, bad_records=0.0, timeout=300, owned=True):
+        return 1
+    try:
+        env = ui_env({**os.environ, **read_env(root / "env")}, a.port, a.host)
+        if not ours:  # a sandbox started earlier: bring its metadata database and connections up to date
+            Airflow(env).prepare(log=root / "airflow-prepare.log")
+        user, password = login(env)
+        with Supervisor(env, root / "logs") as services:
+            print(f"Airflow UI on {env['AIRFLOW__API__BASE_URL']}  login: {user} / {password}\n"
+                  f"(Ctrl-C stops it{' and the sandbox' if ours else ''}; the services' logs: {services.logs})",
+                  flush=True)
+            stop.wait()
+    finally:
+        if ours:
+            down(root)
     return 0
 
 

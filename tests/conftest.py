@@ -7,7 +7,6 @@ import datetime as dt
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -22,7 +21,7 @@ import requests
 import yaml
 
 from sandbox.__main__ import down, up
-from sandbox.services import Airflow, Supervisor, login, read_env, ui_env
+from sandbox.services import Airflow, Supervisor, free_port, login, read_env, ui_env
 from sandbox.generator import generate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -69,7 +68,7 @@ def sandbox(tmp_path_factory) -> Sandbox:
     root = tmp_path_factory.mktemp("sandbox")
     dataset = root / "dataset"
     manifest = generate(dataset, seed=11, days=TEST_DAYS, start=TEST_START, per_day=12)
-    assert up(root, dataset, TEST_DAYS, seed=11, bad_records=0.0, timeout=300) == 0, (root / "sandbox.log").read_text()
+    assert up(root, dataset, TEST_DAYS, seed=11, bad_records=0.0, timeout=300, owned=True) == 0, (root / "sandbox.log").read_text()
     env = read_env(root / "env")
     saved = dict(os.environ)
     os.environ.update(env)
@@ -131,12 +130,6 @@ def apt_install(packages: list[str], needed: list[str]) -> str | None:
     return None
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @dataclass
 class Services:
     """Airflow's api-server, scheduler, dag-processor and triggerer over the sandbox, as ``make ui`` runs them."""
@@ -189,7 +182,7 @@ def airflow_services(sandbox, airflow, tmp_path_factory):
         while True:
             try:
                 if requests.get(f"http://127.0.0.1:{port}/api/v2/monitor/health", timeout=2).ok \
-                        and _all_parsed_since(airflow, started):
+                        and airflow.parsed_since(DAG_IDS, started):
                     break
             except requests.RequestException:
                 pass
@@ -202,14 +195,6 @@ def airflow_services(sandbox, airflow, tmp_path_factory):
 
 
 DAG_IDS = ("botslovers_ingest", "a8_ingest", "ultimate_ingest", "unless_ingest", "reporting")
-
-
-def _all_parsed_since(airflow, started: dt.datetime) -> bool:
-    """Every DAG parsed by this dag-processor (with this configuration), not only by an earlier test."""
-    with psycopg.connect(airflow.metadata_dsn) as conn:
-        found = {d for (d,) in conn.execute("SELECT dag_id FROM dag WHERE dag_id = ANY(%s) AND last_parsed_time > %s",
-                                            (list(DAG_IDS), started))}
-    return found == set(DAG_IDS)
 
 
 @pytest.fixture

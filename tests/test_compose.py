@@ -45,8 +45,19 @@ def test_airflow_services_mount_the_project_and_use_celery():
 
 def test_no_secret_is_written_in_the_file():
     for key, value in COMPOSE["x-airflow-common"]["environment"].items():
-        if key.startswith("AIRFLOW_CONN_") or "PASSWORD" in key:
+        if key.startswith("AIRFLOW_CONN_") or ("PASSWORD" in key and not key.endswith("_FILE")):
             assert "${" in str(value), key
+
+
+def test_a_login_is_required_and_ports_listen_on_loopback():
+    env = COMPOSE["x-airflow-common"]["environment"]
+    assert env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS"] == "false"
+    assert env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"] == "admin:admin"
+    init = COMPOSE["services"]["airflow-init"]
+    assert env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"] in "\n".join(init["command"])
+    assert init["environment"]["AIRFLOW_ADMIN_PASSWORD"].startswith("${AIRFLOW_ADMIN_PASSWORD:?")
+    published = [port for service in COMPOSE["services"].values() for port in service.get("ports", [])]
+    assert published and all(str(port).startswith("127.0.0.1:") for port in published), published
 
 
 @pytest.mark.skipif(not shutil.which("docker") or subprocess.run(["docker", "compose", "version"],

@@ -61,11 +61,13 @@ def ingest_params(tenant_label: str, tenants: list[str], full_refresh: bool) -> 
 
 @task
 def resolve_window() -> dict[str, str]:
-    """The run's ``[start, end)``: the ``date`` param, or the data interval (the previous UTC day)."""
+    """The run's ``[start, end)``: the ``date`` param, or the data interval (the previous UTC day; a
+    backfill run's own day, whatever the form said)."""
     from chat_ingest.windows import resolve_window as resolve
 
     ctx = get_current_context()
-    return resolve(ctx["params"], ctx.get("data_interval_start"), ctx.get("data_interval_end"))
+    return resolve(ctx["params"], ctx.get("data_interval_start"), ctx.get("data_interval_end"),
+                   run_type=ctx["dag_run"].run_type)
 
 
 @task
@@ -101,14 +103,17 @@ def ingest_dag(*, dag_id: str, source: str, doc_md: str, tenant_label: str, tena
         window = resolve_window()
         selected = select_tenants(tenants)
         common = {"window": window, "pool": pool, **(operator_kwargs or {})}
+        by_tenant = "{{ task.tenant }}"  # the UI labels each mapped load by its tenant, not "Map Index 0"
         if issubclass(load_operator, DocumentLoadOperator):  # one pass over the documents lands every table
-            load_all = load_operator.partial(task_id="load", **common).expand(tenant=selected)
+            load_all = load_operator.partial(task_id="load", map_index_template=by_tenant, **common
+                                             ).expand(tenant=selected)
             loads = {table: load_all for table in load_operator.tables}
         else:
             loads = {}
             for table, spec in load_operator.tables.items():
                 if spec.tenant_column:
-                    loads[table] = load_operator.partial(task_id=f"load_{table}", table=table, **common
+                    loads[table] = load_operator.partial(task_id=f"load_{table}", table=table,
+                                                         map_index_template=by_tenant, **common
                                                          ).expand(tenant=selected)
                 else:  # the vendor does not split this table by tenant: one load covers the whole window
                     loads[table] = load_operator(task_id=f"load_{table}", tenant=None, table=table, **common)

@@ -17,12 +17,11 @@ import logging
 import time
 from collections.abc import Iterable
 
-from chat_ingest.project import SQL_DIR
+from chat_ingest.warehouse import REPORTING_SQL
 from chat_ingest.windows import window_days
 
 log = logging.getLogger(__name__)
 
-REPORTING_SQL = SQL_DIR / "reporting"
 SOURCES = ("botslovers", "a8", "ultimate", "unless")
 #: The reporting tables and the column that names a row's day.
 PARTITION_COLUMNS = {
@@ -37,14 +36,12 @@ DEFAULT_EXCLUDED_INTENTS = ("Greeting", "Talk to a human/agent")
 
 
 def ensure_reporting_schema(conn) -> None:
-    """Staging (so a source that never landed reads as empty), audit and reporting, idempotently."""
-    from chat_ingest.sources import TABLES_BY_SOURCE
+    """The warehouse schema (staging too, so a source that never landed reads as empty), and the
+    vocabulary mapping of this deployment's sources.yaml."""
+    from chat_ingest import vocabulary
     from chat_ingest.warehouse import ensure_schema
 
-    from chat_ingest import vocabulary
-
-    ensure_schema(conn, [spec for tables in TABLES_BY_SOURCE.values() for spec in tables.values()],
-                  then=(REPORTING_SQL / "ddl.sql", REPORTING_SQL / "comments.sql"))
+    ensure_schema(conn)
     with conn.transaction():
         vocabulary.write_table(conn)
 

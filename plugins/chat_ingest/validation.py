@@ -6,11 +6,14 @@ superset of the rows the run itself wrote — an idempotent rerun rewrites
 nothing, yet re-validates everything the window holds.
 
 GX runs in SQL mode against the warehouse, so validating a day of millions of
-rows never pulls them into this process.  Each table has its own file-backed GX
-project under ``CHAT_INGEST_GX_ROOT`` (default ``$AIRFLOW_HOME/gx``), which keeps
-its validation history and Data Docs site, and keeps parallel validations of
-different tables from writing the same project files.  The warehouse DSN reaches
-GX only through a ``${…}`` config variable, so it is never written to disk.
+rows never pulls them into this process.  One file-backed GX project under
+``CHAT_INGEST_GX_ROOT`` (default ``$AIRFLOW_HOME/gx``) holds every staging table's
+suite, its validation history and **one** Data Docs site, which the project's
+Airflow plugin serves under the api-server (``/chat-ingest/data-docs/``, behind
+the UI's login); each validate task links to its own validation page.  A file
+lock serialises the few seconds a validation writes the project.  The warehouse
+DSN reaches GX only through a ``${…}`` config variable, so it is never written
+to disk.
 """
 
 from __future__ import annotations
@@ -30,6 +33,9 @@ from chat_ingest.config import mostly_for
 from chat_ingest.tablespec import TableSpec
 
 log = logging.getLogger(__name__)
+# GX logs hundreds of "Skipping registering function ..." lines at INFO while it imports: noise that
+# buried every validate task's own log.
+logging.getLogger("great_expectations._docs_decorators").setLevel(logging.WARNING)
 
 #: No event in any source predates this; older timestamps are corrupt values.
 EARLIEST_SANE = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)
@@ -42,7 +48,12 @@ class ValidationFailed(AirflowFailException):
     """The gate refused a batch; the message names table, column, values and counts.
 
     Not retried: the same rows would fail again.  Fix the data or the spec, then rerun.
+    ``docs_page`` is the validation's Data Docs page (relative to the site).
     """
+
+    def __init__(self, message: str, docs_page: str | None = None) -> None:
+        super().__init__(message)
+        self.docs_page = docs_page
 
 
 @dataclass
@@ -67,14 +78,22 @@ class ExpectationOutcome:
                 f"{self.element_count} rows unexpected: {values}")
 
 
+@dataclass
+class GateResult:
+    outcomes: list[ExpectationOutcome]
+    #: This validation's page in the Data Docs site, relative to the site's root.
+    docs_page: str | None
+
+
+
 def gx_root() -> Path:
     default = Path(os.environ.get("AIRFLOW_HOME", Path.home() / "airflow")) / "gx"
     return Path(os.environ.get("CHAT_INGEST_GX_ROOT") or default)
 
 
-def data_docs_index(spec: TableSpec) -> Path:
-    """Where the table's GX Data Docs site lives (the README names this path)."""
-    return gx_root() / spec.staging_table / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
+def data_docs_site() -> Path:
+    """The folder of the one GX Data Docs site of every staging table (the plugin serves it)."""
+    return gx_root() / "gx" / "uncommitted" / "data_docs" / "local_site"
 
 
 def build_expectations(spec: TableSpec, now: dt.datetime | None = None,
@@ -174,7 +193,7 @@ def batch_query(conn, spec: TableSpec, start: dt.datetime, end: dt.datetime, ten
 
 
 class _ProjectLock:
-    """Serialise runs that share one table's GX project directory."""
+    """Serialise the validations that write the GX project (its config, suites and Data Docs)."""
 
     def __init__(self, root: Path) -> None:
         root.mkdir(parents=True, exist_ok=True)
@@ -191,14 +210,15 @@ class _ProjectLock:
 
 
 def run_gate(conn, sqlalchemy_dsn: str, spec: TableSpec, *, run_id: str, start: dt.datetime, end: dt.datetime,
-             tenants: list[str] | None) -> list[ExpectationOutcome]:
+             tenants: list[str] | None) -> GateResult:
     """Validate the batch, store the outcome in ``audit.validation_results``, refresh Data Docs.
 
-    Returns every outcome; raises :class:`ValidationFailed` if any expectation failed.
+    Returns every outcome and the validation's Data Docs page; raises :class:`ValidationFailed` if
+    an expectation of severity critical failed.
     """
     import great_expectations as gx
 
-    project = gx_root() / spec.staging_table
+    project = gx_root()
     query = batch_query(conn, spec, start, end, tenants)
     with conn.transaction():
         seen = vocabulary_counts(conn, spec, query)
@@ -225,6 +245,7 @@ def run_gate(conn, sqlalchemy_dsn: str, spec: TableSpec, *, run_id: str, start: 
                 result_format={"result_format": "SUMMARY", "partial_unexpected_count": 20},
             ))
             result = checkpoint.run(run_id=gx.RunIdentifier(run_name=run_id))
+            docs_page = _docs_page(context, next(iter(result.run_results)))
     finally:
         os.environ.pop(_DSN_VARIABLE, None)
 
@@ -256,8 +277,21 @@ def run_gate(conn, sqlalchemy_dsn: str, spec: TableSpec, *, run_id: str, start: 
         raise ValidationFailed(
             f"staging.{spec.staging_table} failed validation for [{start.isoformat()}, {end.isoformat()}): "
             + "; ".join(o.describe() for o in failed)
-            + f". The rows stay in staging for inspection; Data Docs: {data_docs_index(spec)}"
+            + ". The rows stay in staging for inspection; the task's GX Data Docs link shows the validation",
+            docs_page,
         )
     warnings = [o for o in outcomes if not o.success]
     log.info("staging.%s passed %d expectations (%d warning(s))", spec.staging_table, len(outcomes), len(warnings))
-    return outcomes
+    return GateResult(outcomes, docs_page)
+
+
+def _docs_page(context, identifier) -> str | None:
+    """The validation's page in the local Data Docs site, relative to the site's folder."""
+    site = data_docs_site().resolve()
+    for entry in context.get_docs_sites_urls(resource_identifier=identifier):
+        url = entry.get("site_url") or ""
+        if url.startswith("file://"):
+            page = Path(url[len("file://"):]).resolve()
+            if page.is_relative_to(site):
+                return page.relative_to(site).as_posix()
+    return None

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 
 from psycopg import sql
 
 from chat_ingest.project import SQL_DIR, WAREHOUSE_CONN_ID
+
+REPORTING_SQL = SQL_DIR / "reporting"
 from chat_ingest.tablespec import TableSpec
 
 
@@ -74,24 +75,30 @@ def staging_ddl(spec: TableSpec) -> sql.Composed:
     )
 
 
-def ensure_schema(conn, specs: list[TableSpec], *, then: tuple[Path, ...] = ()) -> None:
-    """Create the audit tables and the staging tables of ``specs`` if missing, then run the DDL files
-    ``then`` (idempotent, all under one lock) -- unless this very DDL has been applied already.
+def ensure_schema(conn) -> None:
+    """Create or update the whole warehouse schema -- audit, every source's staging tables, reporting
+    -- idempotently, unless this very DDL has been applied already.
 
-    Every task calls this first.  Running the DDL each time would be wrong as well as slow:
-    ``CREATE INDEX IF NOT EXISTS`` locks its table, so two tasks of one run (one creating, one
-    merging) deadlock.  So the DDL's fingerprint is recorded in ``audit.schema_applied`` and a
-    task whose DDL is recorded, and whose staging tables exist, takes no lock at all.
+    Every task calls this first.  Running the DDL each time would be wrong as well as slow: ``CREATE
+    INDEX IF NOT EXISTS`` and ``ALTER TABLE`` lock their table even when there is nothing to do, so a
+    task running DDL deadlocks with one writing (a first run of four DAGs at once did).  So the DDL
+    is one unit with one fingerprint in ``audit.schema_applied``: the first task applies it under a
+    lock, every other task waits for that lock, sees the fingerprint and takes no lock at all.
     """
+    from chat_ingest.sources import TABLES_BY_SOURCE
+
+    specs = [spec for tables in TABLES_BY_SOURCE.values() for spec in tables.values()]
     statements = [(SQL_DIR / "audit" / "ddl.sql").read_text(), *(staging_ddl(spec).as_string(conn) for spec in specs),
-                  *(ddl.read_text() for ddl in then)]
+                  *(ddl.read_text() for ddl in (REPORTING_SQL / "ddl.sql", REPORTING_SQL / "comments.sql"))]
     fingerprint = hashlib.sha256("\n".join(statements).encode()).hexdigest()
     tables = [f"staging.{spec.staging_table}" for spec in specs]
     if _applied(conn, fingerprint, tables):
         return
     with conn.transaction():
-        # Serialise concurrent first runs: CREATE ... IF NOT EXISTS races on the catalog.
+        # Serialise concurrent first runs; whoever waited finds the DDL applied.
         conn.execute("SELECT pg_advisory_xact_lock(hashtext('chat_ingest.ensure_schema'))")
+        if _applied(conn, fingerprint, tables):
+            return
         for statement in statements:
             conn.execute(statement)
         conn.execute("INSERT INTO audit.schema_applied (fingerprint) VALUES (%s) ON CONFLICT DO NOTHING",

@@ -3,16 +3,31 @@
 A scheduled run covers its data interval (the previous UTC day, from the DAG's
 data-interval timetable).  A manual run names its day with the ``date`` Param, or
 a range with ``start_date`` / ``end_date`` (inclusive), because a manual run's
-data interval is not derived from its logical date.  ``full_refresh`` travels
-with the window to the sources that support it.
+data interval is not derived from its logical date.  A backfill run always loads its
+own interval: the UI's backfill dialog shows the same form, and a day typed there must
+not collapse every run of the backfill onto that day.  ``full_refresh`` travels with the
+window to the sources that support it.
+
+Params that contradict each other are a :class:`WindowParamsError`, which fails the run
+at once: no retry can fix them, and retrying would hold the DAG's single active run.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from typing import Any
 
+from airflow.sdk.exceptions import AirflowFailException
+
 UTC = dt.timezone.utc
+#: The params that name days; a backfill run ignores them.
+DAY_PARAMS = ("date", "start_date", "end_date")
+log = logging.getLogger(__name__)
+
+
+class WindowParamsError(AirflowFailException, ValueError):
+    """The run's params do not name one window; the run fails without retrying."""
 
 
 def day_window(day: dt.date) -> tuple[dt.datetime, dt.datetime]:
@@ -25,26 +40,31 @@ def window_days(start: dt.datetime, end: dt.datetime) -> list[dt.date]:
     return [start.date() + dt.timedelta(days=i) for i in range((end.date() - start.date()).days)]
 
 
-def resolve_window(params: dict[str, Any], data_interval_start, data_interval_end) -> dict[str, Any]:
+def resolve_window(params: dict[str, Any], data_interval_start, data_interval_end,
+                   run_type: str | None = None) -> dict[str, Any]:
     """The window as ISO strings (XCom-friendly) from the run's params or data interval."""
+    if run_type == "backfill" and any(params.get(name) for name in DAY_PARAMS):
+        log.warning("a backfill run loads its own interval: ignoring %s",
+                    ", ".join(f"{name}={params[name]}" for name in DAY_PARAMS if params.get(name)))
+        params = {k: v for k, v in params.items() if k not in DAY_PARAMS}
     day, first, last = params.get("date"), params.get("start_date"), params.get("end_date")
     if day and (first or last):
-        raise ValueError("pass either 'date' or 'start_date' / 'end_date', not both")
+        raise WindowParamsError("pass either 'date' or 'start_date' / 'end_date', not both")
     if last and not first:
-        raise ValueError("'end_date' needs a 'start_date'")
+        raise WindowParamsError("'end_date' needs a 'start_date'")
     if day:
         start, end = day_window(dt.date.fromisoformat(str(day)))
     elif first:
         start = day_window(dt.date.fromisoformat(str(first)))[0]
         end = day_window(dt.date.fromisoformat(str(last or first)))[1]
         if end <= start:
-            raise ValueError(f"end_date {last} is before start_date {first}")
+            raise WindowParamsError(f"end_date {last} is before start_date {first}")
     elif data_interval_start is not None and data_interval_end is not None:
         start, end = data_interval_start.astimezone(UTC), data_interval_end.astimezone(UTC)
     else:
-        raise ValueError("no window: pass the 'date' param (YYYY-MM-DD) or run on a schedule")
+        raise WindowParamsError("no window: pass the 'date' param (YYYY-MM-DD) or run on a schedule")
     if end <= start:
-        raise ValueError(f"empty window [{start}, {end}): a bare cron schedule has no data interval; "
+        raise WindowParamsError(f"empty window [{start}, {end}): a bare cron schedule has no data interval; "
                          "use a data-interval timetable or pass 'date'")
     return {"start": start.isoformat(), "end": end.isoformat(), "full_refresh": bool(params.get("full_refresh"))}
 

@@ -243,21 +243,27 @@ def test_gate_fails_on_an_unknown_event_naming_value_and_count(clean_warehouse, 
     assert kept == 4  # the rows stay in staging for inspection
 
 
-def test_gate_passes_a_clean_day_and_writes_data_docs(clean_warehouse):
-    from chat_ingest.validation import data_docs_index
+def test_gate_passes_a_clean_day_and_writes_its_page_in_the_one_data_docs_site(clean_warehouse):
+    from chat_ingest.validation import data_docs_site
 
     sandbox = clean_warehouse
     day = sandbox.days[0]
     load("acme", "agent_status_logs", day, run_id="run-clean")
     start, end = day_window(day)
+    dsn = sandbox.warehouse_dsn.replace("postgresql://", "postgresql+psycopg2://")
     with connect() as conn:
-        outcomes = run_gate(conn, sandbox.warehouse_dsn.replace("postgresql://", "postgresql+psycopg2://"),
-                            botslovers.AGENT_STATUS_LOGS, run_id="run-clean", start=start, end=end, tenants=["acme"])
-    assert outcomes and all(o.success for o in outcomes)
-    assert {o.column for o in outcomes} >= {"old_status", "new_status", "id", "status_changed_at"}
-    index = data_docs_index(botslovers.AGENT_STATUS_LOGS)
-    assert index.exists() and "botslovers_agent_status_logs" in index.read_text()
-    gx_files = "".join(p.read_text(errors="ignore") for p in index.parents[3].rglob("*.yml"))
+        gate = run_gate(conn, dsn, botslovers.AGENT_STATUS_LOGS, run_id="run-clean", start=start, end=end,
+                        tenants=["acme"])
+        other = run_gate(conn, dsn, botslovers.MESSAGES, run_id="run-clean", start=start, end=end, tenants=["acme"])
+    assert gate.outcomes and all(o.success for o in gate.outcomes)
+    assert {o.column for o in gate.outcomes} >= {"old_status", "new_status", "id", "status_changed_at"}
+    site = data_docs_site()
+    page = site / gate.docs_page
+    assert page.is_file() and gate.docs_page.startswith("validations/botslovers_agent_status_logs_suite/run-clean/")
+    assert "status_changed_at" in page.read_text()
+    index = (site / "index.html").read_text()  # one site: both tables' validations are listed in it
+    assert "botslovers_agent_status_logs" in index and "botslovers_messages" in index and other.docs_page
+    gx_files = "".join(p.read_text(errors="ignore") for p in site.parents[2].rglob("*.yml"))
     assert sandbox.env["CHAT_INGEST_WAREHOUSE_DSN"].split("@")[0].split(":")[-1] not in gx_files  # no password
 
 
@@ -353,7 +359,7 @@ def test_a_long_load_logs_its_progress_in_rows(clean_warehouse, caplog):
                                             max_block_size=5)
     caplog.set_level(logging.INFO, logger="chat_ingest.staging")
     with connect() as conn:
-        ensure_schema(conn, [spec])
+        ensure_schema(conn)
         loader = StagingLoader(conn, spec, run_id="progress", tenant=company, window_start=start, window_end=end,
                                progress_every_seconds=0)
         # Arrow batches, so the loader counts rows (a COPY data stream is counted in bytes)

@@ -497,3 +497,33 @@ def test_no_secret_reaches_task_logs_xcom_rendered_fields_or_audit(clean_warehou
     leaks = [(what, where) for what, secret in secrets_of(sandbox.env).items()
              for where, text in places.items() if secret and secret in text]
     assert leaks == []
+
+
+def test_tasks_starting_together_on_a_new_warehouse_apply_the_schema_once_and_never_deadlock(clean_warehouse):
+    """The first runs of every DAG at once (make demo on a fresh sandbox): each task ensures the schema,
+    then writes.  The DDL is one unit: one task applies it, the others wait for it and take no lock
+    (DDL re-run beside a writer deadlocked: ALTER TABLE and CREATE INDEX lock even when nothing changes)."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from chat_ingest.warehouse import connect, ensure_schema
+
+    tasks = 8
+    together = threading.Barrier(tasks)
+
+    def task(i: int) -> None:
+        with connect() as conn:
+            together.wait(timeout=120)
+            ensure_schema(conn)
+            with conn.transaction():
+                conn.execute("INSERT INTO audit.reporting_builds (run_id, source, day, conversations, "
+                             "duration_seconds) VALUES (%s, 'a8', current_date, 0, 0)", (f"together-{i}",))
+                conn.execute("SELECT count(*) FROM staging.botslovers_messages").fetchone()
+
+    with ThreadPoolExecutor(tasks) as pool:
+        list(pool.map(task, range(tasks)))  # any deadlock or lock timeout raises here
+    with clean_warehouse.warehouse() as conn:
+        applied = conn.execute("SELECT count(*) FROM audit.schema_applied").fetchone()[0]
+        written = conn.execute("SELECT count(*) FROM audit.reporting_builds WHERE run_id LIKE 'together-%'"
+                               ).fetchone()[0]
+    assert (applied, written) == (1, tasks)

@@ -199,7 +199,7 @@ def test_ultimate_kpis_are_the_seeds_sql_with_nulls_and_spelling_variants(clean_
         with connect() as conn, caplog.at_level(logging.WARNING, logger="chat_ingest.validation"):
             outcomes = run_gate(conn, sandbox.warehouse_dsn.replace("postgresql://", "postgresql+psycopg2://"),
                                 ultimate.CONVERSATIONS, run_id="ult-odd", start=midnight(day),
-                                end=midnight(day + dt.timedelta(days=1)), tenants=[bot])
+                                end=midnight(day + dt.timedelta(days=1)), tenants=[bot]).outcomes
     warned = [o for o in outcomes if not o.success]
     assert [(o.column, o.severity, o.unexpected_values) for o in warned] == [
         ("conversation_status", "warning", [{"value": "handedToPartner", "count": 1}])]
@@ -257,7 +257,7 @@ def test_a8_seed_state_names_pass_the_gate_and_yield_the_expected_outcomes(clean
         with connect() as conn, caplog.at_level(logging.WARNING, logger="chat_ingest.validation"):
             outcomes = run_gate(conn, sandbox.warehouse_dsn.replace("postgresql://", "postgresql+psycopg2://"),
                                 a8.CHAT_STATE, run_id="a8-seed", start=midnight(day),
-                                end=midnight(day + dt.timedelta(days=1)), tenants=[bot])
+                                end=midnight(day + dt.timedelta(days=1)), tenants=[bot]).outcomes
         build(sandbox)
         with sandbox.warehouse() as conn:
             got = {c: (o, n) for c, o, n in conn.execute(

@@ -83,6 +83,27 @@ def test_window_from_the_date_param_or_the_data_interval():
         resolve_window({"date": None}, None, None)
 
 
+def test_contradicting_params_fail_the_run_without_retry():
+    from airflow.sdk.exceptions import AirflowFailException
+
+    for params in ({"date": "2026-11-18", "start_date": "2026-11-16"}, {"end_date": "2026-11-18"},
+                   {"start_date": "2026-11-18", "end_date": "2026-11-16"}):
+        with pytest.raises(AirflowFailException):  # Airflow fails such a task at once, retries left or not
+            resolve_window(params, None, None)
+
+
+def test_a_backfill_run_loads_its_own_interval_whatever_the_form_says(caplog):
+    start = dt.datetime(2026, 11, 18, tzinfo=UTC)
+    for params in ({"date": "2026-11-01"}, {"start_date": "2026-11-01", "end_date": "2026-11-03"},
+                   {"date": "2026-11-01", "start_date": "2026-11-02", "tenants": ["acme"], "full_refresh": True}):
+        window = resolve_window(params, start, start + dt.timedelta(days=1), run_type="backfill")
+        assert (window["start"], window["end"]) == ("2026-11-18T00:00:00+00:00", "2026-11-19T00:00:00+00:00")
+        assert window["full_refresh"] is bool(params.get("full_refresh"))
+    assert "a backfill run loads its own interval: ignoring date=2026-11-01" in caplog.text
+    assert resolve_window({"date": "2026-11-01"}, start, start + dt.timedelta(days=1), run_type="manual")["start"] \
+        == "2026-11-01T00:00:00+00:00"
+
+
 def test_suite_is_generated_from_the_spec(tmp_path, monkeypatch):
     config = tmp_path / "sources.yaml"
     config.write_text("validation:\n  default_mostly: 1.0\n  mostly:\n    botslovers.chat_agent_log.event: 0.95\n")

@@ -62,10 +62,11 @@ class LandingOperator(BaseOperator):
         """Log one table's outcome and return it as the XCom summary."""
         self.log.info(
             "staging.%s [%s] %s → %s: %d extracted, %d landed, %d unchanged, %d duplicate, %d rejected, "
-            "%d deleted in %.1fs; reporting days changed: %s", spec.staging_table, self.tenant,
+            "%d deleted in %.1fs (%s rows/s); reporting days changed: %s", spec.staging_table, self.tenant,
             result.window_start, result.window_end, result.rows_extracted, result.rows_landed,
             result.rows_unchanged, result.rows_duplicate, result.rows_rejected, result.rows_deleted,
-            result.duration_seconds, ", ".join(result.changed_days) or "none",
+            result.duration_seconds, f"{result.rows_extracted / max(result.duration_seconds, 1e-3):,.0f}",
+            ", ".join(result.changed_days) or "none",
         )
         if result.identical_to_staging:
             self.log.info("the source's %d rows of this window hash to exactly what staging holds: "
@@ -110,7 +111,7 @@ class ExtractLoadOperator(LandingOperator):
         start, end = parse_window(self.window)
         extraction = self.extraction(spec, start, end)
         with connect(self.warehouse_conn_id) as conn:
-            ensure_schema(conn, [spec])
+            ensure_schema(conn)
             loader = StagingLoader(conn, spec, run_id=context["run_id"], tenant=self.tenant,
                                    window_start=start, window_end=end)
             result = loader.land(extraction)
@@ -149,7 +150,7 @@ class DocumentLoadOperator(LandingOperator):
         self.refuse_window(start, end)
         specs = list(self.tables.values())
         with connect(self.warehouse_conn_id) as conn, contextlib.ExitStack() as scope:
-            ensure_schema(conn, specs)
+            ensure_schema(conn)
             with conn.transaction():
                 extractions = self.extractions(conn, start, end, scope)
                 results = {

@@ -64,7 +64,7 @@ class UnlessToStagingOperator(SpooledDocumentLoadOperator):
         from chat_ingest.warehouse import connect, ensure_schema
 
         with connect(self.warehouse_conn_id) as conn:
-            ensure_schema(conn, [])
+            ensure_schema(conn)
             row = conn.execute("SELECT watermark FROM audit.watermarks WHERE source = %s AND scope = %s",
                                (unless.SOURCE, self.prefix)).fetchone()
         return row[0] if row else None

@@ -11,14 +11,16 @@ from chat_ingest.project import WAREHOUSE_CONN_ID
 
 
 class DataDocsLink(BaseOperatorLink):
-    """Operator extra link to the table's GX Data Docs site."""
+    """Operator extra link to this validation's page in the GX Data Docs site, which the project's
+    plugin serves under the api-server (same site, same login: the UI only follows such links).
+    Resolved when the task ends (the task runner stores it as XCom), pass or fail."""
 
     name = "GX Data Docs"
 
     def get_link(self, operator, *, ti_key) -> str:
-        from chat_ingest.validation import data_docs_index
+        from chat_ingest.data_docs import page_url
 
-        return data_docs_index(operator.spec).as_uri()
+        return page_url(operator.data_docs_page)
 
 
 class ValidateStagingOperator(BaseOperator):
@@ -40,6 +42,8 @@ class ValidateStagingOperator(BaseOperator):
         self.window = window
         self.tenants = tenants
         self.warehouse_conn_id = warehouse_conn_id
+        #: Set by ``execute``: this validation's page in the Data Docs site (the extra link's target).
+        self.data_docs_page: str | None = None
 
     @property
     def spec(self):
@@ -50,7 +54,7 @@ class ValidateStagingOperator(BaseOperator):
     def execute(self, context) -> dict[str, Any]:
         from airflow.providers.postgres.hooks.postgres import PostgresHook
 
-        from chat_ingest.validation import run_gate
+        from chat_ingest.validation import ValidationFailed, run_gate
         from chat_ingest.warehouse import connect, ensure_schema
         from chat_ingest.windows import parse_window
 
@@ -58,9 +62,15 @@ class ValidateStagingOperator(BaseOperator):
         dsn = PostgresHook(postgres_conn_id=self.warehouse_conn_id).sqlalchemy_url.render_as_string(
             hide_password=False).replace("postgresql+psycopg://", "postgresql+psycopg2://", 1)
         with connect(self.warehouse_conn_id) as conn:
-            ensure_schema(conn, [self.spec])
-            outcomes = run_gate(conn, dsn, self.spec, run_id=context["run_id"], start=start, end=end,
+            ensure_schema(conn)
+            try:
+                gate = run_gate(conn, dsn, self.spec, run_id=context["run_id"], start=start, end=end,
                                 tenants=self.tenants or None)
+            except ValidationFailed as failure:
+                self.data_docs_page = failure.docs_page
+                raise
+        self.data_docs_page = gate.docs_page
+        outcomes = gate.outcomes
         return {"table": self.spec.staging_table, "window": self.window, "expectations": len(outcomes),
                 "rows_validated": max((o.element_count or 0 for o in outcomes), default=0),
                 "warnings": [o.describe() for o in outcomes if not o.success]}

@@ -1,0 +1,65 @@
+"""The GX Data Docs site, served by the project's Airflow plugin under the api-server.
+
+The Airflow 3 UI only follows extra links that are http(s) or on its own site, so a ``file://`` link
+to the site never reached a user.  The plugin mounts this app at ``/chat-ingest/data-docs/`` on the
+api-server: same site, and behind the same login (the UI's session cookie or a bearer token; an
+anonymous request gets 401).  The site is the one GX writes (``validation.data_docs_site()``), on a
+disk every worker writes and the api-server reads (in compose, a shared volume).
+"""
+
+
+URL_PREFIX = "/chat-ingest/data-docs"
+
+
+def page_url(page: str | None) -> str:
+    """The absolute URL of a page of the site (its index when ``page`` is None), on the api-server."""
+    from airflow.configuration import conf
+
+    base = conf.get("api", "base_url", fallback="").rstrip("/")
+    return f"{base}{URL_PREFIX}/{page or 'index.html'}"
+
+
+class DataDocsApp:
+    """The ASGI app the plugin mounts, built on its first request: every component loads the plugin
+    (the scheduler, each task process), and only the api-server should pay for FastAPI's import."""
+
+    def __init__(self) -> None:
+        self._app = None
+
+    async def __call__(self, scope, receive, send) -> None:
+        if self._app is None:
+            self._app = create_app()
+        await self._app(scope, receive, send)
+
+
+def create_app():
+    """A FastAPI app that serves the site's files to logged-in users only (no ``from __future__ import
+    annotations`` in this module: FastAPI reads the dependency's annotations as objects)."""
+    from fastapi import Depends, FastAPI, HTTPException, Request
+    from fastapi.responses import FileResponse
+    from fastapi.security import HTTPAuthorizationCredentials
+
+    async def logged_in(request: Request):
+        """The api-server's own authentication (``get_user``: a bearer token, else the UI's session
+        cookie); raises 401 for an anonymous request."""
+        from airflow.api_fastapi.core_api.security import get_user
+
+        scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+        bearer = HTTPAuthorizationCredentials(scheme=scheme, credentials=credentials) if credentials else None
+        return await get_user(request, None, bearer)
+
+    app = FastAPI(title="chat-ingest GX Data Docs", docs_url=None, redoc_url=None, openapi_url=None,
+                  dependencies=[Depends(logged_in)])
+
+    @app.get("/{path:path}")
+    def page(path: str) -> FileResponse:
+        from chat_ingest.validation import data_docs_site
+
+        site = data_docs_site().resolve()
+        target = (site / (path or "index.html")).resolve()
+        if not target.is_relative_to(site) or not target.is_file():
+            raise HTTPException(status_code=404, detail=f"no Data Docs page {path!r} (has a validation run yet?)")
+        return FileResponse(target)
+
+    return app
+
