@@ -90,7 +90,11 @@ def up(root: Path, dataset: Path | None, days: int, seed: int, bad_records: floa
     from sandbox.services import Airflow, read_env
 
     # the Airflow metadata database too, so `airflow dags test …` works straight from the env file
-    Airflow(read_env(root / "env")).prepare(log=root / "airflow-prepare.log")
+    try:
+        Airflow(read_env(root / "env")).prepare(log=root / "airflow-prepare.log")
+    except BaseException:
+        down(root)  # a half-made sandbox is stopped, not left running
+        raise
     print(f"sandbox up; env: {root / 'env'}  (set -a; . {root / 'env'})")
     return 0
 

@@ -252,9 +252,11 @@ def connections(state: SandboxState, server_dsn: str, warehouse: str) -> dict[st
             "password": sec["ultimate_token"],
             "extra": {"organization_id": sec["ultimate_organization_id"], "bot_id": "ult-bank"},
         },
-        "reporting_pii": {"conn_type": "reporting_pii", "password": sec["reporting_pii_key"]},
+        # port 0, not unset, on the two types without a port: the UI's Test button sends 0 for an unset
+        # port, and the API then refuses to test with the stored (masked) secret, as if aimed elsewhere
+        "reporting_pii": {"conn_type": "reporting_pii", "password": sec["reporting_pii_key"], "port": 0},
         "unless_s3": {
-            "conn_type": "unless_s3", "login": sec["s3_access_key"], "password": sec["s3_secret_key"],
+            "conn_type": "unless_s3", "login": sec["s3_access_key"], "password": sec["s3_secret_key"], "port": 0,
             "extra": {"endpoint_url": f"http://127.0.0.1:{ports['s3']}", "region_name": "us-east-1"},
         },
     }

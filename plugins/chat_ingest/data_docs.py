@@ -12,11 +12,15 @@ URL_PREFIX = "/chat-ingest/data-docs"
 
 
 def page_url(page: str | None) -> str:
-    """The absolute URL of a page of the site (its index when ``page`` is None), on the api-server."""
+    """The link to a page of the site (its index when ``page`` is None): a path on the api-server's
+    own site (under ``[api] base_url``'s path), so the UI opens it in place, whatever host and port
+    the api-server is reached at later."""
+    from urllib.parse import urlsplit
+
     from airflow.configuration import conf
 
-    base = conf.get("api", "base_url", fallback="").rstrip("/")
-    return f"{base}{URL_PREFIX}/{page or 'index.html'}"
+    prefix = urlsplit(conf.get("api", "base_url", fallback="")).path.rstrip("/")
+    return f"{prefix}{URL_PREFIX}/{page or 'index.html'}"
 
 
 class DataDocsApp:

@@ -1,4 +1,5 @@
-"""The Airflow UI in a real browser: log in, see the five DAGs and their docs, trigger a day by the form.
+"""The Airflow UI in a real browser: log in, see the five DAGs and their docs, trigger a day by the form,
+read its task logs, open its validation's Data Docs page, and test every connection.
 
 Headless Chromium (Debian's ``chromium`` and ``chromium-driver``, installed here
 when missing and the machine allows it) drives the api-server over the sandbox,
@@ -120,3 +121,40 @@ def test_operator_logs_in_reads_docs_and_triggers_a_day(sandbox, airflow, airflo
         windows = {w for (w,) in conn.execute("SELECT DISTINCT window_start::date FROM audit.load_log "
                                               "WHERE run_id = %s", (run_id,))}
     assert windows == {day}  # the form's date, exactly
+
+    # The run's task logs, a mapped load labelled by its company, and the validate task's Data Docs page.
+    company = sandbox.manifest["botslovers"]["companies"][0]
+    driver.get(f"{services.url}/dags/botslovers_ingest/runs/{run_id}/tasks/load_messages/mapped/0")
+    wait.until(lambda d: f"staging.botslovers_messages [{company}]" in d.find_element(By.TAG_NAME, "body").text)
+    assert "rows/s" in driver.find_element(By.TAG_NAME, "body").text
+    driver.save_screenshot(str(OUTPUT / "task-log.png"))
+    driver.get(f"{services.url}/dags/botslovers_ingest/runs/{run_id}/tasks/load_messages/mapped")
+    wait.until(lambda d: company in d.find_element(By.TAG_NAME, "body").text)  # map_index_template
+    driver.get(f"{services.url}/dags/botslovers_ingest/runs/{run_id}/tasks/validate_messages/details")
+    link = wait.until(ec.element_to_be_clickable((By.LINK_TEXT, "GX Data Docs")))
+    assert link.get_attribute("href").startswith(f"{services.url}/chat-ingest/data-docs/validations/"
+                                                 "botslovers_messages_suite/")
+    link.click()
+    wait.until(lambda d: "/chat-ingest/data-docs/" in d.current_url
+               and "botslovers_messages" in d.find_element(By.TAG_NAME, "body").text)
+    driver.save_screenshot(str(OUTPUT / "data-docs.png"))
+
+    # Admin → Connections lists every sandbox connection; Test turns each icon green.
+    driver.get(f"{services.url}/connections")
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "button[aria-label='Test Connection']")) >= 6)
+    names = [row.find_elements(By.TAG_NAME, "td")[1].text for row in driver.find_elements(By.CSS_SELECTOR, "tbody tr")]
+    assert set(names) >= {"chat_warehouse", "a8_timescale", "botslovers_clickhouse", "ultimate_export", "unless_s3",
+                          "reporting_pii"}
+    for button in driver.find_elements(By.CSS_SELECTOR, "button[aria-label='Test Connection']"):
+        driver.execute_script("arguments[0].click()", button)  # a tooltip may cover the next one
+
+    def icon_colours(d) -> dict[str, str]:
+        return {row.find_elements(By.TAG_NAME, "td")[1].text:
+                row.find_element(By.CSS_SELECTOR, "button[aria-label='Test Connection'] svg").get_attribute("color")
+                for row in d.find_elements(By.CSS_SELECTOR, "tbody tr")}
+
+    try:
+        wait.until(lambda d: all(colour in ("green", "red") for colour in icon_colours(d).values()))
+    finally:
+        driver.save_screenshot(str(OUTPUT / "connections-tested.png"))
+    assert icon_colours(driver) == {name: "green" for name in names}
