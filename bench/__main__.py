@@ -153,7 +153,8 @@ def drop_staging(env: dict[str, str], *specs) -> Callable[[], None]:
     def reset() -> None:
         for spec in specs:
             sql(env, f"DROP TABLE IF EXISTS staging.{spec.staging_table}")
-        sql(env, "DELETE FROM audit.watermarks WHERE source = ANY(%s)", ([spec.source for spec in specs],))
+        if sql(env, "SELECT to_regclass('audit.watermarks') IS NOT NULL")[0][0]:  # none before a first load
+            sql(env, "DELETE FROM audit.watermarks WHERE source = ANY(%s)", ([spec.source for spec in specs],))
     return reset
 
 
@@ -240,16 +241,16 @@ def bench_unless(env: dict[str, str], runs: int, quick: bool) -> dict:
             "unless_rerun": rerun(project, again, last_load(env, "unless", "conversations"))}
 
 
-def bench_reporting(runs: int, quick: bool) -> dict:
+def bench_reporting(runs: int, quick: bool, work: Path) -> dict:
     """Rebuild 30 days of every source at one volume and at twice that volume."""
     days = 3 if quick else REPORTING_DAYS
     timings = {}
     for scale in (1, 2):
-        root = BENCH_DIR / ".work" / f"reporting-{scale}x"
+        root = work / f"reporting-{scale}x"
         shutil.rmtree(root, ignore_errors=True)  # a fresh warehouse and dataset each run
         dataset = root / "dataset"
         generate(dataset, days=days, per_day=REPORTING_PER_DAY * scale)
-        if up(root, dataset, days, seed=7, bad_records=0.0, timeout=600, owned=True):
+        if up(root, dataset, days, seed=7, bad_records=0.0, timeout=600, owned=True, airflow=False):
             raise RuntimeError(f"the reporting sandbox ({scale}x) did not start")
         try:
             env = {**read_env(root / "env"), "AIRFLOW_HOME": str(root / "airflow")}
@@ -287,12 +288,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--quick", action="store_true", help="a tenth of the volumes (smoke run)")
     p.add_argument("--only", nargs="+", choices=BENCHMARKS, default=list(BENCHMARKS))
+    p.add_argument("--work", type=Path, default=BENCH_DIR / ".work", help="the sandboxes' folder")
+    p.add_argument("--out", type=Path, default=BENCH_DIR / "results.json", help="where the results go")
     a = p.parse_args(argv)
-    root = BENCH_DIR / ".work"
+    root = a.work.resolve()
     dataset = root / "dataset"
     if not (dataset / "manifest.json").exists():
         generate(dataset, days=1, per_day=2)
-    results_path = BENCH_DIR / "results.json"
+    results_path = a.out
     results = json.loads(results_path.read_text()) if results_path.exists() and a.only != list(BENCHMARKS) else {}
 
     def save(found: dict) -> None:
@@ -306,10 +309,10 @@ def main(argv: list[str] | None = None) -> int:
         print_table(found)
 
     if "reporting" in a.only:  # its own two sandboxes, first: the longest setup fails early if it fails
-        save(bench_reporting(a.runs, a.quick))
+        save(bench_reporting(a.runs, a.quick, root))
     row_benchmarks = [b for b in a.only if b != "reporting"]
     if row_benchmarks:
-        if up(root, dataset, 1, seed=7, bad_records=0.0, timeout=300, owned=True):
+        if up(root, dataset, 1, seed=7, bad_records=0.0, timeout=300, owned=True, airflow=False):
             return 1
         try:
             env = {**read_env(root / "env"), "AIRFLOW_HOME": str(root / "airflow")}

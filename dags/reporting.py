@@ -61,7 +61,7 @@ def rebuild(partition: dict) -> int:
 
     from chat_ingest.config import load_config
     from chat_ingest.hooks.reporting_key import ReportingKeyHook
-    from chat_ingest.reporting import DEFAULT_EXCLUDED_INTENTS, rebuild_day
+    from chat_ingest.reporting import DEFAULT_EXCLUDED_INTENTS, rebuild_day, report_lineage
     from chat_ingest.warehouse import connect
 
     context = get_current_context()
@@ -69,8 +69,10 @@ def rebuild(partition: dict) -> int:
     excluded = load_config().get("reporting", {}).get("excluded_intents", DEFAULT_EXCLUDED_INTENTS)
     key = ReportingKeyHook().get_key()
     with connect() as conn:
-        return rebuild_day(conn, partition["source"], dt.date.fromisoformat(partition["day"]), pii_key=key,
-                           run_id=context["run_id"], excluded_intents=excluded)
+        conversations = rebuild_day(conn, partition["source"], dt.date.fromisoformat(partition["day"]),
+                                    pii_key=key, run_id=context["run_id"], excluded_intents=excluded)
+    report_lineage(partition["source"])
+    return conversations
 
 
 @task

@@ -56,9 +56,10 @@ def die_with_parent() -> None:
 
 
 def up(root: Path, dataset: Path | None, days: int, seed: int, bad_records: float, timeout: float,
-       owned: bool = False) -> int:
+       owned: bool = False, airflow: bool = True) -> int:
     """Start the sandbox.  ``owned``: it stops when the calling process ends, however it ends (the
-    tests, the demo and the benchmarks); otherwise it runs until ``down`` (``make sandbox-up``)."""
+    tests, the demo and the benchmarks); otherwise it runs until ``down`` (``make sandbox-up``).
+    ``airflow``: prepare Airflow's metadata database too (the benchmarks run no DAG)."""
     root.mkdir(parents=True, exist_ok=True)
     if _pid(root):
         print(f"sandbox already up; env: {root / 'env'}")
@@ -89,6 +90,9 @@ def up(root: Path, dataset: Path | None, days: int, seed: int, bad_records: floa
         time.sleep(0.2)
     from sandbox.services import Airflow, read_env
 
+    if not airflow:
+        print(f"sandbox up; env: {root / 'env'}")
+        return 0
     # the Airflow metadata database too, so `airflow dags test …` works straight from the env file
     try:
         Airflow(read_env(root / "env")).prepare(log=root / "airflow-prepare.log")

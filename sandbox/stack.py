@@ -307,6 +307,10 @@ def env_vars(root: Path, state: SandboxState, server_dsn: str, warehouse: str, d
         "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "30",
         "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "120",
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+        # OpenLineage events of every task, as JSON lines (production points this at Marquez or a catalog)
+        "AIRFLOW__OPENLINEAGE__NAMESPACE": "chat-ingest",
+        "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps({"type": "file", "append": True,
+                                                       "log_file_path": str(root / "openlineage" / "events.jsonl")}),
         "PYTHONPATH": str(REPO / "plugins"),
     }
 
@@ -413,6 +417,7 @@ def serve(root: Path, dataset: Path) -> None:
 
         write_sources_config(root / "sources.yaml", dataset)
         write_env(root / "env", env_vars(root, state, server_dsn, warehouse_dsn, dataset))
+        (root / "openlineage").mkdir(exist_ok=True)
         write_secret_json(root / "connections.json", connections(state, server_dsn, warehouse_dsn))
         write_secret_json(root / "airflow" / "passwords.json", {ADMIN_USER: sec["airflow_admin_password"]})
         (root / "loaded.json").write_text(json.dumps(counts, indent=2))

@@ -16,12 +16,13 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, Param, get_current_context, task
+from airflow.sdk import DAG, Asset, Param, get_current_context, task
 
 from chat_ingest.alerts import failure_alerts, landing_deadline
 from chat_ingest.operators.load import DocumentLoadOperator, LandingOperator
 from chat_ingest.operators.validate import ValidateStagingOperator
 from chat_ingest.tablespec import TableSpec
+from chat_ingest.timetables import DayNamedDataIntervalTimetable
 from chat_ingest.project import SQL_DIR
 
 DEFAULT_ARGS = {
@@ -88,7 +89,7 @@ def ingest_dag(*, dag_id: str, source: str, doc_md: str, tenant_label: str, tena
     """Build the daily ingestion DAG of one source."""
     with DAG(
         dag_id=dag_id,
-        schedule=CronDataIntervalTimetable("@daily", timezone="UTC"),
+        schedule=DayNamedDataIntervalTimetable("@daily", timezone="UTC"),
         start_date=START_DATE,
         catchup=False,
         max_active_runs=1,

@@ -46,6 +46,15 @@ def ensure_reporting_schema(conn) -> None:
         vocabulary.write_table(conn)
 
 
+def report_lineage(source: str) -> None:
+    """OpenLineage of a rebuild: the source's staging tables in, every reporting table out."""
+    from chat_ingest.lineage import report_sql_lineage
+    from chat_ingest.sources import TABLES_BY_SOURCE
+
+    report_sql_lineage(inputs=[("staging", spec.staging_table) for spec in TABLES_BY_SOURCE[source].values()],
+                       outputs=[("reporting", table) for table in PARTITION_COLUMNS])
+
+
 def hmac_settings(key: str) -> dict[str, str]:
     """The transaction settings ``reporting.user_key()`` reads: the key (hex) for pgcrypto's hmac(),
     and its HMAC-SHA256 inner and outer pads (hex) for servers without pgcrypto, where SQL finishes

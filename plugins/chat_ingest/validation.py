@@ -51,9 +51,10 @@ class ValidationFailed(AirflowFailException):
     ``docs_page`` is the validation's Data Docs page (relative to the site).
     """
 
-    def __init__(self, message: str, docs_page: str | None = None) -> None:
+    def __init__(self, message: str, docs_page: str | None = None, outcomes: list | None = None) -> None:
         super().__init__(message)
         self.docs_page = docs_page
+        self.outcomes = outcomes or []
 
 
 @dataclass
@@ -278,7 +279,7 @@ def run_gate(conn, sqlalchemy_dsn: str, spec: TableSpec, *, run_id: str, start: 
             f"staging.{spec.staging_table} failed validation for [{start.isoformat()}, {end.isoformat()}): "
             + "; ".join(o.describe() for o in failed)
             + ". The rows stay in staging for inspection; the task's GX Data Docs link shows the validation",
-            docs_page,
+            docs_page, outcomes,
         )
     warnings = [o for o in outcomes if not o.success]
     log.info("staging.%s passed %d expectations (%d warning(s))", spec.staging_table, len(outcomes), len(warnings))

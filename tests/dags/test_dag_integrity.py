@@ -57,20 +57,25 @@ def test_every_dag_is_owned_retried_tagged_documented(dagbag):
             assert task.retries >= 2, (dag_id, task.task_id)
 
 
-def test_ingestion_dags_cover_the_previous_utc_day(dagbag):
-    from airflow.sdk import CronDataIntervalTimetable
-    from airflow.timetables.interval import CronDataIntervalTimetable as SchedulerTimetable
+def test_ingestion_dags_cover_the_previous_utc_day_and_name_their_runs_after_it(dagbag):
+    from airflow.serialization.serialized_objects import DagSerialization
+    from airflow.utils.types import DagRunType
+
+    from chat_ingest.timetables import DayNamedDataIntervalTimetable
 
     for dag_id, dag in dagbag.dags.items():
         if not dag_id.endswith("_ingest"):
             continue
-        assert isinstance(dag.timetable, CronDataIntervalTimetable), dag_id
-        # what the scheduler makes of the same definition
-        timetable = SchedulerTimetable(dag.timetable.expression, dag.timetable.timezone)
+        # what the scheduler makes of the same definition: the serialized DAG, read back
+        timetable = DagSerialization.from_dict(DagSerialization.to_dict(dag)).timetable
+        assert isinstance(timetable, DayNamedDataIntervalTimetable), (dag_id, timetable)
         after = dt.datetime(2026, 11, 20, 0, 30, tzinfo=dt.timezone.utc)
         interval = timetable.infer_manual_data_interval(run_after=after)
         assert interval.start == dt.datetime(2026, 11, 19, tzinfo=dt.timezone.utc), dag_id
         assert interval.end - interval.start == dt.timedelta(days=1), dag_id
+        for run_type in (DagRunType.SCHEDULED, DagRunType.BACKFILL_JOB):
+            assert timetable.generate_run_id(run_type=run_type, run_after=interval.end, data_interval=interval) \
+                == f"{run_type.value}__2026-11-19"
         assert {"date", "tenants"} <= set(dag.params), dag_id
         assert dag.catchup is False
 

@@ -142,17 +142,18 @@ def test_operator_logs_in_reads_docs_and_triggers_a_day(sandbox, airflow, airflo
     # Admin → Connections lists every sandbox connection; Test turns each icon green.
     driver.get(f"{services.url}/connections")
     wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "button[aria-label='Test Connection']")) >= 6)
-    names = [row.find_elements(By.TAG_NAME, "td")[1].text for row in driver.find_elements(By.CSS_SELECTOR, "tbody tr")]
-    assert set(names) >= {"chat_warehouse", "a8_timescale", "botslovers_clickhouse", "ultimate_export", "unless_s3",
-                          "reporting_pii"}
-    for button in driver.find_elements(By.CSS_SELECTOR, "button[aria-label='Test Connection']"):
-        driver.execute_script("arguments[0].click()", button)  # a tooltip may cover the next one
 
     def icon_colours(d) -> dict[str, str]:
-        return {row.find_elements(By.TAG_NAME, "td")[1].text:
-                row.find_element(By.CSS_SELECTOR, "button[aria-label='Test Connection'] svg").get_attribute("color")
-                for row in d.find_elements(By.CSS_SELECTOR, "tbody tr")}
+        """Each row's Test icon colour, read in one go (the table re-renders as results come in)."""
+        return dict(d.execute_script(
+            "return [...document.querySelectorAll('tbody tr')].map(r => [r.cells[1].innerText.trim(), "
+            "r.querySelector(\"button[aria-label='Test Connection'] svg\")?.getAttribute('color')])"))
 
+    names = list(icon_colours(driver))
+    assert set(names) >= {"chat_warehouse", "a8_timescale", "botslovers_clickhouse", "ultimate_export", "unless_s3",
+                          "reporting_pii"}
+    # every Test button, clicked in one go (a tooltip may cover the next one; the rows re-render)
+    driver.execute_script("document.querySelectorAll(\"button[aria-label='Test Connection']\").forEach(b => b.click())")
     try:
         wait.until(lambda d: all(colour in ("green", "red") for colour in icon_colours(d).values()))
     finally:

@@ -50,6 +50,11 @@ class A8ToStagingOperator(ExtractLoadOperator):
         return Extraction(start, end, copy=lambda: self._copy_out(spec, start, end), copy_format="text",
                           ignored_columns=ignored)
 
+    def lineage_inputs(self) -> list:
+        from chat_ingest.lineage import postgres_table
+
+        return [postgres_table(self.a8_conn_id, "public", spec.name) for spec in self.landed_specs]
+
     def _connect(self):
         from airflow.providers.postgres.hooks.postgres import PostgresHook
 

@@ -103,6 +103,11 @@ class BotsloversToStagingOperator(ExtractLoadOperator):
                           arrow=lambda: read("Arrow"),
                           digest=digest if digestible(spec) else None, ignored_columns=ignored)
 
+    def lineage_inputs(self) -> list:
+        from chat_ingest.lineage import clickhouse_table
+
+        return [clickhouse_table(self.clickhouse_conn_id, self._source_table(spec)) for spec in self.landed_specs]
+
     def _source_table(self, spec: TableSpec) -> str:
         from chat_ingest.hooks.clickhouse import check_identifier
 

@@ -50,6 +50,22 @@ class LandingOperator(BaseOperator):
         self.window = window
         self.warehouse_conn_id = warehouse_conn_id
 
+    @property
+    def landed_specs(self) -> list[TableSpec]:
+        """The staging tables this task writes."""
+        raise NotImplementedError
+
+    def lineage_inputs(self) -> list:
+        """The vendor's datasets this task reads (OpenLineage datasets, see chat_ingest.lineage)."""
+        raise NotImplementedError
+
+    def get_openlineage_facets_on_complete(self, task_instance):
+        """Vendor table, endpoint or prefix → ``staging.*``, for the OpenLineage provider."""
+        from chat_ingest.lineage import lineage, staging_table
+
+        return lineage(self.lineage_inputs(), [staging_table(spec.staging_table, conn_id=self.warehouse_conn_id)
+                                               for spec in self.landed_specs])
+
     def refuse_unsafe_tenant(self) -> None:
         """Refuse a hostile tenant name (quotes, ``../``, look-alikes) before any connection, query, key
         or header is built from it; None is a table the vendor does not split by tenant."""
@@ -93,6 +109,10 @@ class ExtractLoadOperator(LandingOperator):
         super().__init__(**kwargs)
         self.table = table
 
+    @property
+    def landed_specs(self) -> list[TableSpec]:
+        return [self.tables[self.table]]
+
     def extraction(self, spec: TableSpec, start: dt.datetime, end: dt.datetime) -> Extraction:
         """Check the source table and say how to read the window's rows from it (see
         :class:`~chat_ingest.staging.Extraction`): in bounded pieces, never all at once, and
@@ -127,6 +147,10 @@ class DocumentLoadOperator(LandingOperator):
     """
 
     template_fields: Sequence[str] = ("tenant", "window")
+
+    @property
+    def landed_specs(self) -> list[TableSpec]:
+        return list(self.tables.values())
 
     def extractions(self, conn, start: dt.datetime, end: dt.datetime,
                     scope: contextlib.ExitStack) -> dict[str, Extraction]:

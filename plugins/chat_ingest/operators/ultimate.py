@@ -70,6 +70,12 @@ class UltimateToStagingOperator(DocumentLoadOperator):
         return {name: Extraction(start, end, query=ultimate.projection(spec, self.tenant))
                 for name, spec in self.tables.items()}
 
+    def lineage_inputs(self) -> list:
+        from chat_ingest.hooks.ultimate import SIGNED_URLS_ENDPOINT
+        from chat_ingest.lineage import http_endpoint
+
+        return [http_endpoint(self.ultimate_conn_id, f"{SIGNED_URLS_ENDPOINT}/{self.tenant}")]
+
     def _documents(self, hook: UltimateExportHook, day: dt.date) -> Iterator[str | BadLine]:
         from chat_ingest.hooks.ultimate import SignedUrlExpired
 

@@ -58,6 +58,11 @@ class UnlessToStagingOperator(SpooledDocumentLoadOperator):
 
         return f"{check_tenant(self.account, 'account')}/conversations/{self.tenant}/"
 
+    def lineage_inputs(self) -> list:
+        from chat_ingest.lineage import s3_prefix
+
+        return [s3_prefix(self.bucket, self.prefix)]
+
     # -- selection -------------------------------------------------------------------------------
 
     def read_watermark(self) -> dt.datetime | None:

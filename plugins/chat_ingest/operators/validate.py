@@ -42,14 +42,23 @@ class ValidateStagingOperator(BaseOperator):
         self.window = window
         self.tenants = tenants
         self.warehouse_conn_id = warehouse_conn_id
-        #: Set by ``execute``: this validation's page in the Data Docs site (the extra link's target).
+        #: Set by ``execute``: this validation's page in the Data Docs site (the extra link's target),
+        #: and its outcomes (reported to OpenLineage as data-quality assertions).
         self.data_docs_page: str | None = None
+        self.outcomes: list = []
 
     @property
     def spec(self):
         from chat_ingest.sources import TABLES_BY_SOURCE
 
         return TABLES_BY_SOURCE[self.source][self.table]
+
+    def get_openlineage_facets_on_complete(self, task_instance):
+        """The staging table this task read, with each expectation as a data-quality assertion."""
+        from chat_ingest.lineage import assertions_facet, lineage, staging_table
+
+        return lineage([staging_table(self.spec.staging_table, assertions_facet(self.outcomes),
+                                      conn_id=self.warehouse_conn_id)])
 
     def execute(self, context) -> dict[str, Any]:
         from airflow.providers.postgres.hooks.postgres import PostgresHook
@@ -67,10 +76,10 @@ class ValidateStagingOperator(BaseOperator):
                 gate = run_gate(conn, dsn, self.spec, run_id=context["run_id"], start=start, end=end,
                                 tenants=self.tenants or None)
             except ValidationFailed as failure:
-                self.data_docs_page = failure.docs_page
+                self.data_docs_page, self.outcomes = failure.docs_page, failure.outcomes
                 raise
         self.data_docs_page = gate.docs_page
-        outcomes = gate.outcomes
+        outcomes = self.outcomes = gate.outcomes
         return {"table": self.spec.staging_table, "window": self.window, "expectations": len(outcomes),
                 "rows_validated": max((o.element_count or 0 for o in outcomes), default=0),
                 "warnings": [o.describe() for o in outcomes if not o.success]}

@@ -1,0 +1,35 @@
+"""``make bench`` from scratch, at smoke size: every benchmark runs on a fresh work folder and reports
+its figures.  Speed is judged by the full ``make bench`` (bench/results.json), never here: this only
+proves the command works, as a newcomer would run it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.integration
+
+
+def test_make_bench_runs_from_a_fresh_work_folder(tmp_path):
+    out = tmp_path / "results.json"
+    env = {**os.environ, "PYTHONPATH": f"{REPO / 'plugins'}{os.pathsep}{REPO}"}
+    for key in [k for k in env if k.startswith(("AIRFLOW_CONN_", "CHAT_INGEST_"))]:
+        del env[key]  # nothing from another sandbox
+    done = subprocess.run([sys.executable, "-m", "bench", "--quick", "--runs", "1", "--work", str(tmp_path / "work"),
+                           "--out", str(out)], cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    results = json.loads(out.read_text())
+    assert results["_meta"]["quick"] is True
+    for name in ("botslovers_messages_100k", "botslovers_rerun", "a8_messages_chat_state_100k",
+                 "ultimate_20k_conversations", "unless_2k_objects", "unless_rerun", "reporting_rebuild_30_days"):
+        assert "met" in results[name], name
+    for name in ("botslovers_messages_100k", "a8_messages_chat_state_100k", "ultimate_20k_conversations",
+                 "unless_2k_objects"):
+        figures = results[name]
+        assert figures["rows"] > 0 and figures["seconds"] > 0 and figures["baseline"]["rows"] == figures["rows"], name
