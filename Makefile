@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt pyproject.toml | cksum | cut -d' ' -f1)
 SANDBOX_DIR ?= .sandbox
 
-.PHONY: demo test sandbox-up sandbox-down ui bench venv clean
+.PHONY: demo test sandbox-up sandbox-down ui cluster bench venv clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,11 @@ PORT ?= 8080
 HOST ?= 127.0.0.1
 ui: venv
 	$(PY) -m sandbox.ui --dir $(SANDBOX_DIR) --port $(PORT) --host $(HOST) $(if $(DATASET),--dataset $(DATASET))
+
+## The same on Airflow's CeleryExecutor: a Redis server and $(WORKERS) Celery workers on this machine.
+WORKERS ?= 2
+cluster: venv
+	$(PY) -m sandbox.ui --executor celery --workers $(WORKERS) --dir $(SANDBOX_DIR) --port $(PORT) --host $(HOST) $(if $(DATASET),--dataset $(DATASET))
 
 ## Throughput and memory benchmarks against raw baselines (long: not part of `make test`).
 bench: venv

@@ -17,6 +17,7 @@ Used by ``make ui``, ``make demo`` and the tests alike, so what the tests prove 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -39,13 +40,51 @@ AIRFLOW_BIN = Path(sys.executable).parent / "airflow"
 LOCALHOST = "127.0.0.1"
 #: The sandbox's login (SimpleAuthManager); the password is in the sandbox's state.
 ADMIN_USER = "admin"
-#: Every component the UI needs, with the arguments that keep it on loopback.
+#: Every component the UI needs: its ``airflow`` command, with the arguments that keep it on loopback.
 COMPONENTS: dict[str, tuple[str, ...]] = {
-    "scheduler": ("--skip-serve-logs",),
-    "dag-processor": (),
-    "triggerer": ("--skip-serve-logs",),
-    "api-server": (),
+    "scheduler": ("scheduler", "--skip-serve-logs"),
+    "dag-processor": ("dag-processor",),
+    "triggerer": ("triggerer", "--skip-serve-logs"),
+    "api-server": ("api-server",),
 }
+
+
+#: Debian's Redis server (``make cluster`` installs the package when it is missing).
+REDIS_SERVER = "/usr/bin/redis-server"
+
+
+def celery_cluster(env: dict[str, str], root: Path, workers: int = 2
+                   ) -> tuple[dict[str, str], dict[str, tuple[str, ...]], dict[str, dict[str, str]]]:
+    """The services of a CeleryExecutor cluster on this machine: the environment, the components
+    (those of ``make ui``, a Redis server with a password on 127.0.0.1, ``workers`` Celery workers) and
+    each worker's own environment (its name, which the UI shows as the task's host)."""
+    from urllib.parse import quote
+
+    from sandbox.stack import SandboxState
+
+    state = SandboxState(root)
+    port, password = state.ports["redis"], state.secrets["redis_password"]
+    (root / "redis").mkdir(exist_ok=True)
+    cluster_env = {
+        **env,
+        "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+        "AIRFLOW__CELERY__BROKER_URL": f"redis://:{quote(password)}@{LOCALHOST}:{port}/0",
+        "AIRFLOW__CELERY__RESULT_BACKEND": env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].replace(
+            "postgresql+psycopg2://", "db+postgresql://", 1),
+        "AIRFLOW__CORE__HOSTNAME_CALLABLE": "chat_ingest.project.host_name",
+    }
+    redis = (REDIS_SERVER, "--bind", LOCALHOST, "--port", str(port), "--requirepass", password, "--save", "",
+             "--appendonly", "no", "--protected-mode", "yes", "--dir", str(root / "redis"))
+    celery = celery_workers(workers)
+    return (cluster_env, {"redis": redis, **COMPONENTS, **celery},
+            {name: {"CHAT_INGEST_HOST_NAME": name} for name in celery})
+
+
+def celery_workers(count: int, concurrency: int = 2) -> dict[str, tuple[str, ...]]:
+    """``count`` Celery workers on this machine, each with its own name (no log server: the api-server
+    reads the task logs from the shared disk)."""
+    return {f"worker-{i}": ("celery", "worker", "--celery-hostname", f"worker-{i}@%h", "--concurrency",
+                            str(concurrency), "--skip-serve-logs") for i in range(1, count + 1)}
 
 
 def free_port() -> int:
@@ -167,8 +206,10 @@ def kill_session(sid: int, grace: float = 20) -> None:
 @dataclass
 class Component:
     name: str
-    args: tuple[str, ...]
+    argv: tuple[str, ...]
+    env: dict[str, str]
     proc: subprocess.Popen | None = None
+    supervised: bool = True
     restarts: int = 0
     next_start: float = 0.0
     failures_in_a_row: int = 0
@@ -179,17 +220,23 @@ class Supervisor:
     """Runs Airflow components, each in its own session; restarts one that exits, its session first.
 
     ``env`` is the components' whole environment (see ``ui_env``), ``logs`` the folder of their logs
-    (one file each).
+    (one file each); ``components`` maps a name to its ``airflow`` arguments, or to a full command
+    line when it starts with ``/`` (e.g. a Redis server).  A component's own environment (on top of
+    ``env``) is ``component_env[name]``; a worker's ``CHAT_INGEST_HOST_NAME`` names it in the UI.
     """
 
     #: A component that ran this long before exiting is restarted at once; one that keeps failing
     #: sooner waits 2, 4, ... up to 30 seconds (e.g. while the metadata database restarts).
     HEALTHY_AFTER = 60.0
 
-    def __init__(self, env: dict[str, str], logs: Path, components: dict[str, tuple[str, ...]] = COMPONENTS) -> None:
+    def __init__(self, env: dict[str, str], logs: Path, components: dict[str, tuple[str, ...]] = COMPONENTS,
+                 component_env: dict[str, dict[str, str]] | None = None) -> None:
         self.env = {**env, "PATH": f"{AIRFLOW_BIN.parent}{os.pathsep}{env.get('PATH', os.environ['PATH'])}"}
         self.logs = logs
-        self.components = {name: Component(name, args) for name, args in components.items()}
+        self.components = {
+            name: Component(name, argv if argv[0].startswith("/") else (str(AIRFLOW_BIN), *argv),
+                            (component_env or {}).get(name, {}))
+            for name, argv in components.items()}
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._watcher: threading.Thread | None = None
@@ -207,7 +254,7 @@ class Supervisor:
     def _start(self, component: Component) -> None:
         self.logs.mkdir(parents=True, exist_ok=True)
         with self.log_of(component.name).open("ab") as out:
-            component.proc = subprocess.Popen([str(AIRFLOW_BIN), component.name, *component.args], env=self.env,
+            component.proc = subprocess.Popen(list(component.argv), env={**self.env, **component.env},
                                               cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
                                               stdin=subprocess.DEVNULL, start_new_session=True,
                                               preexec_fn=die_with_parent)
@@ -226,9 +273,22 @@ class Supervisor:
                 for component in self.components.values():
                     self._revive(component)
 
+    def lose(self, name: str) -> int:
+        """Kill a component as a lost machine would go (SIGKILL, everything it started with it) and stop
+        supervising it; its pid."""
+        with self._lock:
+            component = self.components[name]
+            component.supervised = False
+            pid = component.proc.pid
+            for process in session_processes(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process, signal.SIGKILL)
+            component.proc.wait()
+        return pid
+
     def _revive(self, component: Component) -> None:
         proc = component.proc
-        if proc is None or proc.poll() is None:
+        if not component.supervised or proc is None or proc.poll() is None:
             if proc is None and time.monotonic() >= component.next_start:
                 self._start(component)
             return

@@ -59,7 +59,7 @@ def _port_free(port: int) -> bool:
 class SandboxState:
     """Ports and credentials of one sandbox directory, kept across restarts (0600)."""
 
-    KEYS = ("postgres", "clickhouse", "clickhouse_https", "ultimate", "s3")
+    KEYS = ("postgres", "clickhouse", "clickhouse_https", "ultimate", "s3", "redis")
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -84,6 +84,7 @@ class SandboxState:
             "airflow_jwt_secret": secrets.token_urlsafe(32),
             "airflow_secret_key": secrets.token_urlsafe(32),
             "airflow_fernet_key": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
+            "redis_password": secrets.token_urlsafe(18),
         }
         for k, v in defaults.items():
             self.secrets.setdefault(k, v)

@@ -6,7 +6,6 @@ import contextlib
 import datetime as dt
 import json
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -110,24 +109,6 @@ class Webhook(ThreadingHTTPServer):
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server_port}"
-
-
-def apt_install(packages: list[str], needed: list[str]) -> str | None:
-    """Install Debian ``packages`` unless every path in ``needed`` exists; the reason they cannot be
-    installed here, or None (tests skip with that reason only on a machine without apt or root)."""
-    if all(os.path.exists(path) for path in needed):
-        return None
-    apt = shutil.which("apt-get")
-    if not apt:
-        return f"{', '.join(packages)}: not installed, and this machine has no apt-get to install them"
-    if os.geteuid() != 0:
-        return f"{', '.join(packages)}: not installed, and installing Debian packages needs root"
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for args in (["update", "-qq"], ["install", "-y", "-qq", *packages]):
-        done = subprocess.run([apt, *args], env=env, capture_output=True, text=True, timeout=900)
-        if done.returncode:
-            return f"apt-get {' '.join(args)} failed: {done.stderr.strip()[-500:]}"
-    return None
 
 
 @dataclass

@@ -2,6 +2,8 @@
 
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -40,7 +42,7 @@ def test_airflow_services_mount_the_project_and_use_celery():
         mounts = {m.split(":")[1] for m in service["volumes"]}
         assert {"/opt/airflow/dags", "/opt/airflow/plugins", "/opt/airflow/include"} <= mounts, name
         assert service["environment"]["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
-    assert COMPOSE["services"]["airflow-worker"]["command"] == "celery worker"
+    assert COMPOSE["services"]["airflow-worker"]["command"].startswith("celery worker")
 
 
 def test_no_secret_is_written_in_the_file():
@@ -67,3 +69,27 @@ def test_docker_compose_config_accepts_the_file():
     res = subprocess.run(["docker", "compose", "--env-file", str(env_file), "-f", str(REPO / "docker-compose.yaml"),
                           "config", "--quiet"], capture_output=True, text=True, cwd=REPO)
     assert res.returncode == 0, res.stderr
+
+
+def test_the_file_follows_the_compose_specification():
+    """Validated against the Compose specification's JSON schema (vendored by check-jsonschema):
+    this machine has no Docker engine to ask."""
+    done = subprocess.run([str(Path(sys.executable).parent / "check-jsonschema"), "--builtin-schema",
+                           "vendor.compose-spec", str(REPO / "docker-compose.yaml")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_airflow_services_run_what_the_local_cluster_runs():
+    """`make cluster` and compose start the same commands, so what the cluster test proves holds here."""
+    from sandbox.services import COMPONENTS, celery_workers
+
+    worker = list(celery_workers(1)["worker-1"])
+    del worker[worker.index("--celery-hostname"):worker.index("--celery-hostname") + 2]  # one name per local worker
+    local = {**COMPONENTS, "celery worker": tuple(worker)}
+    services = {"api-server": "airflow-apiserver", "scheduler": "airflow-scheduler",
+                "dag-processor": "airflow-dag-processor", "triggerer": "airflow-triggerer",
+                "celery worker": "airflow-worker"}
+    for name, service in services.items():
+        command = COMPOSE["services"][service]["command"].split("#")[0].split()
+        assert tuple(command) == local[name], service

@@ -13,3 +13,13 @@ CONFIG_DIR = INCLUDE_DIR / "config"
 
 #: The Airflow connection of the Postgres warehouse.
 WAREHOUSE_CONN_ID = "chat_warehouse"
+
+
+def host_name() -> str:
+    """The host a task reports (``[core] hostname_callable``): ``CHAT_INGEST_HOST_NAME`` when set -- several
+    Celery workers on one machine, as ``make cluster`` runs them, each named in the UI -- else the
+    machine's name, as Airflow's default."""
+    import os
+    import socket
+
+    return os.environ.get("CHAT_INGEST_HOST_NAME") or socket.getfqdn()

@@ -357,7 +357,8 @@ def _distribution_postgres() -> Path | None:
 def pgcrypto_warehouse(tmp_path_factory):
     """A second warehouse on Debian's PostgreSQL, which has pgcrypto (the sandbox's embedded one has not)."""
     from sandbox.postgres import EmbeddedPostgres
-    from tests.conftest import apt_install, free_port
+    from sandbox.debian import apt_install
+    from tests.conftest import free_port
 
     if _distribution_postgres() is None:
         reason = apt_install(["postgresql"], needed=[])

@@ -17,7 +17,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.conftest import DAG_IDS, REPO, apt_install
+from sandbox.debian import apt_install
+from tests.conftest import DAG_IDS, REPO
 
 pytestmark = pytest.mark.integration
 AIRFLOW = str(Path(sys.executable).parent / "airflow")

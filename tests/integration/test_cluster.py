@@ -1,0 +1,136 @@
+"""Scale-out on Airflow's own engine: the sandbox on the CeleryExecutor with a real Redis and two
+Celery workers (``make cluster``), one of them lost (SIGKILL of it and all it runs) in the middle of
+a load.  Every run succeeds unaided, both workers ran tasks, the lost load was retried on the
+survivor, and staging and reporting equal what a single process loading the same days produces."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import time
+
+import psycopg
+import pytest
+
+from sandbox.__main__ import down, up
+from sandbox.debian import apt_install
+from sandbox.demo import INGESTION_DAGS, run_reporting, wait_for_runs
+from sandbox.services import COMPONENTS, REDIS_SERVER, Airflow, Supervisor, celery_cluster, free_port, read_env, ui_env
+from tests.conftest import DAG_IDS, TEST_START, staging_checksum
+from tests.integration.test_reporting_truth import REPORTING_TABLES
+
+pytestmark = pytest.mark.integration
+DAYS = 2
+
+
+def checksums(env: dict[str, str]) -> dict[str, tuple]:
+    """Staging without lineage columns, and reporting, table by table."""
+    from chat_ingest.sources import TABLES_BY_SOURCE
+
+    class Warehouse:  # what staging_checksum needs of a sandbox
+        def warehouse(self):
+            return psycopg.connect(env["CHAT_INGEST_WAREHOUSE_DSN"], autocommit=True)
+
+    sums: dict[str, tuple] = {spec.staging_table: staging_checksum(Warehouse(), spec)
+            for tables in TABLES_BY_SOURCE.values() for spec in tables.values()}
+    with psycopg.connect(env["CHAT_INGEST_WAREHOUSE_DSN"]) as conn:
+        for table in REPORTING_TABLES:
+            sums[f"reporting.{table}"] = conn.execute(
+                f"SELECT count(*), coalesce(md5(string_agg(r::text, '|' ORDER BY r::text)), '') "
+                f"FROM reporting.{table} r").fetchone()
+    return sums
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    reason = apt_install(["redis-server"], needed=[REDIS_SERVER])
+    if reason:
+        pytest.skip(reason)
+    from sandbox.generator import generate
+
+    root = tmp_path_factory.mktemp("cluster")
+    generate(root / "dataset", seed=11, days=DAYS, start=TEST_START, per_day=12)
+    assert up(root, root / "dataset", DAYS, seed=11, bad_records=0.0, timeout=300, owned=True) == 0
+    env = ui_env({**os.environ, **read_env(root / "env")}, free_port())
+    env, components, component_env = celery_cluster(env, root, workers=2)
+    started = dt.datetime.now(dt.timezone.utc)
+    supervisor = Supervisor(env, root / "logs", components, component_env).start()
+    airflow = Airflow(env)
+    try:
+        deadline = time.monotonic() + 300
+        while not airflow.parsed_since(list(DAG_IDS), started):
+            assert time.monotonic() < deadline, supervisor.log_of("dag-processor").read_text()[-2000:]
+            time.sleep(2)
+        yield root, env, airflow, supervisor
+    finally:
+        supervisor.stop()
+        down(root)
+
+
+def test_a_backfill_spreads_over_two_celery_workers_and_survives_losing_one(cluster, monkeypatch):
+    root, env, airflow, supervisor = cluster
+    assert set(supervisor.components) == {*COMPONENTS, "redis", "worker-1", "worker-2"}
+    first = dt.date.fromisoformat(env["SANDBOX_DATASET_START"])
+    days = [first + dt.timedelta(days=i) for i in range(DAYS)]
+    for dag_id in DAG_IDS:
+        airflow.run("dags", "unpause", dag_id)
+    for dag_id in INGESTION_DAGS:
+        airflow.run("backfill", "create", "--dag-id", dag_id, "--from-date", days[0].isoformat(),
+                    "--to-date", days[-1].isoformat(), "--max-active-runs", "1")
+
+    deadline, lost = time.monotonic() + 600, None
+    while lost is None:  # lose worker-1 in the middle of a load
+        with psycopg.connect(airflow.metadata_dsn) as conn:
+            lost = conn.execute("SELECT dag_id, run_id, task_id, map_index FROM task_instance WHERE state = 'running' "
+                                "AND hostname = 'worker-1' AND task_id LIKE 'load%%' LIMIT 1").fetchone()
+        assert time.monotonic() < deadline, "worker-1 ran no load"
+        time.sleep(0.5)
+    supervisor.lose("worker-1")
+
+    try:
+        runs = {dag_id: wait_for_runs(airflow, dag_id, days, timeout=1500) for dag_id in INGESTION_DAGS}
+        run_reporting(airflow, env["CHAT_INGEST_WAREHOUSE_DSN"], timeout=900)
+    finally:
+        for dag_id in DAG_IDS:
+            airflow.run("dags", "pause", dag_id, check=False)
+    assert {dag_id: [r[2] for r in found] for dag_id, found in runs.items()} == \
+        {dag_id: ["success"] * DAYS for dag_id in INGESTION_DAGS}
+    with psycopg.connect(airflow.metadata_dsn) as conn:
+        hosts = {h for (h,) in conn.execute("SELECT DISTINCT hostname FROM task_instance WHERE state = 'success'")}
+        retried = conn.execute("SELECT try_number, hostname, state FROM task_instance WHERE dag_id = %s "
+                               "AND run_id = %s AND task_id = %s AND map_index = %s", lost).fetchone()
+        slots = dict(conn.execute("SELECT pool, slots FROM slot_pool").fetchall())
+        used = conn.execute("SELECT pool, start_date, end_date FROM task_instance WHERE pool LIKE '%%_vendor' "
+                            "AND start_date IS NOT NULL AND end_date IS NOT NULL").fetchall()
+        # unpausing also made each ingestion DAG's daily run (yesterday): the single process loads it too
+        loaded = sorted({d for (d,) in conn.execute(
+            "SELECT DISTINCT data_interval_start::date FROM dag_run WHERE dag_id = ANY(%s)", (list(INGESTION_DAGS),))})
+    assert hosts == {"worker-1", "worker-2"}  # both ran tasks; none ran anywhere else
+    assert retried[0] >= 2 and retried[1:] == ("worker-2", "success"), (lost, retried)
+    assert set(days) <= set(loaded)
+    for pool in {p for p, _, _ in used}:  # the vendor pools capped loads across both workers
+        edges = sorted([(start, 1) for p, start, _ in used if p == pool] + [(end, -1) for p, _, end in used if p == pool])
+        running = [0]
+        for _, step in edges:
+            running.append(running[-1] + step)
+        assert max(running) <= slots[pool], pool
+    clustered = checksums(env)
+
+    # the same days, landed and reported by one process
+    from tests.conftest import Sandbox
+    from tests.integration.test_reporting import build
+    from tests.integration.test_reporting_truth import land_day
+
+    sandbox_env = read_env(root / "env")  # with the connections (the services read them from the database)
+    for key, value in sandbox_env.items():
+        if key.startswith(("AIRFLOW_CONN_", "CHAT_INGEST_", "SANDBOX_")):
+            monkeypatch.setenv(key, value)
+    sandbox = Sandbox(root, sandbox_env, root / "dataset",
+                      json.loads((root / "dataset" / "manifest.json").read_text()))
+    with sandbox.warehouse() as conn:
+        conn.execute("DROP SCHEMA staging, audit, reporting CASCADE")
+    for day in loaded:
+        land_day(sandbox, day)
+    build(sandbox, key=json.loads(sandbox_env["AIRFLOW_CONN_REPORTING_PII"])["password"])
+    assert checksums(env) == clustered
