@@ -51,8 +51,13 @@ def cluster(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("cluster")
     generate(root / "dataset", seed=11, days=DAYS, start=TEST_START, per_day=12)
-    assert up(root, root / "dataset", DAYS, seed=11, bad_records=0.0, timeout=300, owned=True) == 0
-    env = ui_env({**os.environ, **read_env(root / "env")}, free_port())
+    # a sandbox of its own: nothing of the session's sandbox (its warehouse DSN would make it "external")
+    own = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "CHAT_INGEST", "SANDBOX_"))}
+    with pytest.MonkeyPatch.context() as mp:
+        for key in set(os.environ) - set(own):
+            mp.delenv(key)
+        assert up(root, root / "dataset", DAYS, seed=11, bad_records=0.0, timeout=300, owned=True) == 0
+    env = ui_env({**own, **read_env(root / "env")}, free_port())
     env, components, component_env = celery_cluster(env, root, workers=2)
     started = dt.datetime.now(dt.timezone.utc)
     supervisor = Supervisor(env, root / "logs", components, component_env).start()

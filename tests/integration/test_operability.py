@@ -181,7 +181,7 @@ def test_make_ui_on_another_port_asks_for_a_login_and_stops_everything_on_sigter
                           start_new_session=True)
     try:
         banner = ui.stdout.readline()
-        assert f"http://localhost:{port}" in banner and "login: admin / " in banner, banner
+        assert f"http://localhost:{port}" in banner and "login: admin / " in banner, banner.split("login:")[0]
         password = banner.split("login: admin / ", 1)[1].split()[0]
         deadline = time.monotonic() + 180
         while True:
@@ -205,3 +205,41 @@ def test_make_ui_on_another_port_asks_for_a_login_and_stops_everything_on_sigter
         ui.wait(timeout=120)
     time.sleep(1)
     assert [p.pid for p in started if p.is_running() and p.status() != psutil.STATUS_ZOMBIE] == []
+
+
+def test_a_demo_killed_mid_run_leaves_nothing_running_and_the_next_start_is_clean(tmp_path):
+    """`make demo` (and so `make test`, `make bench`, which start the sandbox the same way) killed with
+    SIGKILL while its runs go: the kernel stops every server it started; the sandbox then starts again
+    at once in the same folder."""
+    from sandbox.__main__ import down, up
+
+    root = tmp_path / "demo"
+    env = {**os.environ, "PYTHONPATH": f"{REPO / 'plugins'}{os.pathsep}{REPO}"}
+    for key in [k for k in env if k.startswith(("AIRFLOW", "CHAT_INGEST"))]:
+        del env[key]
+    demo = subprocess.Popen([sys.executable, "-m", "sandbox.demo", "--dir", str(root), "--days", "1"], env=env,
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 600
+        while not (root / "logs" / "scheduler.log").exists():  # the sandbox is up and the runs are starting
+            assert demo.poll() is None and time.monotonic() < deadline, "the demo did not get to its runs"
+            time.sleep(1)
+        time.sleep(5)
+        started = psutil.Process(demo.pid).children(recursive=True)
+        started += [p for p in psutil.process_iter(["cmdline"]) if str(root) in " ".join(p.info["cmdline"] or [])]
+        assert len(started) >= 6  # the sandbox, its PostgreSQL, Airflow's four services
+    finally:
+        demo.kill()
+        demo.wait()
+    def running(process: psutil.Process) -> bool:
+        try:
+            return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    deadline = time.monotonic() + 120
+    while alive := [p.pid for p in started if running(p)]:
+        assert time.monotonic() < deadline, f"still running after the demo was killed: {alive}"
+        time.sleep(1)
+    assert up(root, None, 1, seed=7, bad_records=0.0, timeout=300, owned=True) == 0  # straight after
+    down(root)
