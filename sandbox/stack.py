@@ -31,7 +31,7 @@ from psycopg import sql
 from chat_ingest.sources import a8 as a8_source
 from chat_ingest.sources import botslovers
 from chat_ingest.tablespec import TableSpec
-from sandbox.services import ADMIN_USER, api_env
+from sandbox.services import ADMIN_USER, api_env, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 UNLESS_BUCKET = "unless-conversations"
@@ -39,12 +39,6 @@ WAREHOUSE_DB = "chat_ingest"
 A8_DB = "a8"
 AIRFLOW_DB = "airflow"
 _TENANT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _port_free(port: int) -> bool:
@@ -69,7 +63,7 @@ class SandboxState:
         self.secrets: dict[str, str] = data.get("secrets", {})
         for key in self.KEYS:
             if key not in self.ports or not _port_free(self.ports[key]):
-                self.ports[key] = _free_port()
+                self.ports[key] = free_port()
         defaults = {
             "clickhouse_user": "botslovers_reader",
             "clickhouse_password": secrets.token_urlsafe(16),
