@@ -87,13 +87,22 @@ class SandboxState:
         self.path.chmod(0o600)
         self.shared_server = False
 
+    def own_database(self, name: str) -> str:
+        """A database this sandbox creates: ``name`` on its embedded server; on a shared (external) one,
+        a name of this sandbox's own, so two sandboxes on one server never load into or read each other's
+        stand-in data or metadata (whose connections are encrypted with each sandbox's key)."""
+        if not self.shared_server:
+            return name
+        return f"{name}_{hashlib.sha256(str(self.root.resolve()).encode()).hexdigest()[:10]}"
+
     @property
     def airflow_database(self) -> str:
-        """Airflow's metadata database: ``airflow`` on the embedded server; on a shared (external) one,
-        a name of this sandbox's own, as its connections are encrypted with this sandbox's key."""
-        if not self.shared_server:
-            return AIRFLOW_DB
-        return f"{AIRFLOW_DB}_{hashlib.sha256(str(self.root.resolve()).encode()).hexdigest()[:10]}"
+        return self.own_database(AIRFLOW_DB)
+
+    @property
+    def a8_database(self) -> str:
+        """The A8 TimescaleDB stand-in."""
+        return self.own_database(A8_DB)
 
 
 def ensure_database(admin_dsn: str, name: str) -> None:
@@ -236,7 +245,7 @@ def connections(state: SandboxState, server_dsn: str, warehouse: str) -> dict[st
 
     return {
         "chat_warehouse": postgres(warehouse),
-        "a8_timescale": postgres(with_database(server_dsn, A8_DB)),
+        "a8_timescale": postgres(with_database(server_dsn, state.a8_database)),
         "botslovers_clickhouse": {
             "conn_type": "clickhouse", "host": "127.0.0.1", "port": ports["clickhouse"],
             "login": sec["clickhouse_user"], "password": sec["clickhouse_password"], "schema": "default",
@@ -266,7 +275,7 @@ def env_vars(root: Path, state: SandboxState, server_dsn: str, warehouse: str, d
         "CHAT_INGEST_CONFIG": str(root / "sources.yaml"),
         # the PostgreSQL connections as URIs, so a shell can hand them to psql as they are
         "AIRFLOW_CONN_CHAT_WAREHOUSE": warehouse,
-        "AIRFLOW_CONN_A8_TIMESCALE": with_database(server_dsn, A8_DB),
+        "AIRFLOW_CONN_A8_TIMESCALE": with_database(server_dsn, state.a8_database),
         **{f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(conn)
            for conn_id, conn in connections(state, server_dsn, warehouse).items() if conn["conn_type"] != "postgres"},
         "SANDBOX_DIR": str(root),
@@ -378,7 +387,7 @@ def serve(root: Path, dataset: Path) -> None:
     servers: list = []
     backend = None
     try:
-        for db in (A8_DB, state.airflow_database) if external else (WAREHOUSE_DB, A8_DB, state.airflow_database):
+        for db in (state.a8_database, state.airflow_database) + (() if external else (WAREHOUSE_DB,)):
             ensure_database(server_dsn, db)
         # a process that dies mid-transaction must not keep row locks the next scheduler waits on
         with psycopg.connect(server_dsn, autocommit=True) as conn:
@@ -408,7 +417,7 @@ def serve(root: Path, dataset: Path) -> None:
         servers.append(moto)
         counts["unless_objects"] = load_unless(f"http://127.0.0.1:{state.ports['s3']}", sec["s3_access_key"],
                                                sec["s3_secret_key"], dataset)
-        counts.update({f"a8.{k}": v for k, v in load_a8(with_database(server_dsn, A8_DB), dataset).items()})
+        counts.update({f"a8.{k}": v for k, v in load_a8(with_database(server_dsn, state.a8_database), dataset).items()})
 
         write_sources_config(root / "sources.yaml", dataset)
         write_env(root / "env", env_vars(root, state, server_dsn, warehouse_dsn, dataset))

@@ -29,6 +29,27 @@ TEST_DAYS = 3
 TEST_START = dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=TEST_DAYS + 1)
 
 
+#: What a sandbox exports to the session (its env file): a process or an in-process ``up()`` that sees any
+#: of it works on the session's sandbox instead of its own (the warehouse DSN alone makes it "external").
+SANDBOX_ENV_PREFIXES = ("AIRFLOW", "CHAT_INGEST", "SANDBOX_")
+
+
+def newcomer_env(**extra: str) -> dict[str, str]:
+    """This environment as a newcomer's shell has it: nothing of the session's sandbox, the project on
+    the path; everything else comes from the sandbox directory a command is given."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(SANDBOX_ENV_PREFIXES)}
+    return {**env, "PYTHONPATH": f"{REPO / 'plugins'}{os.pathsep}{REPO}", **extra}
+
+
+@contextlib.contextmanager
+def outside_the_session_sandbox():
+    """``os.environ`` without the session sandbox's variables, for an in-process ``up()`` of another."""
+    with pytest.MonkeyPatch.context() as mp:
+        for key in [k for k in os.environ if k.startswith(SANDBOX_ENV_PREFIXES)]:
+            mp.delenv(key)
+        yield
+
+
 @dataclass
 class Sandbox:
     root: Path

@@ -5,24 +5,20 @@ proves the command works, as a newcomer would run it."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, newcomer_env
 
 pytestmark = pytest.mark.integration
 
 
 def test_make_bench_runs_from_a_fresh_work_folder(tmp_path):
     out = tmp_path / "results.json"
-    env = {**os.environ, "PYTHONPATH": f"{REPO / 'plugins'}{os.pathsep}{REPO}"}
-    for key in [k for k in env if k.startswith(("AIRFLOW_CONN_", "CHAT_INGEST_"))]:
-        del env[key]  # nothing from another sandbox
     done = subprocess.run([sys.executable, "-m", "bench", "--quick", "--runs", "1", "--work", str(tmp_path / "work"),
-                           "--out", str(out)], cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
+                           "--out", str(out)], cwd=REPO, env=newcomer_env(), capture_output=True, text=True, timeout=1800)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     results = json.loads(out.read_text())
     assert results["_meta"]["quick"] is True

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import time
 
 import psycopg
@@ -17,7 +16,8 @@ from sandbox.__main__ import down, up
 from sandbox.debian import apt_install
 from sandbox.demo import INGESTION_DAGS, run_reporting, wait_for_runs
 from sandbox.services import COMPONENTS, REDIS_SERVER, Airflow, Supervisor, celery_cluster, free_port, read_env, ui_env
-from tests.conftest import DAG_IDS, TEST_START, staging_checksum
+from tests.conftest import (DAG_IDS, SANDBOX_ENV_PREFIXES, TEST_START, newcomer_env, outside_the_session_sandbox,
+                            staging_checksum)
 from tests.integration.test_reporting_truth import REPORTING_TABLES
 
 pytestmark = pytest.mark.integration
@@ -51,13 +51,9 @@ def cluster(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("cluster")
     generate(root / "dataset", seed=11, days=DAYS, start=TEST_START, per_day=12)
-    # a sandbox of its own: nothing of the session's sandbox (its warehouse DSN would make it "external")
-    own = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "CHAT_INGEST", "SANDBOX_"))}
-    with pytest.MonkeyPatch.context() as mp:
-        for key in set(os.environ) - set(own):
-            mp.delenv(key)
+    with outside_the_session_sandbox():  # a sandbox of its own
         assert up(root, root / "dataset", DAYS, seed=11, bad_records=0.0, timeout=300, owned=True) == 0
-    env = ui_env({**own, **read_env(root / "env")}, free_port())
+    env = ui_env({**newcomer_env(), **read_env(root / "env")}, free_port())
     env, components, component_env = celery_cluster(env, root, workers=2)
     started = dt.datetime.now(dt.timezone.utc)
     supervisor = Supervisor(env, root / "logs", components, component_env).start()
@@ -129,7 +125,7 @@ def test_a_backfill_spreads_over_two_celery_workers_and_survives_losing_one(clus
 
     sandbox_env = read_env(root / "env")  # with the connections (the services read them from the database)
     for key, value in sandbox_env.items():
-        if key.startswith(("AIRFLOW_CONN_", "CHAT_INGEST_", "SANDBOX_")):
+        if key.startswith(SANDBOX_ENV_PREFIXES):
             monkeypatch.setenv(key, value)
     sandbox = Sandbox(root, sandbox_env, root / "dataset",
                       json.loads((root / "dataset" / "manifest.json").read_text()))

@@ -21,7 +21,7 @@ import pytest
 import requests
 
 from sandbox.services import session_processes
-from tests.conftest import REPO, free_port
+from tests.conftest import REPO, free_port, newcomer_env, outside_the_session_sandbox
 
 pytestmark = pytest.mark.integration
 LOOPBACK = {"127.0.0.1", "::1"}
@@ -173,9 +173,7 @@ def test_the_services_come_back_after_the_metadata_database_crashes(sandbox, air
 
 def test_make_ui_on_another_port_asks_for_a_login_and_stops_everything_on_sigterm(sandbox):
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": f"{REPO / 'plugins'}{os.pathsep}{REPO}"}
-    for key in [k for k in env if k.startswith(("AIRFLOW", "CHAT_INGEST"))]:
-        del env[key]  # as a newcomer's shell: everything comes from the sandbox directory
+    env = newcomer_env()
     ui = subprocess.Popen([sys.executable, "-m", "sandbox.ui", "--dir", str(sandbox.root), "--port", str(port)],
                           env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                           start_new_session=True)
@@ -214,9 +212,7 @@ def test_a_demo_killed_mid_run_leaves_nothing_running_and_the_next_start_is_clea
     from sandbox.__main__ import down, up
 
     root = tmp_path / "demo"
-    env = {**os.environ, "PYTHONPATH": f"{REPO / 'plugins'}{os.pathsep}{REPO}"}
-    for key in [k for k in env if k.startswith(("AIRFLOW", "CHAT_INGEST"))]:
-        del env[key]
+    env = newcomer_env()
     demo = subprocess.Popen([sys.executable, "-m", "sandbox.demo", "--dir", str(root), "--days", "1"], env=env,
                             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
     try:
@@ -241,5 +237,6 @@ def test_a_demo_killed_mid_run_leaves_nothing_running_and_the_next_start_is_clea
     while alive := [p.pid for p in started if running(p)]:
         assert time.monotonic() < deadline, f"still running after the demo was killed: {alive}"
         time.sleep(1)
-    assert up(root, None, 1, seed=7, bad_records=0.0, timeout=300, owned=True) == 0  # straight after
+    with outside_the_session_sandbox():
+        assert up(root, None, 1, seed=7, bad_records=0.0, timeout=300, owned=True) == 0  # straight after
     down(root)

@@ -234,17 +234,18 @@ def newest_agent_log(sandbox, company: str) -> list[dict]:
     return [row for row in newest.values() if row["deleted_at"] is None]
 
 
-def expected_botslovers_agents(rows: list[dict], day: dt.date) -> dict[str, tuple]:
+def expected_botslovers_agents(rows: list[dict], day: dt.date, loaded_until: dt.datetime) -> dict[str, tuple]:
     """agent → (chats joined that day, handle seconds inside that day, CSAT of the day's participations):
-    every participation, closed or open (until now), gives each UTC day the part of it inside that day."""
+    every participation, closed or open (until the end of the loaded windows), gives each UTC day the
+    part of it inside that day."""
     start = dt.datetime.combine(day, dt.time(), UTC)
-    end, now = start + dt.timedelta(days=1), dt.datetime.now(UTC)
+    end = start + dt.timedelta(days=1)
     joined, handled, ratings = defaultdict(int), defaultdict(float), defaultdict(list)
     for row in rows:
         if row["event"] != "agent_joined":
             continue
         began = ts(row["joined_at"])
-        ended = ts(row["left_at"]) if row["left_at"] else now
+        ended = ts(row["left_at"]) if row["left_at"] else max(began, loaded_until)
         inside = (min(ended, end) - max(began, start)).total_seconds()
         if inside > 0:
             handled[row["agent_id"]] += inside
@@ -291,7 +292,7 @@ def expected_a8_agents(sandbox, day: dt.date) -> dict:
     bot_of = {chat: bot for bot, chat in chats}
     joined, handled, resolved, timeouts, handoffs = (defaultdict(int), defaultdict(float), defaultdict(int),
                                                      defaultdict(int), {})
-    now, agents = dt.datetime.now(UTC), set()
+    loaded_until, agents = ts(window(sandbox)["end"]), set()  # what land_everything loaded
     for (bot, chat), states in chats.items():
         states.sort()
         transfers = [at for at, _, state, _ in states if state == "TransferChat"]
@@ -301,7 +302,8 @@ def expected_a8_agents(sandbox, day: dt.date) -> dict:
             # a human pick-up: agentAssigned, or assignedChat after the chat's first transfer (before it: the bot)
             pickup = state == "agentAssigned" or (state == "assignedChat" and transfers and at > min(transfers))
             if pickup and agent:
-                until = states[i + 1][0] if i + 1 < len(states) else now  # still open: until now
+                # still open: until the end of the loaded data
+                until = states[i + 1][0] if i + 1 < len(states) else max(at, loaded_until)
                 inside = (min(until, end) - max(at, start)).total_seconds()
                 if inside > 0:  # every participation gives each day the part of it inside that day
                     agents.add((bot, agent))
@@ -397,7 +399,7 @@ def test_agent_status_seconds_and_first_responses(reported):
     number = lambda v: None if v is None else float(v)  # noqa: E731
     responses = {a: (number(m), number(p)) for a, m, p, *_ in rows}
     participations = {a: (n, float(h), number(c)) for a, _, _, n, h, c in rows if n or h}
-    wanted = expected_botslovers_agents(newest_agent_log(reported, company), day)
+    wanted = expected_botslovers_agents(newest_agent_log(reported, company), day, ts(window(reported)["end"]))
     assert set(participations) == set(wanted) and wanted
     for agent, values in wanted.items():
         assert participations[agent] == pytest.approx(values), agent

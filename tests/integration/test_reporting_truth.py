@@ -129,6 +129,32 @@ def test_a_participation_gives_each_day_the_part_of_it_inside_that_day(clean_war
     assert offline == expected_offline and offline[x + dt.timedelta(days=1)] == 86400.0
 
 
+def test_an_open_participation_lasts_until_the_loaded_data_ends_not_the_clock(clean_warehouse, testco):  # noqa: F811
+    """A participation without an end reaches as far as its source is loaded: the same loads give the
+    same report whenever they are built (the wall clock made a day's report depend on the hour), and a
+    later day's load gives that day its part though none of its rows changed."""
+    sandbox = clean_warehouse
+    x = sandbox.days[0]
+    joined = midnight(x) + dt.timedelta(hours=22)
+    ch_rows(sandbox, f"chat_agent_log_{TEST_COMPANY}", [
+        agent_log("p-open", joined, chat_id="p-open", agent_id="open-agent")])
+
+    def handle() -> dict[dt.date, float]:
+        build(sandbox)
+        with sandbox.warehouse() as conn:
+            return {d: float(s) for d, s in conn.execute(
+                "SELECT activity_date, handle_seconds FROM reporting.agent_daily_kpis WHERE tenant = %s "
+                "AND agent_id = 'open-agent'", (TEST_COMPANY,))}
+
+    load_botslovers(TEST_COMPANY, "chat_agent_log", x)
+    assert handle() == {x: 7200.0}  # known until X+1 00:00, not until today
+    summary = load_botslovers(TEST_COMPANY, "chat_agent_log", x + dt.timedelta(days=1))
+    assert summary["rows_landed"] == 0 and str(x + dt.timedelta(days=1)) in summary["changed_days"]
+    assert handle() == {x: 7200.0, x + dt.timedelta(days=1): 86400.0}
+    load_botslovers(TEST_COMPANY, "chat_agent_log", x)  # a rerun of the earlier day reaches no further
+    assert handle() == {x: 7200.0, x + dt.timedelta(days=1): 86400.0}
+
+
 # -- Ultimate: the seed's SQL, with its NULL semantics, on any spelling the seed allows -------------------
 
 SEED_ESCALATED = ("email", "agent", "customescalation")

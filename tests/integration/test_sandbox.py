@@ -13,7 +13,7 @@ import requests
 
 from chat_ingest.sources import a8
 from sandbox.__main__ import down, process_alive, up
-from tests.conftest import jsonl
+from tests.conftest import jsonl, outside_the_session_sandbox
 
 pytestmark = pytest.mark.integration
 
@@ -151,10 +151,10 @@ def test_env_file_is_shell_sourceable(sandbox):
     assert oct((sandbox.root / "env").stat().st_mode)[-3:] == "600"
 
 
-def test_sandbox_down_leaves_no_process_behind(tmp_path, sandbox, monkeypatch):
-    monkeypatch.delenv("CHAT_INGEST_WAREHOUSE_DSN")  # its own embedded PostgreSQL, not the session's
+def test_sandbox_down_leaves_no_process_behind(tmp_path, sandbox):
     root = tmp_path / "sb"
-    assert up(root, sandbox.dataset, 1, seed=1, bad_records=0.0, timeout=300) == 0
+    with outside_the_session_sandbox():  # its own embedded PostgreSQL, not the session's
+        assert up(root, sandbox.dataset, 1, seed=1, bad_records=0.0, timeout=300) == 0
     supervisor = int((root / "supervisor.pid").read_text())
     postmaster = int((root / "pg" / "postmaster.pid").read_text().split()[0])
     env = json.loads((root / "state.json").read_text())
@@ -182,7 +182,11 @@ def test_an_external_warehouse_dsn_is_used_instead_of_the_embedded_one(tmp_path,
         env = read_env(root / "env")
         assert env["CHAT_INGEST_WAREHOUSE_DSN"] == external == env["AIRFLOW_CONN_CHAT_WAREHOUSE"]
         assert not (root / "pg").exists()  # no embedded server was started
-        assert env["AIRFLOW_CONN_A8_TIMESCALE"].rsplit("/", 1)[0] == external.rsplit("/", 1)[0]
+        a8_server, a8_database = env["AIRFLOW_CONN_A8_TIMESCALE"].rsplit("/", 1)
+        assert a8_server == external.rsplit("/", 1)[0]
+        # a stand-in database of its own: loading it left the session's A8 data alone
+        assert a8_database != sandbox.env["AIRFLOW_CONN_A8_TIMESCALE"].rsplit("/", 1)[1]
+        assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] != sandbox.env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
         with psycopg.connect(env["AIRFLOW_CONN_A8_TIMESCALE"]) as conn:
             assert conn.execute("SELECT count(*) FROM chat_state").fetchone()[0] > 0
     finally:

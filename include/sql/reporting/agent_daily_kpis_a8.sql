@@ -1,7 +1,8 @@
 -- A8 agents' day, as far as A8's data goes (agents: whoever was with a chat or wrote in one that day;
 -- the tenant is the chat's bot_handle).  Chat states mean what reporting.vocabulary says.
 --   participation   a human pick-up (an agent_assigned state, or an assigned state after the chat's first
---                   transfer) lasting until the chat's next state; one still open lasts until now
+--                   transfer) lasting until the chat's next state; one still open lasts until the end
+--                   of the loaded data (reporting.loaded_until)
 --   chats_joined    participations that began that day
 --   handle_seconds  the part of every participation inside that day, whichever day it began
 --   first response  per chat, the agent's first message (agent_message_details) after the chat's first
@@ -19,7 +20,8 @@ WITH states AS (
     WHERE s.time < %(day_end)s
     WINDOW chat AS (PARTITION BY s.bot_handle, s.chat_id ORDER BY s.time, s.id)
 ), participations AS (
-    SELECT bot_handle, agent_id, time AS began, least(coalesce(next_state_at, now()), %(day_end)s) AS ended
+    SELECT bot_handle, agent_id, time AS began,
+           least(coalesce(next_state_at, greatest(time, (SELECT reporting.loaded_until('a8')))), %(day_end)s) AS ended
     FROM states
     WHERE agent_id IS NOT NULL
       AND (meaning = 'agent_assigned' OR (meaning = 'assigned' AND time > first_transfer_at))

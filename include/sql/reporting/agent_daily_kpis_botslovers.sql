@@ -1,23 +1,24 @@
 -- Botslovers agents' day (agents: whoever was in a chat or wrote as `human` that day).
 --   chats_joined    agent_joined participations that began that day
 --   handle_seconds  the part of every participation (joined_at to left_at; one still open lasts until
---                   now) inside that day, whichever day it began: 23:58-00:25 gives 2 min to the first
---                   day and 25 to the next
+--                   the end of the loaded data, reporting.loaded_until) inside that day, whichever day
+--                   it began: 23:58-00:25 gives 2 min to the first day and 25 to the next
 --   first response  per chat, the first `human` message after the chat's first handoff event
 --                   (chat_escalated / assigned_to_human / transferred), credited to its sender's day
 --   resolved / manual_closed / timeouts (agent_timeout, user_timeout): the agent's events that day
 --   csat            mean response_rating of the participations that began that day, and the share rated 4 or 5
 WITH log AS (
-    SELECT * FROM staging.botslovers_chat_agent_log WHERE deleted_at IS NULL
+    SELECT *, coalesce(left_at, (SELECT reporting.loaded_until('botslovers'))) AS ended_at
+    FROM staging.botslovers_chat_agent_log WHERE deleted_at IS NULL
 ), joins AS (
     SELECT company, agent_id, count(*) FILTER (WHERE joined_at >= %(day_start)s) AS chats_joined,
-           sum(greatest(extract(epoch FROM least(coalesce(left_at, now()), %(day_end)s)
+           sum(greatest(extract(epoch FROM least(ended_at, %(day_end)s)
                                    - greatest(joined_at, %(day_start)s)), 0)) AS handle_seconds,
            count(response_rating) FILTER (WHERE joined_at >= %(day_start)s) AS ratings,
            sum(response_rating) FILTER (WHERE joined_at >= %(day_start)s) AS rating_sum,
            count(*) FILTER (WHERE joined_at >= %(day_start)s AND response_rating >= 4) AS ratings_4_plus
     FROM log
-    WHERE event = 'agent_joined' AND joined_at < %(day_end)s AND coalesce(left_at, now()) > %(day_start)s
+    WHERE event = 'agent_joined' AND joined_at < %(day_end)s AND ended_at > %(day_start)s
     GROUP BY company, agent_id
 ), handoffs AS (
     SELECT company, chat_id, min(joined_at) AS handoff_at FROM log

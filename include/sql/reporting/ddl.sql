@@ -82,6 +82,14 @@ LANGUAGE sql STABLE PARALLEL SAFE RETURNS NULL ON NULL INPUT AS $$
                      AND v.value_key = reporting.vocabulary_key($3)), 'unknown')
 $$;
 
+-- How far a source's data is known: the end of the latest window any of its loads covered.  An open
+-- participation lasts until then, not until now(), so the same loads give the same report whenever, and
+-- in whatever order, its days are built.
+CREATE OR REPLACE FUNCTION reporting.loaded_until(source text) RETURNS timestamptz
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT max(window_end) FROM audit.load_log WHERE load_log.source = $1
+$$;
+
 CREATE TABLE IF NOT EXISTS reporting.conversations (
     source                  text        NOT NULL,
     tenant                  text        NOT NULL,
