@@ -213,7 +213,10 @@ def bench_a8(env: dict[str, str], runs: int, quick: bool) -> dict:
     fill_a8(env, A8_BOT, rows, DAY)
     baseline, project = baseline_and_project("a8", env, runs, drop_staging(env, *(a8.TABLES[t] for t in A8_TABLES)),
                                              tenant=A8_BOT)
-    return {f"a8_messages_chat_state_{rows // 1000}k": against_baseline(project, baseline, 0.6)}
+    again = measure("a8-project", env, runs, tenant=A8_BOT)  # the same day again: staging holds it
+    loads = [last_load(env, "a8", table) for table in A8_TABLES]
+    return {f"a8_messages_chat_state_{rows // 1000}k": against_baseline(project, baseline, 0.6),
+            "a8_rerun": rerun(project, again, {key: sum(load[key] for load in loads) for key in loads[0]})}
 
 
 def bench_ultimate(env: dict[str, str], runs: int, quick: bool) -> dict:

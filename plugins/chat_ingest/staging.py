@@ -158,7 +158,9 @@ class Extraction:
     them), NULL as ``chr(30)``.  When staging's rows of the range hash to the same digest, a
     load would change nothing, so the loader skips it.  Anything else (a changed, new or
     quarantined row, a duplicate, a tampered staging row) makes the digests differ and the
-    range load in full.
+    range load in full.  ``digest_exact``: the source is PostgreSQL too and digests with
+    :func:`digest_sql` exactly (every column as staging's type prints it, timestamps in UTC to
+    the microsecond), so any column type takes part; the digest may return None (not comparable).
 
     ``ignored_columns``: what the source table has and the spec does not (reported).
     """
@@ -169,13 +171,34 @@ class Extraction:
     copy_format: str = "csv"
     arrow: Callable[[], Iterable[pa.RecordBatch]] | None = None
     query: sql.Composable | None = None
-    digest: Callable[[], tuple[int, int]] | None = None
+    digest: Callable[[], tuple[int, int] | None] | None = None
+    digest_exact: bool = False
     ignored_columns: tuple[str, ...] = ()
 
 
 def digestible(spec: TableSpec) -> bool:
-    """Whether every column of ``spec`` has a canonical text both sides can produce."""
+    """Whether every column of ``spec`` has a portable canonical text (one a non-PostgreSQL source
+    can produce too)."""
     return all(c.pg_type in ("text", "timestamptz", *_DIGEST_INTEGER_TYPES) for c in spec.columns)
+
+
+def digest_sql(spec: TableSpec, relation: sql.Composable, where: sql.Composable, *, exact: bool) -> sql.Composed:
+    """``SELECT count, sum`` of the :class:`Extraction` digest over ``relation``'s rows ``where``: in the
+    portable form (timestamps to the second), or ``exact`` (PostgreSQL on both sides: each column cast
+    to staging's type and printed by PostgreSQL, timestamps in UTC to the microsecond)."""
+    def canonical(col: Column) -> sql.Composable:
+        value = sql.Identifier(col.name)
+        if col.pg_type == "timestamptz":
+            value = sql.SQL("to_char(({})::timestamptz AT TIME ZONE 'UTC', {})").format(
+                value, sql.Literal("YYYY-MM-DD HH24:MI:SS.US" if exact else "YYYY-MM-DD HH24:MI:SS"))
+        elif exact:
+            value = sql.SQL("({})::{}").format(value, sql.SQL(col.pg_type))
+        return sql.SQL("coalesce(({})::text, chr(30))").format(value)
+
+    return sql.SQL(
+        "SELECT count(*), coalesce(sum(('x' || left(md5(concat_ws(chr(31), {fields})), 16))::bit(64)::bigint"
+        "::numeric), 0) FROM {relation} WHERE {where}"
+    ).format(fields=sql.SQL(", ").join(map(canonical, spec.columns)), relation=relation, where=where)
 
 
 @dataclass
@@ -445,17 +468,9 @@ class StagingLoader:
 
     def _staging_digest(self, extraction: Extraction) -> tuple[int, int]:
         """Staging's rows of the range (this tenant's), digested as :class:`Extraction` says."""
-        def canonical(col: Column) -> sql.Composable:
-            ident = sql.Identifier(col.name)
-            if col.pg_type == "timestamptz":
-                ident = sql.SQL("to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS')").format(ident)
-            return sql.SQL("coalesce({}::text, chr(30))").format(ident)
-
-        rows, hash_sum = self.conn.execute(sql.SQL(
-            "SELECT count(*), coalesce(sum(('x' || left(md5(concat_ws(chr(31), {fields})), 16))::bit(64)::bigint"
-            "::numeric), 0) FROM {target} WHERE {in_range}"
-        ).format(fields=sql.SQL(", ").join(map(canonical, self.spec.columns)), target=self.target,
-                 in_range=self._in_range(extraction.start, extraction.end))).fetchone()
+        rows, hash_sum = self.conn.execute(digest_sql(
+            self.spec, self.target, self._in_range(extraction.start, extraction.end),
+            exact=extraction.digest_exact)).fetchone()
         return rows, int(hash_sum) % (1 << 64)
 
     def _create_incoming(self) -> None:

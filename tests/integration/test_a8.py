@@ -61,6 +61,38 @@ def test_rerun_and_overlapping_windows_leave_staging_unchanged(clean_warehouse):
     assert {name: staging_checksum(sandbox, spec) for name, spec in a8.TABLES.items()} == before
 
 
+def test_a_rerun_of_an_unchanged_day_rewrites_nothing_and_a_changed_value_reloads_it(clean_warehouse):
+    """README: rerunning any day changes nothing, not even lineage columns.  A8's rows of the window
+    are digested on both sides exactly (a microsecond or a JSON key counts), so an unchanged day is
+    neither read nor rewritten, and any change loads the window."""
+    sandbox = clean_warehouse
+    day, bot = sandbox.days[1], sandbox.manifest["a8"]["bots"][0]
+    first = {name: load(name, day, bot if spec.tenant_column else None) for name, spec in a8.TABLES.items()}
+    lineage = "SELECT md5(string_agg(_run_id || _loaded_at::text, '|' ORDER BY _run_id, _loaded_at)) FROM staging.{}"
+    with sandbox.warehouse() as conn:
+        before = {name: conn.execute(lineage.format(spec.staging_table)).fetchone()[0] for name, spec in a8.TABLES.items()}
+    again = {name: load(name, day, bot if spec.tenant_column else None) for name, spec in a8.TABLES.items()}
+    for name, summary in again.items():
+        assert summary["identical_to_staging"] and summary["rows_unchanged"] == first[name]["rows_landed"] > 0, name
+        assert summary["rows_landed"] == summary["rows_deleted"] == 0, name
+    with sandbox.warehouse() as conn:
+        assert {name: conn.execute(lineage.format(spec.staging_table)).fetchone()[0]
+                for name, spec in a8.TABLES.items()} == before
+    start, end = day_window(day)
+    with a8_conn(sandbox) as source:  # one value changes by a microsecond at the vendor
+        moved = source.execute(
+            "UPDATE chat_state SET time = time + interval '1 microsecond' WHERE ctid = (SELECT ctid FROM chat_state "
+            "WHERE time >= %s AND time < %s AND bot_handle = %s LIMIT 1) RETURNING ctid::text",
+            (start, end - dt.timedelta(seconds=1), bot)).fetchone()[0]
+    try:
+        changed = load("chat_state", day, bot)
+        assert not changed["identical_to_staging"] and changed["rows_landed"] == first["chat_state"]["rows_landed"]
+    finally:
+        with a8_conn(sandbox) as source:
+            source.execute("UPDATE chat_state SET time = time - interval '1 microsecond' WHERE ctid = %s::tid",
+                           (moved,))
+
+
 def test_a_row_at_midnight_lands_once_in_the_day_it_starts(clean_warehouse):
     sandbox = clean_warehouse
     day = sandbox.days[0]

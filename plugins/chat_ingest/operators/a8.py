@@ -24,7 +24,8 @@ class A8ToStagingOperator(ExtractLoadOperator):
     ``COPY (SELECT … WHERE time >= %s AND time < %s) TO STDOUT`` streams rows from A8
     in a read-only transaction, and the bytes go straight into the staging loader's
     COPY: nothing is parsed in between and memory stays bounded.  A8 rows carry no
-    reliable ids, so the loader replaces the window (per bot where there is one).
+    reliable ids, so the loader replaces the window (per bot where there is one) -- unless A8's
+    rows of the window digest exactly as staging's do: then a rerun reads and rewrites nothing.
     """
 
     tables = a8.TABLES
@@ -48,7 +49,7 @@ class A8ToStagingOperator(ExtractLoadOperator):
             raise AirflowFailException(f"A8 table {spec.name!r} does not exist in {self.a8_conn_id}")
         ignored = check_source_columns(spec, actual, f"A8 table {spec.name}")
         return Extraction(start, end, copy=lambda: self._copy_out(spec, start, end), copy_format="text",
-                          ignored_columns=ignored)
+                          digest=lambda: self._digest(spec, start, end), digest_exact=True, ignored_columns=ignored)
 
     def lineage_inputs(self) -> list:
         from chat_ingest.lineage import postgres_table
@@ -62,20 +63,45 @@ class A8ToStagingOperator(ExtractLoadOperator):
         conn.read_only = True  # the vendor's database is only ever read
         return conn
 
+    def _selection(self, spec: TableSpec, start: dt.datetime, end: dt.datetime):
+        """The WHERE clause of the window (and bot), and its parameters."""
+        from psycopg import sql
+
+        where = sql.SQL("{cursor} >= %s AND {cursor} < %s").format(cursor=sql.Identifier(spec.cursor))
+        params: list = [start, end]
+        if spec.tenant_column and self.tenant is not None:
+            where = sql.SQL("{} AND {} = %s").format(where, sql.Identifier(spec.tenant_column))
+            params.append(self.tenant)
+        return where, params
+
+    def _digest(self, spec: TableSpec, start: dt.datetime, end: dt.datetime) -> tuple[int, int] | None:
+        """A8's rows of the window, digested exactly as staging's are; None when A8 cannot (a value
+        that does not cast to staging's type: the load then quarantines it)."""
+        import psycopg
+        from psycopg import sql
+
+        from chat_ingest.staging import digest_sql
+
+        where, params = self._selection(spec, start, end)
+        with self._connect() as conn:
+            conn.execute("SET TIME ZONE 'UTC'")
+            try:
+                rows, hash_sum = conn.execute(
+                    digest_sql(spec, sql.Identifier(spec.name), where, exact=True), params).fetchone()
+            except psycopg.DataError as exc:
+                self.log.info("A8 %s: no digest (%s); loading the window", spec.name, str(exc).splitlines()[0])
+                return None
+        return rows, int(hash_sum) % (1 << 64)
+
     def _copy_out(self, spec: TableSpec, start: dt.datetime, end: dt.datetime) -> Iterator[bytes]:
         from psycopg import sql
 
         self.log.info("extracting A8 %s where time in [%s, %s)%s", spec.name, start, end,
                       f" for bot {self.tenant}" if self.tenant else "")
-        tenant = sql.SQL("")
-        params: list = [start, end]
-        if spec.tenant_column and self.tenant is not None:
-            tenant = sql.SQL(" AND {} = %s").format(sql.Identifier(spec.tenant_column))
-            params.append(self.tenant)
-        query = sql.SQL("COPY (SELECT {cols} FROM {table} WHERE {cursor} >= %s AND {cursor} < %s{tenant}) "
-                        "TO STDOUT (FORMAT text)").format(
-            cols=sql.SQL(", ").join(map(sql.Identifier, spec.column_names)),
-            table=sql.Identifier(spec.name), cursor=sql.Identifier(spec.cursor), tenant=tenant)
+        where, params = self._selection(spec, start, end)
+        query = sql.SQL("COPY (SELECT {cols} FROM {table} WHERE {where}) TO STDOUT (FORMAT text)").format(
+            cols=sql.SQL(", ").join(map(sql.Identifier, spec.column_names)), table=sql.Identifier(spec.name),
+            where=where)
         with self._connect() as conn:
             conn.execute("SET TIME ZONE 'UTC'")
             with conn.cursor().copy(query, params) as copy:
