@@ -30,7 +30,7 @@ from sandbox.generator import generate
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
-BENCHMARKS = ("botslovers", "a8", "ultimate", "unless", "reporting")
+BENCHMARKS = ("botslovers", "a8", "ultimate", "unless", "reporting", "orchestration")
 TODAY = dt.datetime.now(dt.timezone.utc).date()
 #: The day the row benchmarks load: yesterday, the newest day Ultimate exports.
 DAY = TODAY - dt.timedelta(days=1)
@@ -313,7 +313,13 @@ def main(argv: list[str] | None = None) -> int:
 
     if "reporting" in a.only:  # its own two sandboxes, first: the longest setup fails early if it fails
         save(bench_reporting(a.runs, a.quick, root))
-    row_benchmarks = [b for b in a.only if b != "reporting"]
+    # whole days through the real scheduler (fresh sandboxes, minutes): a --quick smoke run skips them
+    # unless asked for by name
+    if "orchestration" in a.only and (not a.quick or a.only != list(BENCHMARKS)):
+        from bench.orchestration import bench_orchestration
+
+        save(bench_orchestration(root))
+    row_benchmarks = [b for b in a.only if b not in ("reporting", "orchestration")]
     if row_benchmarks:
         if up(root, dataset, 1, seed=7, bad_records=0.0, timeout=300, owned=True, airflow=False):
             return 1

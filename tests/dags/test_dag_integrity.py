@@ -177,3 +177,32 @@ def test_a_deadline_alert_only_when_landed_by_and_a_target_are_set(tmp_path, mon
         with_alerts(http_conn_id="chat_alerts", landed_by="6am")
     with pytest.raises(ValueError, match="email_to"):
         with_alerts(smtp_conn_id="mail")
+
+
+def test_the_floor_runs_the_same_shapes_with_tasks_that_do_nothing(dagbag, tmp_path, monkeypatch):
+    """``make bench``'s airflow_floor (CHAT_INGEST_NOOP_TASKS): the same task ids, dependencies, mapping,
+    pools and outlets, and landing and validation tasks whose ``execute`` does nothing."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    from chat_ingest.dag_factory import NOOP_TASKS_ENV
+
+    monkeypatch.setenv(NOOP_TASKS_ENV, "1")
+    for key, value in STUB_CONNECTIONS.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path))
+    floor = DagBag(dag_folder=str(REPO / "dags"))
+    assert floor.import_errors == {} and set(floor.dags) == set(dagbag.dags)
+
+    def operator_class(task) -> type:
+        return getattr(task, "operator_class", type(task))  # a mapped task's, or the task's own
+
+    def shape(dag):
+        return {t.task_id: (operator_class(t).__name__, sorted(t.downstream_task_ids), t.pool,
+                            hasattr(t, "expand_input"), [a.name for a in t.outlets]) for t in dag.tasks}
+
+    for dag_id, dag in dagbag.dags.items():
+        assert shape(floor.dags[dag_id]) == shape(dag), dag_id
+        for task in floor.dags[dag_id].tasks:
+            if task.task_id.startswith(("load", "validate")):
+                cls = operator_class(task)
+                assert cls.execute is not cls.__mro__[1].execute and cls.execute(task, {}) is None, task.task_id

@@ -1,0 +1,142 @@
+"""What a run costs beyond its data: the daily run through the real scheduler against Airflow's own floor.
+
+``airflow_floor`` and ``daily_run`` operate the sandbox as ``make demo`` does (api-server, scheduler,
+dag-processor, triggerer on the LocalExecutor; unpausing the DAGs makes the scheduler start
+yesterday's daily run of every ingestion DAG, whose passed validations trigger the reporting DAG),
+each in a fresh sandbox of the default dataset.  The floor runs the same DAGs with every landing and
+validation task doing nothing (``CHAT_INGEST_NOOP_TASKS``; same task ids, mapping, pools, outlets):
+what Airflow itself costs on this machine for that shape.  ``validate_table`` compares the task
+instances of the two runs: a validate task's duration against a no-op one's.  ``dag_parse`` times each
+DAG file's parse with 2, 20 and 200 tenants per source.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+import yaml
+
+from chat_ingest.dag_factory import NOOP_TASKS_ENV
+from sandbox.__main__ import down, up
+from sandbox.demo import INGESTION_DAGS, REPORTING_DAG
+from sandbox.services import Airflow, Supervisor, free_port, read_env, ui_env
+
+REPO = Path(__file__).resolve().parents[1]
+DAG_FILES = {dag_id: REPO / "dags" / f"{dag_id}.py" for dag_id in (*INGESTION_DAGS, REPORTING_DAG)}
+TENANT_COUNTS = (2, 20, 200)
+#: Where each source's tenants are listed in sources.yaml.
+TENANT_KEYS = {"botslovers": "companies", "a8": "bots", "ultimate": "bots", "unless": "websites"}
+
+
+def _wait(what: str, done, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} not within {timeout:.0f}s")
+        time.sleep(2)
+
+
+def daily_run(root: Path, *, noop: bool, timeout: float = 3600) -> dict:
+    """Yesterday's scheduled run of every ingestion DAG and the reporting runs they trigger, in a
+    fresh sandbox: wall seconds from unpausing to the last run's end, and every task instance."""
+    if up(root, None, 1, seed=7, bad_records=0.0, timeout=300, owned=True):
+        raise RuntimeError(f"the sandbox in {root} did not start")
+    try:
+        env = ui_env({**os.environ, **read_env(root / "env")}, free_port())
+        if noop:
+            env[NOOP_TASKS_ENV] = "1"
+        airflow = Airflow(env)
+        dag_ids = [*INGESTION_DAGS, REPORTING_DAG]
+        since = dt.datetime.now(dt.timezone.utc)
+        with Supervisor(env, root / "logs"):
+            _wait("the DAGs parsed", lambda: airflow.parsed_since(dag_ids, since), 600)
+            started = dt.datetime.now(dt.timezone.utc)
+            for dag_id in dag_ids:
+                airflow.run("dags", "unpause", dag_id)
+
+            def ended() -> bool:
+                with psycopg.connect(airflow.metadata_dsn) as conn:
+                    states = dict(conn.execute(
+                        "SELECT dag_id, state FROM dag_run WHERE dag_id = ANY(%s)", (list(INGESTION_DAGS),)))
+                    reporting = conn.execute(
+                        "SELECT (SELECT count(*) FROM dag_run WHERE dag_id = %s AND state IN ('queued', 'running'))"
+                        " + (SELECT count(*) FROM asset_dag_run_queue WHERE target_dag_id = %s),"
+                        " (SELECT count(*) FROM dag_run WHERE dag_id = %s)",
+                        (REPORTING_DAG, REPORTING_DAG, REPORTING_DAG)).fetchone()
+                return (len(states) == len(INGESTION_DAGS) and all(s in ("success", "failed") for s in states.values())
+                        and reporting[0] == 0 and reporting[1] > 0)
+
+            _wait("the daily runs and their reporting runs ended", ended, timeout)
+            with psycopg.connect(airflow.metadata_dsn) as conn:
+                runs = conn.execute("SELECT dag_id, state, start_date, end_date FROM dag_run ORDER BY id").fetchall()
+                tasks = conn.execute(
+                    "SELECT dag_id, task_id, map_index, state, extract(epoch FROM end_date - start_date) "
+                    "FROM task_instance WHERE end_date IS NOT NULL").fetchall()
+    finally:
+        down(root)
+    failed = [(dag_id, state) for dag_id, state, *_ in runs if state != "success"]
+    if failed:
+        raise RuntimeError(f"runs did not succeed: {failed}; logs in {root / 'logs'}")
+    return {"seconds": round((max(end for *_, end in runs) - started).total_seconds(), 1),
+            "dag_runs": len(runs), "task_instances": len(tasks),
+            "task_seconds": {kind: _summary([s for _, task_id, _, _, s in tasks if _kind(task_id) == kind])
+                             for kind in ("load", "validate", "other")}}
+
+
+def _kind(task_id: str) -> str:
+    return "load" if task_id.startswith("load") else "validate" if task_id.startswith("validate") else "other"
+
+
+def _summary(seconds: list[float]) -> dict:
+    return {"count": len(seconds), "median": round(statistics.median(seconds), 2) if seconds else None,
+            "max": round(max(seconds), 2) if seconds else None}
+
+
+def dag_parse_seconds(sources_yaml: Path, work: Path) -> dict:
+    """Seconds to parse each DAG file (Airflow's SDK already imported, as in the dag-processor) with 2,
+    20 and 200 tenants per source, each in a fresh process."""
+    config = yaml.safe_load(sources_yaml.read_text())
+    out: dict[str, dict[int, float]] = {}
+    for count in TENANT_COUNTS:
+        scaled = json.loads(json.dumps(config))
+        for source, key in TENANT_KEYS.items():
+            scaled[source][key] = [f"{source}-tenant-{i:03d}" for i in range(count)]
+        path = work / f"sources-{count}.yaml"
+        path.write_text(yaml.safe_dump(scaled))
+        probe = ("import json, runpy, sys, time\nimport airflow.sdk\nfound = {}\n"
+                 "for dag_id, path in json.loads(sys.argv[1]).items():\n"
+                 "    t = time.perf_counter(); runpy.run_path(path); found[dag_id] = time.perf_counter() - t\n"
+                 "print(json.dumps(found))")
+        done = subprocess.run([sys.executable, "-c", probe, json.dumps({k: str(v) for k, v in DAG_FILES.items()})],
+                              env={**os.environ, "CHAT_INGEST_CONFIG": str(path),
+                                   "PYTHONPATH": f"{REPO / 'plugins'}{os.pathsep}{REPO}"},
+                              capture_output=True, text=True, check=True, cwd=REPO)
+        for dag_id, seconds in json.loads(done.stdout.strip().splitlines()[-1]).items():
+            out.setdefault(dag_id, {})[count] = round(seconds, 3)
+    return out
+
+
+def bench_orchestration(work: Path) -> dict:
+    floor = daily_run(work / "orchestration-floor", noop=True)
+    real = daily_run(work / "orchestration-daily", noop=False)
+    ratio = round(real["seconds"] / floor["seconds"], 3)
+    validate, noop = real["task_seconds"]["validate"]["median"], floor["task_seconds"]["validate"]["median"]
+    validate_ratio = round(validate / noop, 3)
+    parse = dag_parse_seconds(work / "orchestration-daily" / "sources.yaml", work)
+    slowest = max(seconds[max(TENANT_COUNTS)] for seconds in parse.values())
+    return {
+        "airflow_floor": {**floor, "met": True, "target": "the floor itself (no target)"},
+        "daily_run": {**real, "floor_seconds": floor["seconds"], "time_ratio": ratio,
+                      "target": {"time_ratio": "<= 1.5"}, "met": ratio <= 1.5},
+        "validate_table": {"validate_task_seconds": validate, "noop_task_seconds": noop, "time_ratio": validate_ratio,
+                           "target": {"time_ratio": "<= 2"}, "met": validate_ratio <= 2},
+        "dag_parse": {"seconds": parse, "target": {"seconds_at_200_tenants": "<= 2"}, "met": slowest <= 2},
+    }
