@@ -137,7 +137,10 @@ def clickhouse_ddl(spec: TableSpec, table: str) -> str:
     return f"CREATE TABLE `{table}` ({cols}) ENGINE = MergeTree ORDER BY ({order})"
 
 
-def load_botslovers(backend, dataset: Path) -> dict[str, int]:
+def load_botslovers(backend, dataset: Path, server_dataset: str | None = None) -> dict[str, int]:
+    """Each company's three tables, created and filled from the dataset's files by the ClickHouse itself
+    (``backend.execute(sql) -> bytes``: the sandbox's chdb, or a server over HTTP), which reads them at
+    ``server_dataset`` (its own path of the dataset; default: the dataset's path here)."""
     counts = {}
     for company in _tenants(dataset, "botslovers"):
         for spec in botslovers.TABLES.values():
@@ -147,9 +150,8 @@ def load_botslovers(backend, dataset: Path) -> dict[str, int]:
             path = dataset / "botslovers" / company / f"{spec.name}.jsonl"
             if path.exists() and path.stat().st_size:
                 structure = ", ".join(f"{c.name} {c.source_type}" for c in spec.columns)
-                backend.execute(
-                    f"INSERT INTO `{table}` SELECT * FROM file('{path.resolve()}', 'JSONEachRow', '{structure}')"
-                )
+                where = f"{server_dataset}/botslovers/{company}/{spec.name}.jsonl" if server_dataset else path.resolve()
+                backend.execute(f"INSERT INTO `{table}` SELECT * FROM file('{where}', 'JSONEachRow', '{structure}')")
             counts[table] = int(backend.execute(f"SELECT count() FROM `{table}`").decode())
     return counts
 
@@ -189,19 +191,26 @@ def load_a8(dsn: str, dataset: Path) -> dict[str, int]:
     return counts
 
 
-def load_unless(endpoint: str, access_key: str, secret_key: str, dataset: Path) -> int:
+def load_unless(endpoint: str, access_key: str, secret_key: str, dataset: Path, *, backdate: bool = True) -> int:
+    """Every conversation object of the dataset into the Unless bucket; ``backdate``: re-date them as the
+    vendor would have (only the in-process moto server allows it, see :func:`backdate_unless`; on
+    another S3 they are dated today, and the loads read them as objects rewritten today)."""
     import boto3
     from concurrent.futures import ThreadPoolExecutor
 
     s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=access_key,
                       aws_secret_access_key=secret_key, region_name="us-east-1")
-    s3.create_bucket(Bucket=UNLESS_BUCKET)
+    try:
+        s3.create_bucket(Bucket=UNLESS_BUCKET)
+    except (s3.exceptions.BucketAlreadyOwnedByYou, s3.exceptions.BucketAlreadyExists):
+        pass  # seeded before (compose's airflow-init runs on every `up`): the objects are written again
     root = dataset / "unless"
     files = [p for p in root.rglob("*.json")] if root.is_dir() else []
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda p: s3.put_object(Bucket=UNLESS_BUCKET, Key=p.relative_to(root).as_posix(),
                                               Body=p.read_bytes()), files))
-    backdate_unless({p.relative_to(root).as_posix(): p for p in files}, dataset)
+    if backdate:
+        backdate_unless({p.relative_to(root).as_posix(): p for p in files}, dataset)
     return len(files)
 
 

@@ -93,3 +93,22 @@ def test_the_airflow_services_run_what_the_local_cluster_runs():
     for name, service in services.items():
         command = COMPOSE["services"][service]["command"].split("#")[0].split()
         assert tuple(command) == local[name], service
+
+
+def test_airflow_init_seeds_the_stand_ins_with_the_sandbox_loaders():
+    """`docker compose up` starts with data: airflow-init runs sandbox.seed (tested against live
+    stand-ins in tests/integration/test_sandbox.py) after the stand-ins are healthy, on the dataset
+    volume the ClickHouse server and the Ultimate stand-in read."""
+    services = COMPOSE["services"]
+    init = services["airflow-init"]
+    assert "python -m sandbox.seed --dataset /opt/airflow/dataset --clickhouse-dataset dataset" in "\n".join(init["command"])
+    assert {name for name, c in init["depends_on"].items() if c["condition"] == "service_healthy"} >= {
+        "clickhouse", "a8", "minio"}
+    assert "dataset-volume:/opt/airflow/dataset" in init["volumes"]
+    assert "dataset-volume:/var/lib/clickhouse/user_files/dataset:ro" in services["clickhouse"]["volumes"]
+    assert "dataset-volume:/opt/airflow/dataset:ro" in services["ultimate"]["volumes"]
+    seed_env = {k: v for k, v in init["environment"].items() if k.startswith("SEED_")}
+    from sandbox.seed import __doc__ as seed_doc
+    assert set(seed_env) == {name for name in seed_env if name in seed_doc} and len(seed_env) == 7
+    common = COMPOSE["x-airflow-common"]["environment"]
+    assert seed_env["SEED_A8_DSN"].split("@")[1] == common["AIRFLOW_CONN_A8_TIMESCALE"].split("@")[1]

@@ -191,3 +191,55 @@ def test_an_external_warehouse_dsn_is_used_instead_of_the_embedded_one(tmp_path,
             assert conn.execute("SELECT count(*) FROM chat_state").fetchone()[0] > 0
     finally:
         down(root)
+
+
+def test_seed_fills_network_stand_ins_with_a_dataset_as_the_sandbox_loads_its_own(tmp_path):
+    """docker compose's airflow-init seeds its ClickHouse server, TimescaleDB and MinIO with
+    ``python -m sandbox.seed``.  Here the stand-ins of a sandbox of its own play those servers (reached
+    only over the network, with the credentials compose would pass), and after seeding they hold exactly
+    the other dataset: every company's ClickHouse tables, every A8 table, every Unless object."""
+    from botocore.exceptions import ClientError
+
+    from sandbox.generator import generate
+    from sandbox.seed import main as seed_main
+    from sandbox.services import read_env
+    from tests.conftest import Sandbox
+
+    root = tmp_path / "stand-ins"
+    with outside_the_session_sandbox():
+        assert up(root, None, 1, seed=5, bad_records=0.0, timeout=300) == 0
+    try:
+        env = read_env(root / "env")
+        s3 = json.loads(env["AIRFLOW_CONN_UNLESS_S3"])
+        seeded = tmp_path / "compose-dataset"
+        manifest = generate(seeded, seed=3, days=1, per_day=4)
+        seed_env = {"SEED_CLICKHOUSE_URL": env["SANDBOX_CLICKHOUSE_URL"], "SEED_CLICKHOUSE_USER": "admin",
+                    "SEED_CLICKHOUSE_PASSWORD": env["SANDBOX_CLICKHOUSE_ADMIN_PASSWORD"],
+                    "SEED_A8_DSN": env["AIRFLOW_CONN_A8_TIMESCALE"], "SEED_S3_ENDPOINT": env["SANDBOX_S3_ENDPOINT"],
+                    "SEED_S3_ACCESS_KEY": s3["login"], "SEED_S3_SECRET_KEY": s3["password"]}
+        with pytest.MonkeyPatch.context() as mp:
+            for key, value in seed_env.items():
+                mp.setenv(key, value)
+            assert seed_main(["--dataset", str(seeded), "--clickhouse-dataset", str(seeded.resolve())]) == 0
+            assert seed_main(["--dataset", str(seeded)]) == 0  # again (compose runs it on every `up`)
+        stand_ins = Sandbox(root, env, seeded, manifest)
+        admin = stand_ins.clickhouse_admin()
+        for company in manifest["botslovers"]["companies"]:
+            for table in ("messages", "chat_agent_log", "agent_status_logs"):
+                expected = len(jsonl(seeded / "botslovers" / company / f"{table}.jsonl"))
+                assert admin.command(f"SELECT count() FROM `{table}_{company}`") == expected, (company, table)
+        with psycopg.connect(env["AIRFLOW_CONN_A8_TIMESCALE"]) as conn:
+            for name in a8.TABLES:
+                expected = len(jsonl(seeded / "a8" / f"{name}.jsonl"))
+                assert conn.execute(f'SELECT count(*) FROM "{name}"').fetchone()[0] == expected, name
+        client, objects = stand_ins.s3(), sorted((seeded / "unless").rglob("*.json"))
+        assert objects
+        for path in objects:
+            key = path.relative_to(seeded / "unless").as_posix()
+            try:
+                body = client.get_object(Bucket=env["SANDBOX_UNLESS_BUCKET"], Key=key)["Body"].read()
+            except ClientError as exc:
+                pytest.fail(f"{key} was not seeded: {exc}")
+            assert body == path.read_bytes(), key
+    finally:
+        down(root)
