@@ -112,3 +112,11 @@ def test_airflow_init_seeds_the_stand_ins_with_the_sandbox_loaders():
     assert set(seed_env) == {name for name in seed_env if name in seed_doc} and len(seed_env) == 7
     common = COMPOSE["x-airflow-common"]["environment"]
     assert seed_env["SEED_A8_DSN"].split("@")[1] == common["AIRFLOW_CONN_A8_TIMESCALE"].split("@")[1]
+
+
+def test_every_image_is_pinned():
+    """No `latest`, no bare major version: `docker compose up` next month runs what was tested."""
+    for name, service in COMPOSE["services"].items():
+        image = service.get("image") or COMPOSE["x-airflow-common"]["image"]
+        repository, _, tag = image.rpartition(":")
+        assert repository and tag and "latest" not in tag and "." in tag, (name, image)
