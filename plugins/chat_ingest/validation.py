@@ -42,6 +42,10 @@ EARLIEST_SANE = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)
 #: Allowed clock skew between the vendor and us before a timestamp counts as "in the future".
 FUTURE_SKEW = dt.timedelta(minutes=10)
 _DSN_VARIABLE = "CHAT_INGEST_GX_WAREHOUSE_DSN"
+#: Validations the Data Docs index lists (the newest).  GX rebuilds the index on every validation by
+#: reading every result it lists, so an unbounded index made each validation slower than the last
+#: (a 30-day backfill writes 540); older results keep their pages, which their tasks link to.
+DATA_DOCS_INDEX_LIMIT = 200
 
 
 class ValidationFailed(AirflowFailException):
@@ -228,6 +232,7 @@ def run_gate(conn, sqlalchemy_dsn: str, spec: TableSpec, *, run_id: str, start: 
         with _ProjectLock(project):
             context = gx.get_context(mode="file", project_root_dir=str(project))
             context.variables.progress_bars = {"globally": False}
+            _bound_data_docs_index(context)
             datasource = context.data_sources.add_or_update_postgres(
                 "warehouse", connection_string="${" + _DSN_VARIABLE + "}")
             asset_name = f"{spec.staging_table}_batch"
@@ -284,6 +289,16 @@ def run_gate(conn, sqlalchemy_dsn: str, spec: TableSpec, *, run_id: str, start: 
     warnings = [o for o in outcomes if not o.success]
     log.info("staging.%s passed %d expectations (%d warning(s))", spec.staging_table, len(outcomes), len(warnings))
     return GateResult(outcomes, docs_page)
+
+
+def _bound_data_docs_index(context) -> None:
+    """Have the Data Docs index list :data:`DATA_DOCS_INDEX_LIMIT` validations (saved in the project once)."""
+    sites = context.variables.data_docs_sites
+    index = sites["local_site"].setdefault("site_index_builder", {"class_name": "DefaultSiteIndexBuilder"})
+    if index.get("validation_results_limit") != DATA_DOCS_INDEX_LIMIT:
+        index["validation_results_limit"] = DATA_DOCS_INDEX_LIMIT
+        context.variables.data_docs_sites = sites
+        context.variables.save()
 
 
 def _docs_page(context, identifier) -> str | None:

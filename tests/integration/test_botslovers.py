@@ -267,6 +267,25 @@ def test_gate_passes_a_clean_day_and_writes_its_page_in_the_one_data_docs_site(c
     assert sandbox.env["CHAT_INGEST_WAREHOUSE_DSN"].split("@")[0].split(":")[-1] not in gx_files  # no password
 
 
+def test_the_data_docs_index_lists_the_newest_validations_only(clean_warehouse, monkeypatch):
+    """GX rebuilds the index on every validation from every result it lists: bounded, a month of
+    backfill does not make each validation slower than the last.  Older validations keep their pages."""
+    from chat_ingest import validation
+
+    sandbox = clean_warehouse
+    day = sandbox.days[0]
+    load("acme", "agent_status_logs", day)
+    start, end = day_window(day)
+    dsn = sandbox.warehouse_dsn.replace("postgresql://", "postgresql+psycopg2://")
+    monkeypatch.setattr(validation, "DATA_DOCS_INDEX_LIMIT", 2)
+    with connect() as conn:
+        pages = [run_gate(conn, dsn, botslovers.AGENT_STATUS_LOGS, run_id=f"run-index-{i}", start=start, end=end,
+                          tenants=["acme"]).docs_page for i in range(3)]
+    index = (validation.data_docs_site() / "index.html").read_text()
+    assert [f"run-index-{i}" in index for i in range(3)] == [False, True, True]
+    assert all((validation.data_docs_site() / page).is_file() for page in pages)
+
+
 # -- the DAG, as real Airflow runs ------------------------------------------------------------------
 
 
