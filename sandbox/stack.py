@@ -319,6 +319,10 @@ def env_vars(root: Path, state: SandboxState, server_dsn: str, warehouse: str, d
         # A task whose process died with a killed scheduler is found and retried within minutes, not 5+.
         "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "30",
         "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "120",
+        # A DAG file parses in well under a second, but a task parses it too, and on a busy 2-core machine
+        # (18 validate tasks starting together) the default 30 s timed out and the task was retried.
+        "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "120",
+        "AIRFLOW__DAG_PROCESSOR__DAG_FILE_PROCESSOR_TIMEOUT": "180",
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
         # OpenLineage events of every task, as JSON lines (production points this at Marquez or a catalog)
         "AIRFLOW__OPENLINEAGE__NAMESPACE": "chat-ingest",

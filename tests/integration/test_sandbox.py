@@ -149,6 +149,9 @@ def test_env_file_is_shell_sourceable(sandbox):
                 "AIRFLOW_CONN_A8_TIMESCALE", "AIRFLOW_CONN_ULTIMATE_EXPORT", "AIRFLOW_CONN_UNLESS_S3"):
         assert sandbox.env[key]
     assert oct((sandbox.root / "env").stat().st_mode)[-3:] == "600"
+    # set for a busy 2-core machine: a task parsing its DAG file must not time out at Airflow's 30 s
+    assert int(sandbox.env["AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT"]) >= 120
+    assert int(sandbox.env["AIRFLOW__DAG_PROCESSOR__DAG_FILE_PROCESSOR_TIMEOUT"]) > 120
 
 
 def test_sandbox_down_leaves_no_process_behind(tmp_path, sandbox):
