@@ -1,10 +1,12 @@
 """The shape every ingestion DAG shares, so a source's DAG file is a few lines.
 
-    resolve_window ─┐
-    select_tenants ─┴─▶ load_<table> (mapped over tenants) ─▶ validate_<table> ──▶ Asset staging.<table>
+    resolve_window ───────────────────────┐
+    select_tenants ─▶ batch_tenants ───────┴─▶ load_<table> (mapped over tenant batches) ─▶ validate_<table> ──▶ Asset staging.<table>
 
 One ``load_<table>`` task instance per tenant (one in all for a table the vendor
-does not split by tenant), limited by the vendor's pool.  A document source
+does not split by tenant), limited by the vendor's pool; with more tenants than
+``max_load_tasks_per_table`` (sources.yaml, default 16), each task instance lands a
+batch of them in turn, so Airflow's cost per task does not grow with every tenant.  A document source
 (:class:`~chat_ingest.operators.load.DocumentLoadOperator`) has one ``load`` task
 per tenant landing all its tables, followed by every ``validate_<table>``.  The
 validation task of a table emits the table's Asset only when its batch passed,
@@ -20,6 +22,7 @@ from typing import Any
 from airflow.sdk import DAG, Asset, BaseOperator, Param, get_current_context, task
 
 from chat_ingest.alerts import failure_alerts, landing_deadline
+from chat_ingest.config import load_config
 from chat_ingest.operators.load import DocumentLoadOperator, LandingOperator
 from chat_ingest.operators.validate import ValidateStagingOperator
 from chat_ingest.tablespec import TableSpec
@@ -84,6 +87,17 @@ def resolve_window() -> dict[str, str]:
                    run_type=ctx["dag_run"].run_type)
 
 
+#: Load task instances per table at most, unless sources.yaml says otherwise (``max_load_tasks_per_table``).
+MAX_LOAD_TASKS_PER_TABLE = 16
+
+
+def tenant_batches(tenants: list[str], max_tasks: int) -> list[list[str]]:
+    """``tenants`` in at most ``max_tasks`` batches of equal size (one tenant each while they fit),
+    in order."""
+    size = max(1, -(-len(tenants) // max(1, max_tasks)))
+    return [tenants[i:i + size] for i in range(0, len(tenants), size)]
+
+
 @task
 def select_tenants(configured: list[str]) -> list[str]:
     """The configured tenants, narrowed by the ``tenants`` param; unknown names are refused (the
@@ -94,6 +108,12 @@ def select_tenants(configured: list[str]) -> list[str]:
     if unknown:
         raise ValueError(f"tenants {unknown} are not configured for this source (configured: {configured})")
     return [t for t in configured if not wanted or t in wanted]
+
+
+@task
+def batch_tenants(selected: list[str], max_tasks: int) -> list[list[str]]:
+    """The batches the loads take the selected tenants in (see :func:`tenant_batches`)."""
+    return tenant_batches(selected, max_tasks)
 
 
 def ingest_dag(*, dag_id: str, source: str, doc_md: str, tenant_label: str, tenants: list[str],
@@ -119,11 +139,14 @@ def ingest_dag(*, dag_id: str, source: str, doc_md: str, tenant_label: str, tena
     ) as dag:
         window = resolve_window()
         selected = select_tenants(tenants)
+        batches = batch_tenants(selected, load_config().get("max_load_tasks_per_table", MAX_LOAD_TASKS_PER_TABLE))
         common = {"window": window, "pool": pool, **(operator_kwargs or {})}
-        by_tenant = "{{ task.tenant }}"  # the UI labels each mapped load by its tenant, not "Map Index 0"
+        # the UI labels each mapped load by its tenants, not "Map Index 0": "acme", or "a … k (11)"
+        by_tenant = ("{{ task.tenants[0] }}{% if task.tenants | length > 1 %} … {{ task.tenants[-1] }} "
+                     "({{ task.tenants | length }}){% endif %}")
         if issubclass(load_operator, DocumentLoadOperator):  # one pass over the documents lands every table
             load_all = load_operator.partial(task_id="load", map_index_template=by_tenant, **common
-                                             ).expand(tenant=selected)
+                                             ).expand(tenants=batches)
             loads = {table: load_all for table in load_operator.tables}
         else:
             loads = {}
@@ -131,7 +154,7 @@ def ingest_dag(*, dag_id: str, source: str, doc_md: str, tenant_label: str, tena
                 if spec.tenant_column:
                     loads[table] = load_operator.partial(task_id=f"load_{table}", table=table,
                                                          map_index_template=by_tenant, **common
-                                                         ).expand(tenant=selected)
+                                                         ).expand(tenants=batches)
                 else:  # the vendor does not split this table by tenant: one load covers the whole window
                     loads[table] = load_operator(task_id=f"load_{table}", tenant=None, table=table, **common)
         for table, spec in load_operator.tables.items():

@@ -14,6 +14,13 @@ CONFIG_DIR = INCLUDE_DIR / "config"
 #: The Airflow connection of the Postgres warehouse.
 WAREHOUSE_CONN_ID = "chat_warehouse"
 
+#: What every task process would import for itself, imported once by the scheduler's forkserver
+#: (``[scheduler] mp_start_method = forkserver``, ``mp_forkserver_preload``): the LocalExecutor's
+#: workers, and the task processes they fork, inherit them.  Great Expectations alone takes 3-4 s to
+#: import, which every validate task paid (bench/README.md, validate_table).
+TASK_PRELOAD_MODULES = ("airflow", "airflow.executors.local_executor", "airflow.sdk", "great_expectations",
+                        "chat_ingest.dag_factory", "chat_ingest.validation", "chat_ingest.staging")
+
 
 def host_name() -> str:
     """The host a task reports (``[core] hostname_callable``): ``CHAT_INGEST_HOST_NAME`` when set -- several

@@ -286,6 +286,30 @@ def test_the_data_docs_index_lists_the_newest_validations_only(clean_warehouse, 
     assert all((validation.data_docs_site() / page).is_file() for page in pages)
 
 
+def test_a_batch_of_tenants_lands_each_in_turn_and_names_the_ones_that_failed(clean_warehouse):
+    """Many tenants in one task instance (max_load_tasks_per_table): each tenant lands in its own
+    transaction with its own summary; one that fails does not stop the others, and the task fails
+    naming it (not retried when every failure is final, as a refused name is)."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    sandbox = clean_warehouse
+    day = sandbox.days[0]
+    companies = sandbox.manifest["botslovers"]["companies"]
+    batch = BotsloversToStagingOperator(task_id="load_messages", tenants=companies, table="messages",
+                                        window=load_window(day))
+    summaries = batch.execute({"run_id": "run-batch"})
+    assert list(summaries) == companies and all(s["rows_landed"] > 0 for s in summaries.values())
+    assert {s["tenant"] for s in summaries.values()} == set(companies)
+    bad = BotsloversToStagingOperator(task_id="load_agent_status_logs", tenants=["no'such", companies[0]],
+                                      table="agent_status_logs", window=load_window(day))
+    with pytest.raises(AirflowFailException, match=r"1 of 2 tenants of the batch failed: no'such: refusing"):
+        bad.execute({"run_id": "run-batch-bad"})
+    with connect() as conn:
+        landed = conn.execute("SELECT DISTINCT company FROM staging.botslovers_agent_status_logs "
+                              "WHERE _run_id = 'run-batch-bad'").fetchall()
+    assert landed == [(companies[0],)]  # the good tenant after the refused one landed
+
+
 # -- the DAG, as real Airflow runs ------------------------------------------------------------------
 
 

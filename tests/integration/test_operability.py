@@ -130,6 +130,10 @@ def test_each_validate_task_links_to_its_own_page_of_the_one_data_docs_site(sand
         run_id, task_id = conn.execute(
             "SELECT run_id, task_id FROM task_instance WHERE dag_id = 'a8_ingest' AND task_id LIKE 'validate_%' "
             "AND state = 'success' ORDER BY end_date DESC LIMIT 1").fetchone()
+    # the task inherited Great Expectations from the scheduler's forkserver instead of importing it
+    log = next((sandbox.root / "airflow" / "logs" / "dag_id=a8_ingest" / f"run_id={run_id}" / f"task_id={task_id}"
+                ).glob("attempt=*.log")).read_text()
+    assert "Great Expectations: already imported" in log
     links = api(services, "GET", f"/dags/a8_ingest/dagRuns/{run_id}/taskInstances/{task_id}/links").json()
     link = links["extra_links"]["GX Data Docs"]
     table = task_id.removeprefix("validate_")

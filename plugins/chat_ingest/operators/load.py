@@ -43,12 +43,52 @@ class LandingOperator(BaseOperator):
     #: What the vendor calls a tenant (company, bot, website), for messages.
     tenant_label = "tenant"
 
-    def __init__(self, *, tenant: str | None, window: dict[str, str],
+    def __init__(self, *, tenant: str | None = None, tenants: list[str] | None = None, window: dict[str, str],
                  warehouse_conn_id: str = WAREHOUSE_CONN_ID, **kwargs) -> None:
         super().__init__(**kwargs)
+        #: One tenant (None: a table the vendor does not split by tenant), or ``tenants``: a batch the
+        #: task lands one after the other (many tenants in fewer task instances; see ``execute``).
         self.tenant = tenant
+        self.tenants = tenants
         self.window = window
         self.warehouse_conn_id = warehouse_conn_id
+
+    def execute(self, context) -> dict[str, Any]:
+        """Land the tenant, or each tenant of the batch in turn: each in its own transaction with its
+        own summary (the XCom is ``{tenant: summary}``), one failing not stopping the others.  The task
+        then fails naming them, and its retry lands the batch again, which rewrites nothing of the
+        tenants that had landed."""
+        from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+        if self.tenants is None:
+            return self.land(context)
+        summaries, failures = {}, {}
+        for tenant in self.tenants:
+            with self.as_tenant(tenant):
+                try:
+                    summaries[tenant] = self.land(context)
+                except Exception as exc:  # noqa: BLE001 -- reported below, with every other tenant's
+                    self.log.exception("%s %s failed; the batch's other tenants go on", self.tenant_label, tenant)
+                    failures[tenant] = exc
+        if failures:
+            final = all(isinstance(exc, AirflowFailException) for exc in failures.values())
+            message = (f"{len(failures)} of {len(self.tenants)} tenants of the batch failed: "
+                       + "; ".join(f"{tenant}: {exc}" for tenant, exc in failures.items()))
+            raise (AirflowFailException if final else AirflowException)(message)
+        return summaries
+
+    def land(self, context) -> dict[str, Any]:
+        """Land ``self.tenant``'s window; its summary."""
+        raise NotImplementedError
+
+    @contextlib.contextmanager
+    def as_tenant(self, tenant: str):
+        """``self.tenant`` set to one tenant of the batch for the time."""
+        saved, self.tenant = self.tenant, tenant
+        try:
+            yield
+        finally:
+            self.tenant = saved
 
     @property
     def landed_specs(self) -> list[TableSpec]:
@@ -63,8 +103,12 @@ class LandingOperator(BaseOperator):
         """Vendor table, endpoint or prefix → ``staging.*``, for the OpenLineage provider."""
         from chat_ingest.lineage import lineage, staging_table
 
-        return lineage(self.lineage_inputs(), [staging_table(spec.staging_table, conn_id=self.warehouse_conn_id)
-                                               for spec in self.landed_specs])
+        inputs = []
+        for tenant in self.tenants if self.tenants is not None else [self.tenant]:
+            with self.as_tenant(tenant):
+                inputs += self.lineage_inputs()
+        return lineage(inputs, [staging_table(spec.staging_table, conn_id=self.warehouse_conn_id)
+                                for spec in self.landed_specs])
 
     def refuse_unsafe_tenant(self) -> None:
         """Refuse a hostile tenant name (quotes, ``../``, look-alikes) before any connection, query, key
@@ -103,7 +147,7 @@ class ExtractLoadOperator(LandingOperator):
     (rows extracted / rejected / landed, window, changed days), which lands in XCom.
     """
 
-    template_fields: Sequence[str] = ("tenant", "table", "window")
+    template_fields: Sequence[str] = ("tenant", "tenants", "table", "window")
 
     def __init__(self, *, table: str, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -119,7 +163,7 @@ class ExtractLoadOperator(LandingOperator):
         only when the loader asks."""
         raise NotImplementedError
 
-    def execute(self, context) -> dict[str, Any]:
+    def land(self, context) -> dict[str, Any]:
         from chat_ingest.staging import StagingLoader
         from chat_ingest.warehouse import connect, ensure_schema
         from chat_ingest.windows import parse_window
@@ -146,7 +190,7 @@ class DocumentLoadOperator(LandingOperator):
     (e.g. advancing a watermark): staging shows all of a run or none of it.
     """
 
-    template_fields: Sequence[str] = ("tenant", "window")
+    template_fields: Sequence[str] = ("tenant", "tenants", "window")
 
     @property
     def landed_specs(self) -> list[TableSpec]:
@@ -164,7 +208,7 @@ class DocumentLoadOperator(LandingOperator):
     def before_commit(self, conn, results: dict[str, LoadResult]) -> None:
         """Runs inside the landing transaction after every table landed."""
 
-    def execute(self, context) -> dict[str, Any]:
+    def land(self, context) -> dict[str, Any]:
         from chat_ingest.staging import StagingLoader
         from chat_ingest.warehouse import connect, ensure_schema
         from chat_ingest.windows import parse_window
