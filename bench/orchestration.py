@@ -7,7 +7,8 @@ each in a fresh sandbox of the default dataset.  The floor runs the same DAGs wi
 validation task doing nothing (``CHAT_INGEST_NOOP_TASKS``; same task ids, mapping, pools, outlets):
 what Airflow itself costs on this machine for that shape.  ``validate_table`` compares the task
 instances of the two runs: a validate task's duration against a no-op one's.  ``dag_parse`` times each
-DAG file's parse with 2, 20 and 200 tenants per source.
+DAG file's parse with 2, 20 and 200 tenants per source, and ``tenants_scaling`` runs the Botslovers
+floor with that many tenants configured.
 """
 
 from __future__ import annotations
@@ -44,17 +45,22 @@ def _wait(what: str, done, timeout: float) -> None:
         time.sleep(2)
 
 
-def daily_run(root: Path, *, noop: bool, timeout: float = 3600) -> dict:
-    """Yesterday's scheduled run of every ingestion DAG and the reporting runs they trigger, in a
-    fresh sandbox: wall seconds from unpausing to the last run's end, and every task instance."""
+def daily_run(root: Path, *, noop: bool, ingestion: tuple[str, ...] = INGESTION_DAGS, reporting: bool = True,
+              tenants: int | None = None, timeout: float = 3600) -> dict:
+    """Yesterday's scheduled run of the ``ingestion`` DAGs (and the reporting runs they trigger), in a
+    fresh sandbox: wall seconds from unpausing to the last run's end, and every task instance.
+    ``tenants``: configure that many tenants per source instead of the dataset's (no-op runs only:
+    the stand-ins hold the dataset's)."""
     if up(root, None, 1, seed=7, bad_records=0.0, timeout=300, owned=True):
         raise RuntimeError(f"the sandbox in {root} did not start")
     try:
         env = ui_env({**os.environ, **read_env(root / "env")}, free_port())
         if noop:
             env[NOOP_TASKS_ENV] = "1"
+        if tenants:
+            env["CHAT_INGEST_CONFIG"] = str(scaled_config(Path(env["CHAT_INGEST_CONFIG"]), tenants, root))
         airflow = Airflow(env)
-        dag_ids = [*INGESTION_DAGS, REPORTING_DAG]
+        dag_ids = [*ingestion, *([REPORTING_DAG] if reporting else [])]
         since = dt.datetime.now(dt.timezone.utc)
         with Supervisor(env, root / "logs"):
             _wait("the DAGs parsed", lambda: airflow.parsed_since(dag_ids, since), 600)
@@ -65,14 +71,14 @@ def daily_run(root: Path, *, noop: bool, timeout: float = 3600) -> dict:
             def ended() -> bool:
                 with psycopg.connect(airflow.metadata_dsn) as conn:
                     states = dict(conn.execute(
-                        "SELECT dag_id, state FROM dag_run WHERE dag_id = ANY(%s)", (list(INGESTION_DAGS),)))
-                    reporting = conn.execute(
+                        "SELECT dag_id, state FROM dag_run WHERE dag_id = ANY(%s)", (list(ingestion),)))
+                    active, runs = conn.execute(
                         "SELECT (SELECT count(*) FROM dag_run WHERE dag_id = %s AND state IN ('queued', 'running'))"
                         " + (SELECT count(*) FROM asset_dag_run_queue WHERE target_dag_id = %s),"
                         " (SELECT count(*) FROM dag_run WHERE dag_id = %s)",
                         (REPORTING_DAG, REPORTING_DAG, REPORTING_DAG)).fetchone()
-                return (len(states) == len(INGESTION_DAGS) and all(s in ("success", "failed") for s in states.values())
-                        and reporting[0] == 0 and reporting[1] > 0)
+                return (len(states) == len(ingestion) and all(s in ("success", "failed") for s in states.values())
+                        and active == 0 and (runs > 0 or not reporting))
 
             _wait("the daily runs and their reporting runs ended", ended, timeout)
             with psycopg.connect(airflow.metadata_dsn) as conn:
@@ -80,6 +86,14 @@ def daily_run(root: Path, *, noop: bool, timeout: float = 3600) -> dict:
                 tasks = conn.execute(
                     "SELECT dag_id, task_id, map_index, state, extract(epoch FROM end_date - start_date) "
                     "FROM task_instance WHERE end_date IS NOT NULL").fetchall()
+                mapping = conn.execute(
+                    "SELECT extract(epoch FROM min(l.queued_dttm) - max(b.end_date)) FROM task_instance l, "
+                    "task_instance b WHERE b.task_id = 'batch_tenants' AND l.task_id LIKE 'load%%' "
+                    "AND l.dag_id = b.dag_id").fetchone()[0]
+            with psycopg.connect(env["CHAT_INGEST_WAREHOUSE_DSN"]) as conn:
+                landing = [float(s) for (s,) in conn.execute(
+                    "SELECT sum(duration_seconds) FROM audit.load_log WHERE source = 'botslovers' GROUP BY tenant"
+                )] if not noop else []
     finally:
         down(root)
     failed = [(dag_id, state) for dag_id, state, *_ in runs if state != "success"]
@@ -87,8 +101,20 @@ def daily_run(root: Path, *, noop: bool, timeout: float = 3600) -> dict:
         raise RuntimeError(f"runs did not succeed: {failed}; logs in {root / 'logs'}")
     return {"seconds": round((max(end for *_, end in runs) - started).total_seconds(), 1),
             "dag_runs": len(runs), "task_instances": len(tasks),
+            "seconds_to_map_loads": round(float(mapping), 1) if mapping is not None else None,
+            "botslovers_landing_seconds_per_tenant": _summary(landing) if landing else None,
             "task_seconds": {kind: _summary([s for _, task_id, _, _, s in tasks if _kind(task_id) == kind])
                              for kind in ("load", "validate", "other")}}
+
+
+def scaled_config(sources_yaml: Path, tenants: int, folder: Path) -> Path:
+    """A copy of ``sources_yaml`` with ``tenants`` made-up tenants per source."""
+    config = yaml.safe_load(sources_yaml.read_text())
+    for source, key in TENANT_KEYS.items():
+        config[source][key] = [f"{source}-tenant-{i:03d}" for i in range(tenants)]
+    path = folder / f"sources-{tenants}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
 
 
 def _kind(task_id: str) -> str:
@@ -103,25 +129,36 @@ def _summary(seconds: list[float]) -> dict:
 def dag_parse_seconds(sources_yaml: Path, work: Path) -> dict:
     """Seconds to parse each DAG file (Airflow's SDK already imported, as in the dag-processor) with 2,
     20 and 200 tenants per source, each in a fresh process."""
-    config = yaml.safe_load(sources_yaml.read_text())
     out: dict[str, dict[int, float]] = {}
     for count in TENANT_COUNTS:
-        scaled = json.loads(json.dumps(config))
-        for source, key in TENANT_KEYS.items():
-            scaled[source][key] = [f"{source}-tenant-{i:03d}" for i in range(count)]
-        path = work / f"sources-{count}.yaml"
-        path.write_text(yaml.safe_dump(scaled))
         probe = ("import json, runpy, sys, time\nimport airflow.sdk\nfound = {}\n"
                  "for dag_id, path in json.loads(sys.argv[1]).items():\n"
                  "    t = time.perf_counter(); runpy.run_path(path); found[dag_id] = time.perf_counter() - t\n"
                  "print(json.dumps(found))")
         done = subprocess.run([sys.executable, "-c", probe, json.dumps({k: str(v) for k, v in DAG_FILES.items()})],
-                              env={**os.environ, "CHAT_INGEST_CONFIG": str(path),
+                              env={**os.environ, "CHAT_INGEST_CONFIG": str(scaled_config(sources_yaml, count, work)),
                                    "PYTHONPATH": f"{REPO / 'plugins'}{os.pathsep}{REPO}"},
                               capture_output=True, text=True, check=True, cwd=REPO)
         for dag_id, seconds in json.loads(done.stdout.strip().splitlines()[-1]).items():
             out.setdefault(dag_id, {})[count] = round(seconds, 3)
     return out
+
+
+def tenants_scaling(work: Path, landing_per_tenant: float) -> dict:
+    """The Botslovers daily run's floor with 2, 20 and 200 tenants: wall seconds, task instances and
+    seconds to map the loads; the per-tenant slope next to a tenant's data landing time."""
+    runs = {count: daily_run(work / f"orchestration-tenants-{count}", noop=True, ingestion=("botslovers_ingest",),
+                             reporting=False, tenants=count) for count in TENANT_COUNTS}
+    low, high = min(TENANT_COUNTS), max(TENANT_COUNTS)
+    slope = (runs[high]["seconds"] - runs[low]["seconds"]) / (high - low)
+    middle = (runs[20]["seconds"] - runs[low]["seconds"]) / (20 - low)
+    # linear: the slope over 2..20 and over 2..200 agree within a factor of 2 (or both under a second)
+    linear = slope <= max(2 * middle, 1.0)
+    return {"runs": {str(count): {k: r[k] for k in ("seconds", "task_instances", "seconds_to_map_loads")}
+                     for count, r in runs.items()},
+            "seconds_per_tenant": round(slope, 3), "landing_seconds_per_tenant": landing_per_tenant,
+            "target": {"seconds_per_tenant": "<= landing_seconds_per_tenant", "growth": "linear"},
+            "met": linear and slope <= landing_per_tenant}
 
 
 def bench_orchestration(work: Path) -> dict:
@@ -139,4 +176,5 @@ def bench_orchestration(work: Path) -> dict:
         "validate_table": {"validate_task_seconds": validate, "noop_task_seconds": noop, "time_ratio": validate_ratio,
                            "target": {"time_ratio": "<= 2"}, "met": validate_ratio <= 2},
         "dag_parse": {"seconds": parse, "target": {"seconds_at_200_tenants": "<= 2"}, "met": slowest <= 2},
+        "tenants_scaling": tenants_scaling(work, real["botslovers_landing_seconds_per_tenant"]["median"]),
     }

@@ -60,6 +60,7 @@ def celery_cluster(env: dict[str, str], root: Path, workers: int = 2
     each worker's own environment (its name, which the UI shows as the task's host)."""
     from urllib.parse import quote
 
+    from chat_ingest.project import TASK_PRELOAD_MODULES
     from sandbox.stack import SandboxState
 
     state = SandboxState(root)
@@ -72,6 +73,8 @@ def celery_cluster(env: dict[str, str], root: Path, workers: int = 2
         "AIRFLOW__CELERY__RESULT_BACKEND": env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].replace(
             "postgresql+psycopg2://", "db+postgresql://", 1),
         "AIRFLOW__CORE__HOSTNAME_CALLABLE": "chat_ingest.project.host_name",
+        # each worker imports what its tasks would, once, before it forks its pool
+        "AIRFLOW__CELERY__EXTRA_CELERY_CONFIG": json.dumps({"imports": list(TASK_PRELOAD_MODULES)}),
     }
     redis = (REDIS_SERVER, "--bind", LOCALHOST, "--port", str(port), "--requirepass", password, "--save", "",
              "--appendonly", "no", "--protected-mode", "yes", "--dir", str(root / "redis"))

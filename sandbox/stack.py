@@ -28,7 +28,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from chat_ingest.project import TASK_PRELOAD_MODULES
+from chat_ingest.project import SCHEDULER_FORKSERVER_PRELOAD
 from chat_ingest.sources import a8 as a8_source
 from chat_ingest.sources import botslovers
 from chat_ingest.tablespec import TableSpec
@@ -325,7 +325,7 @@ def env_vars(root: Path, state: SandboxState, server_dsn: str, warehouse: str, d
         "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "120",
         # task processes inherit the project's heavy imports (Great Expectations) from the forkserver
         "AIRFLOW__SCHEDULER__MP_START_METHOD": "forkserver",
-        "AIRFLOW__SCHEDULER__MP_FORKSERVER_PRELOAD": ",".join(TASK_PRELOAD_MODULES),
+        "AIRFLOW__SCHEDULER__MP_FORKSERVER_PRELOAD": ",".join(SCHEDULER_FORKSERVER_PRELOAD),
         "AIRFLOW__DAG_PROCESSOR__DAG_FILE_PROCESSOR_TIMEOUT": "180",
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
         # OpenLineage events of every task, as JSON lines (production points this at Marquez or a catalog)

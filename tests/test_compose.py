@@ -120,3 +120,13 @@ def test_every_image_is_pinned():
         image = service.get("image") or COMPOSE["x-airflow-common"]["image"]
         repository, _, tag = image.rpartition(":")
         assert repository and tag and "latest" not in tag and "." in tag, (name, image)
+
+
+def test_celery_workers_preload_what_the_project_preloads():
+    """Compose's workers import what `make cluster`'s do before forking (chat_ingest.project)."""
+    import json
+
+    from chat_ingest.project import TASK_PRELOAD_MODULES
+
+    extra = json.loads(COMPOSE["x-airflow-common"]["environment"]["AIRFLOW__CELERY__EXTRA_CELERY_CONFIG"])
+    assert extra == {"imports": list(TASK_PRELOAD_MODULES)}

@@ -14,19 +14,12 @@ CONFIG_DIR = INCLUDE_DIR / "config"
 #: The Airflow connection of the Postgres warehouse.
 WAREHOUSE_CONN_ID = "chat_warehouse"
 
-#: What every task process would import for itself, imported once by the scheduler's forkserver
-#: (``[scheduler] mp_start_method = forkserver``, ``mp_forkserver_preload``): the LocalExecutor's
-#: workers, and the task processes they fork, inherit them.  Great Expectations alone takes 3-4 s to
-#: import, which every validate task paid (bench/README.md, validate_table).
-TASK_PRELOAD_MODULES = ("airflow", "airflow.executors.local_executor", "airflow.sdk", "great_expectations",
-                        "chat_ingest.dag_factory", "chat_ingest.validation", "chat_ingest.staging")
-
-
-def host_name() -> str:
-    """The host a task reports (``[core] hostname_callable``): ``CHAT_INGEST_HOST_NAME`` when set -- several
-    Celery workers on one machine, as ``make cluster`` runs them, each named in the UI -- else the
-    machine's name, as Airflow's default."""
-    import os
-    import socket
-
-    return os.environ.get("CHAT_INGEST_HOST_NAME") or socket.getfqdn()
+#: What every task process would import for itself, imported once by the process its task processes
+#: are forked from, so they inherit it: Great Expectations alone takes 3-4 s to import, which every
+#: validate task paid (bench/README.md, validate_table).  The LocalExecutor: the scheduler's forkserver
+#: (``[scheduler] mp_start_method = forkserver`` and ``mp_forkserver_preload``, with Airflow itself);
+#: a Celery worker: its main process, before it forks its pool (``[celery] extra_celery_config``,
+#: Celery's ``imports``).
+TASK_PRELOAD_MODULES = ("great_expectations", "chat_ingest.dag_factory", "chat_ingest.validation",
+                        "chat_ingest.staging")
+SCHEDULER_FORKSERVER_PRELOAD = ("airflow", "airflow.executors.local_executor", "airflow.sdk", *TASK_PRELOAD_MODULES)

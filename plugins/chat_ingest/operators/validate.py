@@ -65,8 +65,9 @@ class ValidateStagingOperator(BaseOperator):
 
         from airflow.providers.postgres.hooks.postgres import PostgresHook
 
-        self.log.info("Great Expectations: %s", "already imported (preloaded by the scheduler's forkserver)"
-                      if "great_expectations" in sys.modules else "importing it in this task (3-4 s)")
+        preloaded = "great_expectations" in sys.modules  # see chat_ingest.project.TASK_PRELOAD_MODULES
+        self.log.info("Great Expectations: %s", "already imported (preloaded by the process this task was "
+                      "forked from)" if preloaded else "importing it in this task (3-4 s)")
 
         from chat_ingest.validation import ValidationFailed, run_gate
         from chat_ingest.warehouse import connect, ensure_schema
