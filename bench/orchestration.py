@@ -121,7 +121,8 @@ def _kind(task_id: str) -> str:
     return "load" if task_id.startswith("load") else "validate" if task_id.startswith("validate") else "other"
 
 
-def _summary(seconds: list[float]) -> dict:
+def _summary(seconds: list) -> dict:
+    seconds = [float(s) for s in seconds]  # PostgreSQL's numeric arrives as Decimal
     return {"count": len(seconds), "median": round(statistics.median(seconds), 2) if seconds else None,
             "max": round(max(seconds), 2) if seconds else None}
 
