@@ -21,7 +21,7 @@ from tests.conftest import (DAG_IDS, SANDBOX_ENV_PREFIXES, TEST_START, newcomer_
 from tests.integration.test_reporting_truth import REPORTING_TABLES
 
 pytestmark = pytest.mark.integration
-DAYS = 2
+DAYS = 1  # a backfill of one day, beside the daily run unpausing makes: enough runs to lose a worker in
 
 
 def checksums(env: dict[str, str]) -> dict[str, tuple]:
