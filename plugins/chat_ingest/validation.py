@@ -6,14 +6,15 @@ superset of the rows the run itself wrote — an idempotent rerun rewrites
 nothing, yet re-validates everything the window holds.
 
 GX runs in SQL mode against the warehouse, so validating a day of millions of
-rows never pulls them into this process.  One file-backed GX project under
+rows never pulls them into this process.  One GX project folder under
 ``CHAT_INGEST_GX_ROOT`` (default ``$AIRFLOW_HOME/gx``) holds every staging table's
 suite, its validation history and **one** Data Docs site, which the project's
 Airflow plugin serves under the api-server (``/chat-ingest/data-docs/``, behind
-the UI's login); each validate task links to its own validation page.  A file
-lock serialises the few seconds a validation writes the project.  The warehouse
-DSN reaches GX only through a ``${…}`` config variable, so it is never written
-to disk.
+the UI's login); each validate task links to its own validation page.  A
+validation's datasource and checkpoint live in memory, so validations run side by
+side; a file lock serialises only the writing of a suite and the Data Docs index
+(under a second).  The warehouse DSN reaches GX only through a ``${…}`` config
+variable, so it appears in no log and no file.
 """
 
 from __future__ import annotations
@@ -198,7 +199,7 @@ def batch_query(conn, spec: TableSpec, start: dt.datetime, end: dt.datetime, ten
 
 
 class _ProjectLock:
-    """Serialise the validations that write the GX project (its config, suites and Data Docs)."""
+    """Serialise what validations write to shared files of the GX project: suites, the Data Docs index."""
 
     def __init__(self, root: Path) -> None:
         root.mkdir(parents=True, exist_ok=True)
@@ -229,29 +230,26 @@ def run_gate(conn, sqlalchemy_dsn: str, spec: TableSpec, *, run_id: str, start: 
         seen = vocabulary_counts(conn, spec, query)
     os.environ[_DSN_VARIABLE] = sqlalchemy_dsn
     try:
-        with _ProjectLock(project):
-            context = gx.get_context(mode="file", project_root_dir=str(project))
-            context.variables.progress_bars = {"globally": False}
-            _bound_data_docs_index(context)
-            datasource = context.data_sources.add_or_update_postgres(
-                "warehouse", connection_string="${" + _DSN_VARIABLE + "}")
-            asset_name = f"{spec.staging_table}_batch"
-            if any(a.name == asset_name for a in datasource.assets):
-                datasource.delete_asset(asset_name)
-            batch_definition = datasource.add_query_asset(asset_name, query=query) \
-                .add_batch_definition_whole_table("window")
+        context = _context(project)
+        batch_definition = context.data_sources.add_postgres(
+            "warehouse", connection_string="${" + _DSN_VARIABLE + "}",
+        ).add_query_asset(f"{spec.staging_table}_batch", query=query).add_batch_definition_whole_table("window")
+        with _ProjectLock(project):  # the suite's file, which the Data Docs index reads
             suite = context.suites.add_or_update(
                 gx.ExpectationSuite(name=f"{spec.staging_table}_suite",
                                      expectations=build_expectations(spec, vocabulary_seen=seen)))
-            definition = context.validation_definitions.add_or_update(
-                gx.ValidationDefinition(name=f"{spec.staging_table}_gate", data=batch_definition, suite=suite))
-            checkpoint = context.checkpoints.add_or_update(gx.Checkpoint(
-                name=f"{spec.staging_table}_checkpoint", validation_definitions=[definition],
-                actions=[gx.checkpoint.UpdateDataDocsAction(name="data_docs")],
-                result_format={"result_format": "SUMMARY", "partial_unexpected_count": 20},
-            ))
-            result = checkpoint.run(run_id=gx.RunIdentifier(run_name=run_id))
-            docs_page = _docs_page(context, next(iter(result.run_results)))
+        definition = context.validation_definitions.add(
+            gx.ValidationDefinition(name=f"{spec.staging_table}_gate", data=batch_definition, suite=suite))
+        checkpoint = context.checkpoints.add(gx.Checkpoint(
+            name=f"{spec.staging_table}_checkpoint", validation_definitions=[definition],
+            result_format={"result_format": "SUMMARY", "partial_unexpected_count": 20},
+        ))
+        result = checkpoint.run(run_id=gx.RunIdentifier(run_name=run_id))  # stores its result file
+        identifier = next(iter(result.run_results))
+        with _ProjectLock(project):  # the site's index and its shared files
+            context.build_data_docs(resource_identifiers=[
+                identifier, identifier.expectation_suite_identifier])
+        docs_page = _docs_page(context, identifier)
     finally:
         os.environ.pop(_DSN_VARIABLE, None)
 
@@ -291,14 +289,31 @@ def run_gate(conn, sqlalchemy_dsn: str, spec: TableSpec, *, run_id: str, start: 
     return GateResult(outcomes, docs_page)
 
 
-def _bound_data_docs_index(context) -> None:
-    """Have the Data Docs index list :data:`DATA_DOCS_INDEX_LIMIT` validations (saved in the project once)."""
-    sites = context.variables.data_docs_sites
-    index = sites["local_site"].setdefault("site_index_builder", {"class_name": "DefaultSiteIndexBuilder"})
-    if index.get("validation_results_limit") != DATA_DOCS_INDEX_LIMIT:
-        index["validation_results_limit"] = DATA_DOCS_INDEX_LIMIT
-        context.variables.data_docs_sites = sites
-        context.variables.save()
+def _context(project: Path):
+    """A GX context for one validation: its datasource, validation definition and checkpoint live in
+    memory (no per-run configuration written, so validations run side by side), while the suites, the
+    validation results and the Data Docs site are the project's folders, shared by every validation of
+    every table."""
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import DataContextConfig, InMemoryStoreBackendDefaults
+
+    def files(folder: str) -> dict:
+        return {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(project / "gx" / folder)}
+
+    defaults = InMemoryStoreBackendDefaults()
+    stores = {**defaults.stores,
+              defaults.expectations_store_name: {"class_name": "ExpectationsStore", "store_backend": files("expectations")},
+              defaults.validation_results_store_name: {"class_name": "ValidationResultsStore",
+                                                       "store_backend": files("uncommitted/validations")}}
+    site = {"class_name": "SiteBuilder", "show_how_to_buttons": False,
+            "store_backend": files("uncommitted/data_docs/local_site"),
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder",
+                                   "validation_results_limit": DATA_DOCS_INDEX_LIMIT}}
+    config = DataContextConfig(store_backend_defaults=defaults, stores=stores, data_docs_sites={"local_site": site},
+                               analytics_enabled=False)
+    context = gx.get_context(mode="ephemeral", project_config=config)
+    context.variables.progress_bars = {"globally": False}
+    return context
 
 
 def _docs_page(context, identifier) -> str | None:
