@@ -23,3 +23,13 @@ WAREHOUSE_CONN_ID = "chat_warehouse"
 TASK_PRELOAD_MODULES = ("great_expectations", "chat_ingest.dag_factory", "chat_ingest.validation",
                         "chat_ingest.staging")
 SCHEDULER_FORKSERVER_PRELOAD = ("airflow", "airflow.executors.local_executor", "airflow.sdk", *TASK_PRELOAD_MODULES)
+
+
+def host_name() -> str:
+    """The host a task reports (``[core] hostname_callable``): ``CHAT_INGEST_HOST_NAME`` when set -- several
+    Celery workers on one machine, as ``make cluster`` runs them, each named in the UI -- else the
+    machine's name, as Airflow's default."""
+    import os
+    import socket
+
+    return os.environ.get("CHAT_INGEST_HOST_NAME") or socket.getfqdn()
