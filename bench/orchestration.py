@@ -29,7 +29,7 @@ import yaml
 
 from chat_ingest.dag_factory import NOOP_TASKS_ENV
 from sandbox.__main__ import down, up
-from sandbox.demo import INGESTION_DAGS, REPORTING_DAG
+from sandbox.demo import INGESTION_DAGS, REPORTING_DAG, reporting_busy
 from sandbox.services import Airflow, Supervisor, free_port, login, read_env, ui_env
 
 REPO = Path(__file__).resolve().parents[1]
@@ -73,13 +73,11 @@ def daily_run(root: Path, *, noop: bool, ingestion: tuple[str, ...] = INGESTION_
                 with psycopg.connect(airflow.metadata_dsn) as conn:
                     states = dict(conn.execute(
                         "SELECT dag_id, state FROM dag_run WHERE dag_id = ANY(%s)", (list(ingestion),)))
-                    active, runs = conn.execute(
-                        "SELECT (SELECT count(*) FROM dag_run WHERE dag_id = %s AND state IN ('queued', 'running'))"
-                        " + (SELECT count(*) FROM asset_dag_run_queue WHERE target_dag_id = %s),"
-                        " (SELECT count(*) FROM dag_run WHERE dag_id = %s)",
-                        (REPORTING_DAG, REPORTING_DAG, REPORTING_DAG)).fetchone()
+                    busy = reporting_busy(conn)
+                    reported = conn.execute("SELECT EXISTS (SELECT FROM dag_run WHERE dag_id = %s)",
+                                            (REPORTING_DAG,)).fetchone()[0]
                 return (len(states) == len(ingestion) and all(s in ("success", "failed") for s in states.values())
-                        and active == 0 and (runs > 0 or not reporting))
+                        and not busy and (reported or not reporting))
 
             _wait("the daily runs and their reporting runs ended", ended, timeout)
             with psycopg.connect(airflow.metadata_dsn) as conn:
@@ -190,7 +188,8 @@ def tenants_scaling(work: Path, landing_per_tenant: float) -> dict:
                              reporting=False, tenants=count) for count in TENANT_COUNTS}
     low, high = min(TENANT_COUNTS), max(TENANT_COUNTS)
     slope = (runs[high]["seconds"] - runs[low]["seconds"]) / (high - low)
-    middle = (runs[20]["seconds"] - runs[low]["seconds"]) / (20 - low)
+    mid = TENANT_COUNTS[1]
+    middle = (runs[mid]["seconds"] - runs[low]["seconds"]) / (mid - low)
     # linear: the slope over 2..20 and over 2..200 agree within a factor of 2 (or both under a second)
     linear = slope <= max(2 * middle, 1.0)
     return {"runs": {str(count): {k: r[k] for k in ("seconds", "task_instances", "seconds_to_map_loads")}

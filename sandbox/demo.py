@@ -86,17 +86,22 @@ def wait_for_runs(airflow: Airflow, dag_id: str, days: list[dt.date], timeout: f
         time.sleep(3)
 
 
+def reporting_busy(conn) -> bool:
+    """Whether the reporting DAG has a run queued or running, or one its Assets are about to trigger."""
+    return conn.execute(
+        "SELECT EXISTS (SELECT FROM dag_run WHERE dag_id = %s AND state IN ('queued', 'running')) "
+        "OR EXISTS (SELECT FROM asset_dag_run_queue WHERE target_dag_id = %s)", (REPORTING_DAG, REPORTING_DAG)
+    ).fetchone()[0]
+
+
 def run_reporting(airflow: Airflow, warehouse_dsn: str, timeout: float = 1800) -> None:
     """Let the reporting DAG (run by the staging Assets the loads published) finish, and trigger it once
     more if changes are still unconsumed; print its runs."""
     deadline, triggered = time.monotonic() + timeout, False
     while True:
         with psycopg.connect(airflow.metadata_dsn) as conn:
-            active = conn.execute("SELECT count(*) FROM dag_run WHERE dag_id = %s AND state IN ('queued', 'running')",
-                                  (REPORTING_DAG,)).fetchone()[0]
-            queued = conn.execute("SELECT count(*) FROM asset_dag_run_queue WHERE target_dag_id = %s",
-                                  (REPORTING_DAG,)).fetchone()[0]
-        if not active and not queued:
+            busy = reporting_busy(conn)
+        if not busy:
             with psycopg.connect(warehouse_dsn) as conn:
                 pending = conn.execute("SELECT count(*) FROM audit.changed_days WHERE consumed_at IS NULL"
                                        ).fetchone()[0]
