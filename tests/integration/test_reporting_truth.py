@@ -11,6 +11,7 @@ import logging
 import uuid
 from pathlib import Path
 from collections import defaultdict
+from collections.abc import Collection
 
 import pytest
 
@@ -36,8 +37,9 @@ def midnight(day: dt.date) -> dt.datetime:
     return dt.datetime.combine(day, dt.time(), UTC)
 
 
-def land_day(sandbox, day: dt.date) -> None:
-    """One day of every source, as one scheduled or manual run of each ingestion DAG lands it."""
+def land_day(sandbox, day: dt.date, sources: Collection[str] = ("botslovers", "a8", "ultimate", "unless")) -> None:
+    """One day of every source (or of ``sources``), as one scheduled or manual run of each ingestion DAG
+    lands it."""
     from chat_ingest.operators.a8 import A8ToStagingOperator
     from chat_ingest.operators.botslovers import BotsloversToStagingOperator
     from chat_ingest.operators.ultimate import UltimateToStagingOperator
@@ -46,17 +48,22 @@ def land_day(sandbox, day: dt.date) -> None:
 
     one_day = {"start": midnight(day).isoformat(), "end": midnight(day + dt.timedelta(days=1)).isoformat()}
     ctx, m = {"run_id": f"day-{day}-{uuid.uuid4().hex[:6]}"}, sandbox.manifest
-    for company in m["botslovers"]["companies"]:
-        for table in ("messages", "chat_agent_log", "agent_status_logs"):
-            BotsloversToStagingOperator(task_id="l", tenant=company, table=table, window=one_day).execute(ctx)
-    for table, spec in a8.TABLES.items():
-        for bot in m["a8"]["bots"] if spec.tenant_column else [None]:
-            A8ToStagingOperator(task_id="l", tenant=bot, table=table, window=one_day).execute(ctx)
-    for bot in m["ultimate"]["bots"]:
-        UltimateToStagingOperator(task_id="l", tenant=bot, window=one_day).execute(ctx)
-    for website in m["unless"]["websites"]:
-        UnlessToStagingOperator(task_id="l", tenant=website, window=one_day, bucket=sandbox.env["SANDBOX_UNLESS_BUCKET"],
-                                account=m["unless"]["account"]).execute(ctx)
+    if "botslovers" in sources:
+        for company in m["botslovers"]["companies"]:
+            for table in ("messages", "chat_agent_log", "agent_status_logs"):
+                BotsloversToStagingOperator(task_id="l", tenant=company, table=table, window=one_day).execute(ctx)
+    if "a8" in sources:
+        for table, spec in a8.TABLES.items():
+            for bot in m["a8"]["bots"] if spec.tenant_column else [None]:
+                A8ToStagingOperator(task_id="l", tenant=bot, table=table, window=one_day).execute(ctx)
+    if "ultimate" in sources:
+        for bot in m["ultimate"]["bots"]:
+            UltimateToStagingOperator(task_id="l", tenant=bot, window=one_day).execute(ctx)
+    if "unless" in sources:
+        for website in m["unless"]["websites"]:
+            UnlessToStagingOperator(task_id="l", tenant=website, window=one_day,
+                                    bucket=sandbox.env["SANDBOX_UNLESS_BUCKET"],
+                                    account=m["unless"]["account"]).execute(ctx)
 
 
 def test_days_loaded_backwards_report_exactly_what_days_loaded_in_order_do(clean_warehouse, caplog):
