@@ -180,7 +180,7 @@ def bench_botslovers(env: dict[str, str], runs: int, quick: bool) -> dict:
     a rerun of the 1M day.  A ratio of two medians is noisier than either, so the pair gets at least
     :data:`SCALING_RUNS` runs."""
     results = {}
-    sizes = {"bench100k": 100_000} if quick else {"bench3m": 3_000_000, "bench1m": 1_000_000}
+    sizes = {"bench20k": 20_000} if quick else {"bench3m": 3_000_000, "bench1m": 1_000_000}
     for company, rows in sizes.items():
         print(f"botslovers: filling {rows:,} messages ...", flush=True)
         fill_botslovers(env, company, rows, DAY)
@@ -208,7 +208,7 @@ def bench_botslovers(env: dict[str, str], runs: int, quick: bool) -> dict:
 
 
 def bench_a8(env: dict[str, str], runs: int, quick: bool) -> dict:
-    rows = 100_000 if quick else 1_000_000
+    rows = 20_000 if quick else 1_000_000
     print(f"a8: filling {rows:,} messages and chat states ...", flush=True)
     fill_a8(env, A8_BOT, rows, DAY)
     baseline, project = baseline_and_project("a8", env, runs, drop_staging(env, *(a8.TABLES[t] for t in A8_TABLES)),
@@ -220,7 +220,7 @@ def bench_a8(env: dict[str, str], runs: int, quick: bool) -> dict:
 
 
 def bench_ultimate(env: dict[str, str], runs: int, quick: bool) -> dict:
-    conversations = 20_000 if quick else 200_000
+    conversations = 5_000 if quick else 200_000
     print(f"ultimate: writing a day of {conversations:,} conversations ...", flush=True)
     size_mb = fill_ultimate(env, ULTIMATE_BOT, conversations, DAY).stat().st_size / 1e6
     baseline, project = baseline_and_project("ultimate", env, runs, drop_staging(env, *ultimate.TABLES.values()),
@@ -232,7 +232,7 @@ def bench_ultimate(env: dict[str, str], runs: int, quick: bool) -> dict:
 def bench_unless(env: dict[str, str], runs: int, quick: bool) -> dict:
     from chat_ingest.config import load_config  # CHAT_INGEST_CONFIG: the bench sandbox's
 
-    objects = 2_000 if quick else 20_000
+    objects = 1_000 if quick else 20_000
     print(f"unless: uploading {objects:,} objects ...", flush=True)
     fill_unless(env, load_config()["unless"]["account"], UNLESS_WEBSITE, objects)
     tomorrow = TODAY + dt.timedelta(days=1)
@@ -289,7 +289,7 @@ def print_table(results: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--runs", type=int, default=3)
-    p.add_argument("--quick", action="store_true", help="a tenth of the volumes (smoke run)")
+    p.add_argument("--quick", action="store_true", help="small volumes: proves every benchmark runs (smoke run)")
     p.add_argument("--only", nargs="+", choices=BENCHMARKS, default=list(BENCHMARKS))
     p.add_argument("--work", type=Path, default=BENCH_DIR / ".work", help="the sandboxes' folder")
     p.add_argument("--out", type=Path, default=BENCH_DIR / "results.json", help="where the results go")

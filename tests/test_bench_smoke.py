@@ -22,10 +22,10 @@ def test_make_bench_runs_from_a_fresh_work_folder(tmp_path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     results = json.loads(out.read_text())
     assert results["_meta"]["quick"] is True
-    for name in ("botslovers_messages_100k", "botslovers_rerun", "a8_messages_chat_state_100k", "a8_rerun",
-                 "ultimate_20k_conversations", "unless_2k_objects", "unless_rerun", "reporting_rebuild_30_days"):
+    for name in ("botslovers_messages_20k", "botslovers_rerun", "a8_messages_chat_state_20k", "a8_rerun",
+                 "ultimate_5k_conversations", "unless_1k_objects", "unless_rerun", "reporting_rebuild_30_days"):
         assert "met" in results[name], name
-    for name in ("botslovers_messages_100k", "a8_messages_chat_state_100k", "ultimate_20k_conversations",
-                 "unless_2k_objects"):
+    for name in ("botslovers_messages_20k", "a8_messages_chat_state_20k", "ultimate_5k_conversations",
+                 "unless_1k_objects"):
         figures = results[name]
         assert figures["rows"] > 0 and figures["seconds"] > 0 and figures["baseline"]["rows"] == figures["rows"], name
