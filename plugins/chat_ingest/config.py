@@ -6,6 +6,8 @@ file is small and local, so reading it while a DAG file is parsed is cheap.
 
 from __future__ import annotations
 
+import copy
+import functools
 import os
 from pathlib import Path
 from typing import Any
@@ -22,14 +24,22 @@ def config_path() -> Path:
 
 
 def load_config() -> dict[str, Any]:
+    """The configuration, parsed again only when the file's text changed (a validation asks for each of
+    its expectations' tolerance; a task must see an edit made since the last one)."""
     path = config_path()
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_text()
     except FileNotFoundError as exc:
         raise FileNotFoundError(f"chat-ingest config not found: {path} (set CHAT_INGEST_CONFIG)") from exc
+    data = _parsed(text)
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping of source name to settings")
-    return data
+    return copy.deepcopy(data)
+
+
+@functools.lru_cache(maxsize=4)
+def _parsed(text: str) -> Any:
+    return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
 
 
 def source_config(source: str) -> dict[str, Any]:

@@ -119,3 +119,22 @@ def test_suite_is_generated_from_the_spec(tmp_path, monkeypatch):
     assert rating and rating[0].min_value == 1 and rating[0].max_value == 5
     future = [e for (kind, col), e in suite.items() if col == "updated_at" and kind == "ExpectColumnValuesToBeBetween"]
     assert future[0].max_value <= now + dt.timedelta(hours=1)
+
+
+def test_the_configuration_is_read_again_once_the_file_changes_and_a_caller_cannot_alter_it(tmp_path, monkeypatch):
+    from chat_ingest.config import load_config, mostly_for
+
+    config = tmp_path / "sources.yaml"
+    config.write_text("validation:\n  default_mostly: 1.0\n")
+    monkeypatch.setenv("CHAT_INGEST_CONFIG", str(config))
+    assert mostly_for("botslovers", "messages", "id", "unique") == 1.0
+    load_config()["validation"]["default_mostly"] = 0.5  # a caller's copy
+    assert mostly_for("botslovers", "messages", "id", "unique") == 1.0
+    config.write_text("validation:\n  default_mostly: 0.9\n")  # an operator's edit, however soon
+    assert mostly_for("botslovers", "messages", "id", "unique") == 0.9
+    config.write_text("- not a mapping\n")
+    with pytest.raises(ValueError, match="expected a mapping"):
+        load_config()
+    config.unlink()
+    with pytest.raises(FileNotFoundError, match="set CHAT_INGEST_CONFIG"):
+        load_config()
