@@ -20,8 +20,8 @@ WAREHOUSE_CONN_ID = "chat_warehouse"
 #: (``[scheduler] mp_start_method = forkserver`` and ``mp_forkserver_preload``, with Airflow itself);
 #: a Celery worker: its main process, before it forks its pool (``[celery] extra_celery_config``,
 #: Celery's ``imports``).
-TASK_PRELOAD_MODULES = ("great_expectations", "chat_ingest.dag_factory", "chat_ingest.validation",
-                        "chat_ingest.staging")
+TASK_PRELOAD_MODULES = ("great_expectations", "chat_ingest.gx_templates", "chat_ingest.dag_factory",
+                        "chat_ingest.validation", "chat_ingest.staging")
 SCHEDULER_FORKSERVER_PRELOAD = ("airflow", "airflow.executors.local_executor", "airflow.sdk", *TASK_PRELOAD_MODULES)
 
 

@@ -224,6 +224,8 @@ def run_gate(conn, sqlalchemy_dsn: str, spec: TableSpec, *, run_id: str, start: 
     """
     import great_expectations as gx
 
+    import chat_ingest.gx_templates  # noqa: F401  (Data Docs templates compiled once per process tree)
+
     project = gx_root()
     query = batch_query(conn, spec, start, end, tenants)
     with conn.transaction():

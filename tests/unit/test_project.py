@@ -26,3 +26,26 @@ def test_every_configured_callable_and_preloaded_module_imports():
         assert callable(getattr(importlib.import_module(module), name)), path
     for module in {*SCHEDULER_FORKSERVER_PRELOAD, *TASK_PRELOAD_MODULES}:
         importlib.import_module(module)
+
+
+def test_a_preloaded_process_hands_its_compiled_data_docs_templates_to_every_page(monkeypatch):
+    """GX builds each Data Docs page with a new Jinja environment; none of them compiles a template again."""
+    import jinja2
+    from great_expectations.render.view.view import DefaultJinjaView
+
+    from chat_ingest.gx_templates import TEMPLATES
+
+    assert TEMPLATES.code  # filled on import (by the preloading process, in production)
+    compiled: list[str] = []
+    compile_template = jinja2.Environment.compile
+    monkeypatch.setattr(jinja2.Environment, "compile",
+                        lambda self, source, name=None, *a, **k: compiled.append(name) or compile_template(
+                            self, source, name, *a, **k))
+    environment = DefaultJinjaView().env
+    assert environment.bytecode_cache is TEMPLATES
+    page = environment.get_template("index_page.j2")
+    assert compiled == [] and page.render  # a page's template, ready without a compile
+    TEMPLATES.clear()  # emptied: the first page compiles the template again, the next ones share it
+    DefaultJinjaView().env.get_template("index_page.j2")
+    DefaultJinjaView().env.get_template("index_page.j2")
+    assert compiled == ["index_page.j2"]
