@@ -30,7 +30,7 @@ from sandbox.generator import generate
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
-BENCHMARKS = ("botslovers", "a8", "ultimate", "unless", "reporting", "orchestration")
+BENCHMARKS = ("botslovers", "a8", "ultimate", "unless", "reporting", "orchestration", "backfill")
 TODAY = dt.datetime.now(dt.timezone.utc).date()
 #: The day the row benchmarks load: yesterday, the newest day Ultimate exports.
 DAY = TODAY - dt.timedelta(days=1)
@@ -319,7 +319,11 @@ def main(argv: list[str] | None = None) -> int:
         from bench.orchestration import bench_orchestration
 
         save(bench_orchestration(root))
-    row_benchmarks = [b for b in a.only if b not in ("reporting", "orchestration")]
+    if "backfill" in a.only and (not a.quick or a.only != list(BENCHMARKS)):
+        from bench.orchestration import BACKFILL_DAYS, bench_backfill
+
+        save(bench_backfill(root, days=3 if a.quick else BACKFILL_DAYS))
+    row_benchmarks = [b for b in a.only if b not in ("reporting", "orchestration", "backfill")]
     if row_benchmarks:
         if up(root, dataset, 1, seed=7, bad_records=0.0, timeout=300, owned=True, airflow=False):
             return 1

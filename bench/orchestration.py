@@ -10,7 +10,8 @@ instances of the two runs: ``validate_messages`` of the A8 run, cleared after th
 alone by the scheduler, against its no-op twin run alone the same way (in the daily run eighteen
 validations start together on two cores, and their medians are reported too).  ``dag_parse`` times each
 DAG file's parse with 2, 20 and 200 tenants per source, and ``tenants_scaling`` runs the Botslovers
-floor with that many tenants configured.
+floor with that many tenants configured.  ``backfill_30_days`` (``--only backfill``; about an hour on two
+cores) loads a month of the default dataset the way ``make demo`` loads its days, against the floor.
 """
 
 from __future__ import annotations
@@ -48,12 +49,14 @@ def _wait(what: str, done, timeout: float) -> None:
 
 
 def daily_run(root: Path, *, noop: bool, ingestion: tuple[str, ...] = INGESTION_DAGS, reporting: bool = True,
-              tenants: int | None = None, timeout: float = 3600) -> dict:
+              tenants: int | None = None, days: int = 1, timeout: float = 3600) -> dict:
     """Yesterday's scheduled run of the ``ingestion`` DAGs (and the reporting runs they trigger), in a
     fresh sandbox: wall seconds from unpausing to the last run's end, and every task instance.
     ``tenants``: configure that many tenants per source instead of the dataset's (no-op runs only:
-    the stand-ins hold the dataset's)."""
-    if up(root, None, 1, seed=7, bad_records=0.0, timeout=300, owned=True):
+    the stand-ins hold the dataset's).  ``days`` > 1: a dataset of that many days, the days before
+    yesterday loaded as ``make demo`` does, by ``airflow backfill create`` (one run of a DAG at a time,
+    in order; the four DAGs side by side)."""
+    if up(root, None, days, seed=7, bad_records=0.0, timeout=300, owned=True):
         raise RuntimeError(f"the sandbox in {root} did not start")
     try:
         env = ui_env({**os.environ, **read_env(root / "env")}, free_port())
@@ -68,15 +71,20 @@ def daily_run(root: Path, *, noop: bool, ingestion: tuple[str, ...] = INGESTION_
             _wait("the DAGs parsed", lambda: airflow.parsed_since(dag_ids, since), 600)
             for dag_id in dag_ids:
                 airflow.run("dags", "unpause", dag_id)
+            if days > 1:
+                first, last = (env[f"SANDBOX_DATASET_{edge}"] for edge in ("START", "END"))
+                for dag_id in ingestion:  # the day that has its scheduled run is skipped
+                    airflow.run("backfill", "create", "--dag-id", dag_id, "--from-date", first, "--to-date", last,
+                                "--max-active-runs", "1")
 
             def ended() -> bool:
                 with psycopg.connect(airflow.metadata_dsn) as conn:
-                    states = dict(conn.execute(
-                        "SELECT dag_id, state FROM dag_run WHERE dag_id = ANY(%s)", (list(ingestion),)))
+                    states = conn.execute("SELECT dag_id, state FROM dag_run WHERE dag_id = ANY(%s)",
+                                          (list(ingestion),)).fetchall()
                     busy = reporting_busy(conn)
                     reported = conn.execute("SELECT EXISTS (SELECT FROM dag_run WHERE dag_id = %s)",
                                             (REPORTING_DAG,)).fetchone()[0]
-                return (len(states) == len(ingestion) and all(s in ("success", "failed") for s in states.values())
+                return (len(states) == len(ingestion) * days and all(s in ("success", "failed") for _, s in states)
                         and not busy and (reported or not reporting))
 
             _wait("the daily runs and their reporting runs ended", ended, timeout)
@@ -92,7 +100,8 @@ def daily_run(root: Path, *, noop: bool, ingestion: tuple[str, ...] = INGESTION_
                     "WHERE b.task_id = 'batch_tenants' AND l.task_id LIKE 'load%%' GROUP BY l.dag_id, l.run_id) r"
                 ).fetchone()[0]
             # then one validate task alone (its success triggers the reporting DAG again: not counted)
-            solo = solo_task_seconds(airflow, "a8_ingest", "validate_messages") if "a8_ingest" in ingestion else None
+            solo = solo_task_seconds(airflow, "a8_ingest", "validate_messages") \
+                if "a8_ingest" in ingestion and days == 1 else None
             with psycopg.connect(env["CHAT_INGEST_WAREHOUSE_DSN"]) as conn:
                 landing = [float(s) for (s,) in conn.execute(
                     "SELECT sum(duration_seconds) FROM audit.load_log WHERE source = 'botslovers' GROUP BY tenant"
@@ -197,6 +206,24 @@ def tenants_scaling(work: Path, landing_per_tenant: float) -> dict:
             "seconds_per_tenant": round(slope, 3), "landing_seconds_per_tenant": landing_per_tenant,
             "target": {"seconds_per_tenant": "<= landing_seconds_per_tenant", "growth": "linear"},
             "met": linear and slope <= landing_per_tenant}
+
+
+#: Days of the backfill benchmark: a month loaded after an outage.
+BACKFILL_DAYS = 30
+
+
+def bench_backfill(work: Path, days: int = BACKFILL_DAYS) -> dict:
+    """``days`` days of the default dataset (2 tenants per source) through ``airflow backfill create``,
+    every ingestion DAG and the reporting runs they trigger, against the same runs of the floor."""
+    floor = daily_run(work / "orchestration-backfill-floor", noop=True, days=days, timeout=6 * 3600)
+    real = daily_run(work / "orchestration-backfill", noop=False, days=days, timeout=6 * 3600)
+    ratio = round(real["seconds"] / floor["seconds"], 3)
+    return {f"backfill_{days}_days": {
+        "days": days, "dag_runs": real["dag_runs"], "task_instances": real["task_instances"],
+        "seconds": real["seconds"], "minutes": round(real["seconds"] / 60, 1),
+        "floor": {k: floor[k] for k in ("seconds", "dag_runs", "task_instances")},
+        "floor_minutes": round(floor["seconds"] / 60, 1), "task_seconds": real["task_seconds"],
+        "time_ratio": ratio, "target": {"time_ratio": "<= 1.5"}, "met": ratio <= 1.5}}
 
 
 def bench_orchestration(work: Path) -> dict:
