@@ -103,7 +103,7 @@ def test_every_sandbox_and_airflow_port_listens_on_loopback_only(sandbox, airflo
 
 def test_a_scheduler_killed_mid_run_is_replaced_and_every_run_completes_unaided(sandbox, airflow, airflow_services):
     services, supervisor = airflow_services, airflow_services.supervisor
-    dag_id, days = "a8_ingest", sandbox.days[:1]
+    dag_id, days = "botslovers_ingest", sandbox.days[:1]
     assert api(services, "PATCH", f"/dags/{dag_id}", json={"is_paused": False}).ok
     try:
         run_ids = [api(services, "POST", f"/dags/{dag_id}/dagRuns",
@@ -127,25 +127,26 @@ def test_each_validate_task_links_to_its_own_page_of_the_one_data_docs_site(sand
     page; the site is served behind the login."""
     services = airflow_services
     with psycopg.connect(airflow.metadata_dsn) as conn:
-        run_id, task_id = conn.execute(
-            "SELECT run_id, task_id FROM task_instance WHERE dag_id = 'a8_ingest' AND task_id LIKE 'validate_%' "
-            "AND state = 'success' ORDER BY end_date DESC LIMIT 1").fetchone()
+        dag_id, run_id, task_id = conn.execute(
+            "SELECT dag_id, run_id, task_id FROM task_instance WHERE dag_id LIKE '%_ingest' "
+            "AND task_id LIKE 'validate_%' AND state = 'success' ORDER BY end_date DESC LIMIT 1").fetchone()
+    source = dag_id.removesuffix("_ingest")
     # the task inherited Great Expectations from the scheduler's forkserver instead of importing it
-    log = next((sandbox.root / "airflow" / "logs" / "dag_id=a8_ingest" / f"run_id={run_id}" / f"task_id={task_id}"
+    log = next((sandbox.root / "airflow" / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}" / f"task_id={task_id}"
                 ).glob("attempt=*.log")).read_text()
     assert "Great Expectations: already imported" in log
-    links = api(services, "GET", f"/dags/a8_ingest/dagRuns/{run_id}/taskInstances/{task_id}/links").json()
+    links = api(services, "GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/links").json()
     link = links["extra_links"]["GX Data Docs"]
     table = task_id.removeprefix("validate_")
-    assert link.startswith(f"/chat-ingest/data-docs/validations/a8_{table}_suite/")  # same site: the UI opens it
+    assert link.startswith(f"/chat-ingest/data-docs/validations/{source}_{table}_suite/")  # same site: the UI opens it
     path = link.split("/chat-ingest/", 1)[1]
     assert requests.get(f"{services.url}/chat-ingest/{path}", timeout=30).status_code == 401
     page = requests.get(f"{services.url}/chat-ingest/{path}", headers={"Authorization": f"Bearer {services.token()}"},
                         timeout=30)
-    assert page.ok and f"a8_{table}" in page.text and run_id in page.text
+    assert page.ok and f"{source}_{table}" in page.text and run_id in page.text
     index = requests.get(f"{services.url}/chat-ingest/data-docs/index.html", cookies={"_token": services.token()},
                          timeout=30)  # the UI's session cookie works too
-    assert index.ok and "a8_" in index.text
+    assert index.ok and f"{source}_" in index.text
     escape = requests.get(f"{services.url}/chat-ingest/data-docs/..%2F..%2Fgx.yml",
                           headers={"Authorization": f"Bearer {services.token()}"}, timeout=30)
     assert escape.status_code == 404
