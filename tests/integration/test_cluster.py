@@ -29,7 +29,7 @@ pytestmark = pytest.mark.integration
 DAYS = 1  # a backfill of one day, beside the daily run unpausing makes: enough runs to lose a worker in
 #: The sources run on the cluster: a table-per-task source with a load per tenant (Botslovers), the
 #: API source and the document source.  A8's eleven tables add task instances, not another way of running
-#: them (its DAG runs under the scheduler in test_a8, test_backfill and test_reliability).
+#: them (its DAG runs end to end in test_a8, test_lineage and test_reliability, by `airflow dags test`).
 CLUSTERED = ("botslovers", "ultimate", "unless")
 CLUSTERED_DAGS = tuple(f"{source}_ingest" for source in CLUSTERED)
 
