@@ -72,10 +72,9 @@ def daily_run(root: Path, *, noop: bool, ingestion: tuple[str, ...] = INGESTION_
             for dag_id in dag_ids:
                 airflow.run("dags", "unpause", dag_id)
             if days > 1:
-                first, last = (env[f"SANDBOX_DATASET_{edge}"] for edge in ("START", "END"))
+                first, last = (dt.date.fromisoformat(env[f"SANDBOX_DATASET_{edge}"]) for edge in ("START", "END"))
                 for dag_id in ingestion:  # the day that has its scheduled run is skipped
-                    airflow.run("backfill", "create", "--dag-id", dag_id, "--from-date", first, "--to-date", last,
-                                "--max-active-runs", "1")
+                    airflow.backfill(dag_id, first, last)
 
             def ended() -> bool:
                 with psycopg.connect(airflow.metadata_dsn) as conn:

@@ -151,8 +151,7 @@ def main(argv: list[str] | None = None) -> int:
             for dag_id in (*INGESTION_DAGS, REPORTING_DAG):  # the scheduler starts yesterday's daily runs
                 airflow.run("dags", "unpause", dag_id, log=log)
             for dag_id in INGESTION_DAGS:  # and a backfill the days before (a day that has a run is skipped)
-                airflow.run("backfill", "create", "--dag-id", dag_id, "--from-date", first.isoformat(),
-                            "--to-date", last.isoformat(), "--max-active-runs", "1", log=log)
+                airflow.backfill(dag_id, first, last, log=log)
             failed = [(dag_id, run[1]) for dag_id in INGESTION_DAGS for run in wait_for_runs(airflow, dag_id, days)
                       if run[2] != "success"]
             if failed:

@@ -176,6 +176,12 @@ class Airflow:
     def trigger_day(self, dag_id: str, day, log: Path) -> str:
         return self.trigger(dag_id, {"date": day.isoformat()}, log)
 
+    def backfill(self, dag_id: str, first: dt.date, last: dt.date, log: Path | None = None) -> None:
+        """``airflow backfill create`` of ``[first, last]``, one run at a time and in order, as a user loads
+        days after an outage; a day that already has a run is skipped (the scheduler then runs them)."""
+        self.run("backfill", "create", "--dag-id", dag_id, "--from-date", first.isoformat(),
+                 "--to-date", last.isoformat(), "--max-active-runs", "1", log=log)
+
 
 def session_processes(sid: int) -> list[int]:
     """Every live process of session ``sid`` (a component and whatever it started)."""

@@ -108,8 +108,7 @@ def test_a_backfill_spreads_over_two_celery_workers_and_survives_losing_one(clus
     for dag_id in (*CLUSTERED_DAGS, REPORTING_DAG):
         airflow.run("dags", "unpause", dag_id)
     for dag_id in CLUSTERED_DAGS:
-        airflow.run("backfill", "create", "--dag-id", dag_id, "--from-date", days[0].isoformat(),
-                    "--to-date", days[-1].isoformat(), "--max-active-runs", "1")
+        airflow.backfill(dag_id, days[0], days[-1])
 
     deadline, lost = time.monotonic() + 600, None
     while lost is None:  # lose worker-1 in the middle of a load
