@@ -40,14 +40,11 @@ TEMPLATES = SharedTemplates()
 def _share_templates() -> None:
     """Every GX view's environment (created in ``DefaultJinjaView.__init__``) uses :data:`TEMPLATES`."""
     create = gx_view.DefaultJinjaView.__init__
-    if getattr(create, "shares_templates", False):
-        return
 
     def __init__(self, *args, **kwargs) -> None:
         create(self, *args, **kwargs)
         self.env.bytecode_cache = TEMPLATES
 
-    __init__.shares_templates = True
     gx_view.DefaultJinjaView.__init__ = __init__
 
 
