@@ -41,10 +41,11 @@ def plan() -> dict:
     from chat_ingest.warehouse import connect
     from chat_ingest.windows import parse_window, resolve_window
 
-    params = get_current_context()["params"]
+    context = get_current_context()
+    params = context["params"]
     requested = parse_window(resolve_window(params, None, None)) if params.get("start_date") else None
     with connect() as conn:
-        change_ids, partitions = plan_build(conn, requested)
+        change_ids, partitions = plan_build(conn, requested, run_id=context["run_id"])
     print(f"{len(change_ids)} pending change(s); rebuilding {len(partitions)} partition(s)")
     return {"change_ids": change_ids, "partitions": [{"source": s, "day": d.isoformat()} for s, d in partitions]}
 

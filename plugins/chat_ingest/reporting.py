@@ -7,6 +7,10 @@ every ``reporting`` table in one transaction with the SQL in
 ``include/sql/reporting/``: the conversations of that source that *started*
 that day, their masked messages, the day's KPIs.  A rebuild is a delete and an
 insert of the same partition, so a rerun changes nothing.
+
+An agent participation without an end lasts until its source's data ends, so its days are not the
+days of its rows: each build also notes the days that participations opened, closed or extended since
+the previous build (:func:`note_open_participation_days`), so days loaded in any order report the same.
 """
 
 from __future__ import annotations
@@ -84,11 +88,45 @@ def pending_changes(conn, lookback_days: int = 1, lookahead_days: int = 1
     return [r[0] for r in rows], sorted(partitions)
 
 
-def plan_build(conn, requested: tuple[dt.datetime, dt.datetime] | None = None
+def note_open_participation_days(conn, run_id: str) -> dict[str, int]:
+    """Note as changed the days of every participation that opened, closed or reached further since the
+    last build (``open_participation_days.sql``); returns how many days each source got.
+
+    A participation without an end lasts until its source's data ends (``reporting.loaded_until``), so
+    a day's agent KPIs depend on rows of other days: a backfill landing an open participation below
+    days already reported reaches into all of them, a later row closing it takes it out of them, and a
+    load of a later day, even an empty one, extends it.  Comparing what is open now with what was open
+    at the last build finds exactly those days, in any order of loads, without rebuilding every later
+    day of every backfilled one."""
+    from psycopg import sql
+
+    noted = {}
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext('reporting:open_participations'))")
+        for source in SOURCES:
+            query = REPORTING_SQL / f"open_participations_{source}.sql"
+            if not query.exists():
+                continue
+            conn.execute(sql.SQL(
+                "CREATE TEMP TABLE open_now ON COMMIT DROP AS SELECT tenant, participation_id, began, "
+                "greatest(began, reporting.loaded_until(%(source)s)) AS reached_until "
+                "FROM ({query}) o (tenant, participation_id, began)").format(query=sql.SQL(query.read_text())),
+                {"source": source})
+            days = conn.execute((REPORTING_SQL / "open_participation_days.sql").read_text(),
+                                {"source": source, "run_id": run_id}).fetchall()
+            conn.execute("DELETE FROM audit.open_participations WHERE source = %s", (source,))
+            conn.execute("INSERT INTO audit.open_participations SELECT %s, * FROM open_now", (source,))
+            conn.execute("DROP TABLE open_now")
+            noted[source] = len(days)
+    return noted
+
+
+def plan_build(conn, requested: tuple[dt.datetime, dt.datetime] | None = None, run_id: str = "reporting"
                ) -> tuple[list[int], list[tuple[str, dt.date]]]:
-    """Ensure the schemas; the pending change ids, and the partitions they call for plus, when a
-    ``[start, end)`` range is requested, every source's days in it."""
+    """Ensure the schemas; note the days open participations changed; the pending change ids, and the
+    partitions they call for plus, when a ``[start, end)`` range is requested, every source's days in it."""
     ensure_reporting_schema(conn)
+    note_open_participation_days(conn, run_id)
     change_ids, partitions = pending_changes(conn)
     if requested:
         start, end = requested

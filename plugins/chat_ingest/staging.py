@@ -322,7 +322,6 @@ class StagingLoader:
             self.source_ignored_columns = extraction.ignored_columns
             result = self._cheapest_road(extraction)
             result.duration_seconds = round(time.monotonic() - started, 3)
-            result.changed_days = tuple(sorted({*result.changed_days, *self._note_newly_known_days(result)}))
             self._log(result)
         return result
 
@@ -526,23 +525,6 @@ class StagingLoader:
             "SELECT DISTINCT %s, %s, %s, tenant, day FROM _changed RETURNING day",
             (self.run_id, self.spec.source, self.spec.name)).fetchall()
         return tuple(sorted({d.isoformat() for (d,) in rows}))
-
-    def _note_newly_known_days(self, result: LoadResult) -> tuple[str, ...]:
-        """The days this load is the first of its source to cover (at most a year of them), noted as
-        changed unless its rows already changed them: an interval still open -- an agent's participation without an end -- lasts until the
-        source's data ends (``reporting.loaded_until``), so it now reaches into them, and their reports
-        must be rebuilt even when none of their rows changed.  Must run before :meth:`_log`."""
-        rows = self.conn.execute(
-            "INSERT INTO audit.changed_days (run_id, source, table_name, tenant, day) "
-            "SELECT %(run)s, %(source)s, %(table)s, %(tenant)s, d::date "
-            "FROM (SELECT coalesce(max(window_end), %(start)s) AS known FROM audit.load_log "
-            "      WHERE source = %(source)s) f, "
-            "generate_series((greatest(f.known, %(end)s - interval '366 days') AT TIME ZONE 'UTC')::date, "
-            "                ((%(end)s - interval '1 microsecond') AT TIME ZONE 'UTC')::date, interval '1 day') d "
-            "WHERE f.known < %(end)s AND d::date <> ALL(%(noted)s::date[]) RETURNING day",
-            {"run": self.run_id, "source": self.spec.source, "table": self.spec.name, "tenant": self.tenant,
-             "start": self.window_start, "end": self.window_end, "noted": list(result.changed_days)}).fetchall()
-        return tuple(d.isoformat() for (d,) in rows)
 
     def _prepare(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         """The batch in spec order plus ``_pre_reason`` and ``_raw``.

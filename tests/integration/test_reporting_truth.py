@@ -156,10 +156,62 @@ def test_an_open_participation_lasts_until_the_loaded_data_ends_not_the_clock(cl
     load_botslovers(TEST_COMPANY, "chat_agent_log", x)
     assert handle() == {x: 7200.0}  # known until X+1 00:00, not until today
     summary = load_botslovers(TEST_COMPANY, "chat_agent_log", x + dt.timedelta(days=1))
-    assert summary["rows_landed"] == 0 and str(x + dt.timedelta(days=1)) in summary["changed_days"]
+    assert summary["rows_landed"] == 0 and not summary["changed_days"]  # the build finds what it reaches
     assert handle() == {x: 7200.0, x + dt.timedelta(days=1): 86400.0}
     load_botslovers(TEST_COMPANY, "chat_agent_log", x)  # a rerun of the earlier day reaches no further
     assert handle() == {x: 7200.0, x + dt.timedelta(days=1): 86400.0}
+
+
+def test_an_open_participation_landed_after_later_days_reaches_them_until_a_later_row_closes_it(
+        clean_warehouse, testco):  # noqa: F811
+    """The outage flow with a participation left open: the schedule landed day X+3 first, the backfill
+    brings X, where an agent joined at 22:00 and had not left, then X+1, where they left at 06:00.
+    Every day between is reported as it would be had the days landed in order, for Botslovers (the end
+    on the same row) and A8 (the end in the chat's next state)."""
+    from chat_ingest.operators.a8 import A8ToStagingOperator
+
+    sandbox = clean_warehouse
+    x, bot = sandbox.days[0], sandbox.manifest["a8"]["bots"][0]
+    day = [x + dt.timedelta(days=n) for n in range(4)]
+    joined, left = midnight(x) + dt.timedelta(hours=22), midnight(day[1]) + dt.timedelta(hours=6)
+
+    def land(n: int) -> None:
+        load_botslovers(TEST_COMPANY, "chat_agent_log", day[n])
+        window = {"start": midnight(day[n]).isoformat(), "end": midnight(day[n] + dt.timedelta(days=1)).isoformat()}
+        A8ToStagingOperator(task_id="l", tenant=bot, table="chat_state", window=window).execute({"run_id": f"d{n}"})
+        build(sandbox)
+
+    def handle() -> dict[str, dict[dt.date, float]]:
+        with sandbox.warehouse() as conn:
+            rows = conn.execute("SELECT source, activity_date, handle_seconds FROM reporting.agent_daily_kpis "
+                                "WHERE agent_id = 'open-agent'").fetchall()
+        return {source: {d: float(s) for src, d, s in rows if src == source} for source in ("botslovers", "a8")}
+
+    states = [("newChat", joined - dt.timedelta(minutes=5), None), ("TransferChat", joined - dt.timedelta(minutes=1), "bot-1"),
+              ("assignedChat", joined, "open-agent")]
+    with a8_conn(sandbox) as source:
+        for n, (state, at, agent) in enumerate(states):
+            source.execute("INSERT INTO chat_state (time, chat_id, agent_id, state, bot_handle, id) "
+                           "VALUES (%s, 'p-open', %s, %s, %s, %s)", (at, agent, state, bot, f"p-open-{n}"))
+    ch_rows(sandbox, f"chat_agent_log_{TEST_COMPANY}", [
+        agent_log("p-open", joined, chat_id="p-open", agent_id="open-agent")])
+    try:
+        land(3)
+        land(0)
+        opened = {x: 7200.0, day[1]: 86400.0, day[2]: 86400.0, day[3]: 86400.0}
+        assert handle() == {"botslovers": opened, "a8": opened}
+        with a8_conn(sandbox) as source:
+            source.execute("INSERT INTO chat_state (time, chat_id, agent_id, state, bot_handle, id) "
+                           "VALUES (%s, 'p-open', 'open-agent', 'closedChat', %s, 'p-open-3')", (left, bot))
+        ch_rows(sandbox, f"chat_agent_log_{TEST_COMPANY}", [
+            agent_log("p-open", left, chat_id="p-open", agent_id="open-agent", joined_at=joined, left_at=left,
+                      created_at=joined)])
+        land(1)
+        closed = {x: 7200.0, day[1]: 21600.0}
+        assert handle() == {"botslovers": closed, "a8": closed}
+    finally:
+        with a8_conn(sandbox) as source:
+            source.execute("DELETE FROM chat_state WHERE chat_id = 'p-open'")
 
 
 # -- Ultimate: the seed's SQL, with its NULL semantics, on any spelling the seed allows -------------------

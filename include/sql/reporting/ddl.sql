@@ -90,6 +90,19 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
     SELECT max(window_end) FROM audit.load_log WHERE load_log.source = $1
 $$;
 
+-- The agent participations that were open (lasting until reporting.loaded_until) at the last reporting
+-- build, and how far they reached then.  Each build compares them with the ones open now and rebuilds
+-- every day a participation opened, closed or reached further since covers: a day's agent KPIs depend
+-- on rows of other days, whichever order days are loaded in (reporting.py, note_open_participation_days).
+CREATE TABLE IF NOT EXISTS audit.open_participations (
+    source           text        NOT NULL,
+    tenant           text        NOT NULL,
+    participation_id text        NOT NULL,
+    began            timestamptz NOT NULL,
+    reached_until    timestamptz NOT NULL,
+    PRIMARY KEY (source, tenant, participation_id)
+);
+
 CREATE TABLE IF NOT EXISTS reporting.conversations (
     source                  text        NOT NULL,
     tenant                  text        NOT NULL,
