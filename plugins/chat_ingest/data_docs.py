@@ -5,7 +5,15 @@ to the site never reached a user.  The plugin mounts this app at ``/chat-ingest/
 api-server: same site, and behind the same login (the UI's session cookie or a bearer token; an
 anonymous request gets 401).  The site is the one GX writes (``validation.data_docs_site()``), on a
 disk every worker writes and the api-server reads (in compose, a shared volume).
+
+Validations write their own pages only; the index is built here, when someone opens it and a
+validation has written a page since (in a child process: Great Expectations stays out of the
+api-server).
 """
+
+import logging
+
+log = logging.getLogger(__name__)
 
 
 URL_PREFIX = "/chat-ingest/data-docs"
@@ -60,10 +68,34 @@ def create_app():
         from chat_ingest.validation import data_docs_site
 
         site = data_docs_site().resolve()
-        target = (site / (path or "index.html")).resolve()
+        path = path or "index.html"
+        if path == "index.html":
+            refresh_index()
+        target = (site / path).resolve()
         if not target.is_relative_to(site) or not target.is_file():
             raise HTTPException(status_code=404, detail=f"no Data Docs page {path!r} (has a validation run yet?)")
         return FileResponse(target)
 
     return app
 
+
+
+def refresh_index() -> None:
+    """Build the site's index if it is out of date, in a child process; on failure, log it and leave
+    the previous index to be served."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import chat_ingest
+    from chat_ingest.validation import data_docs_index_outdated
+
+    if not data_docs_index_outdated():
+        return
+    package_root = str(Path(chat_ingest.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+    built = subprocess.run([sys.executable, "-c", "from chat_ingest.validation import build_data_docs_index; "
+                            "build_data_docs_index()"], env=env, capture_output=True, text=True, timeout=600)
+    if built.returncode:
+        log.error("the Data Docs index could not be built; serving the previous one:\n%s", built.stderr[-4000:])

@@ -12,8 +12,10 @@ suite, its validation history and **one** Data Docs site, which the project's
 Airflow plugin serves under the api-server (``/chat-ingest/data-docs/``, behind
 the UI's login); each validate task links to its own validation page.  A
 validation's datasource and checkpoint live in memory, so validations run side by
-side; a file lock serialises only the writing of a suite and the Data Docs index
-(under a second).  The warehouse DSN reaches GX only through a ``${…}`` config
+side; a file lock serialises only the writing of a suite and of Data Docs pages.
+The site's index, which GX builds by reading every result it lists (most of a
+validation's cost once a backfill has written a few hundred), is built when someone
+opens it (:func:`build_data_docs_index`), not by every validation.  The warehouse DSN reaches GX only through a ``${…}`` config
 variable, so it appears in no log and no file.
 """
 
@@ -43,9 +45,9 @@ EARLIEST_SANE = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)
 #: Allowed clock skew between the vendor and us before a timestamp counts as "in the future".
 FUTURE_SKEW = dt.timedelta(minutes=10)
 _DSN_VARIABLE = "CHAT_INGEST_GX_WAREHOUSE_DSN"
-#: Validations the Data Docs index lists (the newest).  GX rebuilds the index on every validation by
-#: reading every result it lists, so an unbounded index made each validation slower than the last
-#: (a 30-day backfill writes 540); older results keep their pages, which their tasks link to.
+#: Validations the Data Docs index lists (the newest).  GX builds the index by reading every result it
+#: lists, so an unbounded index took longer with every validation (a 30-day backfill writes 540); older
+#: results keep their pages, which their tasks link to.
 DATA_DOCS_INDEX_LIMIT = 200
 
 
@@ -248,9 +250,10 @@ def run_gate(conn, sqlalchemy_dsn: str, spec: TableSpec, *, run_id: str, start: 
         ))
         result = checkpoint.run(run_id=gx.RunIdentifier(run_name=run_id))  # stores its result file
         identifier = next(iter(result.run_results))
-        with _ProjectLock(project):  # the site's index and its shared files
-            context.build_data_docs(resource_identifiers=[
-                identifier, identifier.expectation_suite_identifier])
+        with _ProjectLock(project):  # the site's shared files
+            context.build_data_docs(resource_identifiers=[identifier, identifier.expectation_suite_identifier],
+                                    build_index=False)
+            _index_outdated_marker().touch()
         docs_page = _docs_page(context, identifier)
     finally:
         os.environ.pop(_DSN_VARIABLE, None)
@@ -316,6 +319,34 @@ def _context(project: Path):
     context = gx.get_context(mode="ephemeral", project_config=config)
     context.variables.progress_bars = {"globally": False}
     return context
+
+
+def _index_outdated_marker() -> Path:
+    """Touched by every validation that wrote a page; newer than the index: the index is out of date.
+    Beside the site, not in it: the site is served."""
+    return data_docs_site().parent / "index-outdated"
+
+
+def data_docs_index_outdated() -> bool:
+    """Whether a validation wrote a page after the Data Docs index was last built."""
+    index, marker = data_docs_site() / "index.html", _index_outdated_marker()
+    return marker.exists() and not (index.exists() and index.stat().st_mtime_ns > marker.stat().st_mtime_ns)
+
+
+def build_data_docs_index() -> bool:
+    """Build the Data Docs site's index if a validation wrote a page since it was last built; returns
+    whether it did.  Under the project lock, so the index includes every validation that finished
+    before it and a later one leaves it out of date again."""
+    with _ProjectLock(gx_root()):
+        if not data_docs_index_outdated():
+            return False
+        import chat_ingest.gx_templates  # noqa: F401
+
+        context = _context(gx_root())
+        # build_data_docs() builds every page when given no identifiers; only the index is wanted here
+        (site, config), = context.variables.data_docs_sites.items()
+        context._init_site_builder_for_data_docs_site_creation(site, config).site_index_builder.build()
+    return True
 
 
 def _docs_page(context, identifier) -> str | None:
