@@ -31,7 +31,7 @@ import yaml
 from chat_ingest.dag_factory import NOOP_TASKS_ENV
 from sandbox.__main__ import down, up
 from sandbox.demo import INGESTION_DAGS, REPORTING_DAG, reporting_busy
-from sandbox.services import Airflow, Supervisor, free_port, login, read_env, ui_env
+from sandbox.services import Airflow, Supervisor, api_token, free_port, login, read_env, ui_env
 
 REPO = Path(__file__).resolve().parents[1]
 DAG_FILES = {dag_id: REPO / "dags" / f"{dag_id}.py" for dag_id in (*INGESTION_DAGS, REPORTING_DAG)}
@@ -145,9 +145,7 @@ def solo_task_seconds(airflow: Airflow, dag_id: str, task_id: str, repeats: int 
         run_id = conn.execute("SELECT run_id FROM dag_run WHERE dag_id = %s ORDER BY id DESC LIMIT 1",
                               (dag_id,)).fetchone()[0]
     base = airflow.env["AIRFLOW__API__BASE_URL"]
-    user, password = login(airflow.env)
-    token = requests.post(f"{base}/auth/token", json={"username": user, "password": password}, timeout=60)
-    token.raise_for_status()
+    token = api_token(base, *login(airflow.env))
     durations: list[float] = []
     def idle() -> bool:  # the reporting run the previous attempt triggered has ended too
         with psycopg.connect(airflow.metadata_dsn) as conn:
@@ -157,7 +155,7 @@ def solo_task_seconds(airflow: Airflow, dag_id: str, task_id: str, repeats: int 
         _wait("every DAG run ended", idle, timeout)
         tried = attempt(run_id)[1]
         cleared = requests.post(f"{base}/api/v2/dags/{dag_id}/clearTaskInstances", timeout=60,
-                                headers={"Authorization": f"Bearer {token.json()['access_token']}"},
+                                headers={"Authorization": f"Bearer {token}"},
                                 json={"dag_run_id": run_id, "task_ids": [task_id], "dry_run": False,
                                       "only_failed": False, "reset_dag_runs": True})
         if not cleared.ok:

@@ -128,6 +128,15 @@ def login(env: dict[str, str]) -> tuple[str, str]:
     return ADMIN_USER, passwords[ADMIN_USER]
 
 
+def api_token(url: str, user: str, password: str) -> str:
+    """A bearer token for the REST API of the api-server at ``url``, from its own login."""
+    import requests
+
+    response = requests.post(f"{url}/auth/token", json={"username": user, "password": password}, timeout=60)
+    response.raise_for_status()
+    return response.json()["access_token"]
+
+
 class Airflow:
     """The ``airflow`` CLI of this virtualenv, pointed at the sandbox."""
 
@@ -195,6 +204,13 @@ def session_processes(sid: int) -> list[int]:
             if int(fields[3]) == sid and fields[0] != "Z":
                 pids.append(int(entry.name))
     return pids
+
+
+def signal_all(pids: list[int], sig: int) -> None:
+    """Send ``sig`` to each of ``pids`` still alive."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
 
 
 def kill_session(sid: int, grace: float = 20) -> None:
@@ -289,9 +305,7 @@ class Supervisor:
             component = self.components[name]
             component.supervised = False
             pid = component.proc.pid
-            for process in session_processes(pid):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(process, signal.SIGKILL)
+            signal_all(session_processes(pid), signal.SIGKILL)
             component.proc.wait()
         return pid
 

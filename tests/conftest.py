@@ -20,7 +20,7 @@ import requests
 import yaml
 
 from sandbox.__main__ import down, up
-from sandbox.services import Airflow, Supervisor, free_port, login, read_env, ui_env
+from sandbox.services import Airflow, Supervisor, api_token, free_port, login, read_env, ui_env
 from sandbox.generator import generate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -148,10 +148,7 @@ class Services:
         return f"http://127.0.0.1:{self.port}"
 
     def token(self) -> str:
-        user, password = next(iter(self.users.items()))
-        response = requests.post(f"{self.url}/auth/token", json={"username": user, "password": password}, timeout=30)
-        response.raise_for_status()
-        return response.json()["access_token"]
+        return api_token(self.url, *next(iter(self.users.items())))
 
 
 @pytest.fixture(scope="session")
