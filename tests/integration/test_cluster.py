@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
-import os
 import signal
 import time
 
@@ -20,7 +19,7 @@ from sandbox.__main__ import down, up
 from sandbox.debian import apt_install
 from sandbox.demo import REPORTING_DAG, run_reporting, wait_for_runs
 from sandbox.services import (COMPONENTS, REDIS_SERVER, Airflow, Supervisor, celery_cluster, free_port, read_env,
-                             session_processes, ui_env)
+                             session_processes, signal_all, ui_env)
 from tests.conftest import (DAG_IDS, SANDBOX_ENV_PREFIXES, TEST_START, newcomer_env, outside_the_session_sandbox,
                             staging_checksum)
 from tests.integration.test_reporting_truth import REPORTING_TABLES
@@ -62,15 +61,11 @@ def running_loads_on_worker_1(airflow: Airflow) -> list[tuple]:
 def frozen(leader: int):
     """Every process of a component stopped (SIGSTOP) for the time, then let go on (SIGCONT)."""
     processes = session_processes(leader)
-    for pid in processes:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGSTOP)
+    signal_all(processes, signal.SIGSTOP)
     try:
         yield
     finally:
-        for pid in processes:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGCONT)
+        signal_all(processes, signal.SIGCONT)
 
 
 @pytest.fixture(scope="module")
