@@ -28,13 +28,14 @@ def lineage(inputs: Iterable = (), outputs: Iterable = ()):
     return OperatorLineage(inputs=list(inputs), outputs=list(outputs))
 
 
-def _endpoint(conn_id: str, scheme: str) -> tuple[str, str]:
-    """``scheme://host:port`` of a connection, and its schema (the database for SQL sources)."""
+def _endpoint(conn_id: str, scheme: str | None) -> tuple[str, str]:
+    """``scheme://host:port`` of a connection, and its schema (the database for SQL sources).  Without
+    ``scheme``: the connection's schema, where an HTTP connection keeps its scheme (https if empty)."""
     from airflow.sdk import BaseHook
 
     conn = BaseHook.get_connection(conn_id)
     port = f":{conn.port}" if conn.port else ""
-    return f"{scheme}://{conn.host}{port}", conn.schema or ""
+    return f"{scheme or conn.schema or 'https'}://{conn.host}{port}", conn.schema or ""
 
 
 def postgres_table(conn_id: str, schema: str, table: str, facets: dict | None = None):
@@ -53,10 +54,7 @@ def clickhouse_table(conn_id: str, table: str):
 
 
 def http_endpoint(conn_id: str, path: str):
-    from airflow.sdk import BaseHook
-
-    conn = BaseHook.get_connection(conn_id)
-    namespace, _ = _endpoint(conn_id, conn.schema or "https")
+    namespace, _ = _endpoint(conn_id, None)
     return dataset(namespace, path)
 
 
