@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -56,6 +57,9 @@ def daily_run(root: Path, *, noop: bool, ingestion: tuple[str, ...] = INGESTION_
     the stand-ins hold the dataset's).  ``days`` > 1: a dataset of that many days, the days before
     yesterday loaded as ``make demo`` does, by ``airflow backfill create`` (one run of a DAG at a time,
     in order; the four DAGs side by side)."""
+    if root.exists():  # a previous run's metadata database already holds yesterday's runs: nothing would run
+        down(root)
+        shutil.rmtree(root)
     if up(root, None, days, seed=7, bad_records=0.0, timeout=300, owned=True):
         raise RuntimeError(f"the sandbox in {root} did not start")
     try:
