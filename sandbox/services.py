@@ -216,11 +216,7 @@ def signal_all(pids: list[int], sig: int) -> None:
 def kill_session(sid: int, grace: float = 20) -> None:
     """SIGTERM every process of session ``sid``, then SIGKILL those still there after ``grace``."""
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10)):
-        for pid in session_processes(sid):
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
+        signal_all(session_processes(sid), sig)
         deadline = time.monotonic() + wait
         while session_processes(sid) and time.monotonic() < deadline:
             time.sleep(0.2)
