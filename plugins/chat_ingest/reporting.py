@@ -88,9 +88,9 @@ def pending_changes(conn, lookback_days: int = 1, lookahead_days: int = 1
     return [r[0] for r in rows], sorted(partitions)
 
 
-def note_open_participation_days(conn, run_id: str) -> dict[str, int]:
+def note_open_participation_days(conn, run_id: str) -> None:
     """Note as changed the days of every participation that opened, closed or reached further since the
-    last build (``open_participation_days.sql``); returns how many days each source got.
+    last build (``open_participation_days.sql``), and log how many each source got.
 
     A participation without an end lasts until its source's data ends (``reporting.loaded_until``), so
     a day's agent KPIs depend on rows of other days: a backfill landing an open participation below
@@ -100,7 +100,6 @@ def note_open_participation_days(conn, run_id: str) -> dict[str, int]:
     day of every backfilled one."""
     from psycopg import sql
 
-    noted = {}
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(hashtext('reporting:open_participations'))")
         for source in SOURCES:
@@ -117,8 +116,8 @@ def note_open_participation_days(conn, run_id: str) -> dict[str, int]:
             conn.execute("DELETE FROM audit.open_participations WHERE source = %s", (source,))
             conn.execute("INSERT INTO audit.open_participations SELECT %s, * FROM open_now", (source,))
             conn.execute("DROP TABLE open_now")
-            noted[source] = len(days)
-    return noted
+            if days:
+                log.info("reporting %s: %d day(s) whose open participations changed", source, len(days))
 
 
 def plan_build(conn, requested: tuple[dt.datetime, dt.datetime] | None = None, run_id: str = "reporting"
