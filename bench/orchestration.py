@@ -7,8 +7,8 @@ each in a fresh sandbox of the default dataset.  The floor runs the same DAGs wi
 validation task doing nothing (``CHAT_INGEST_NOOP_TASKS``; same task ids, mapping, pools, outlets):
 what Airflow itself costs on this machine for that shape.  ``validate_table`` compares the task
 instances of the two runs: ``validate_messages`` of the A8 run, cleared after the run and run again
-alone by the scheduler (three times, the median), against its no-op twin run alone the same way (in the daily run eighteen
-validations start together on two cores, and their medians are reported too).  ``dag_parse`` times each
+alone by the scheduler (three times, the median), against its no-op twin run alone the same way (in
+the daily run eighteen validations start together on two cores, and their medians are reported too).  ``dag_parse`` times each
 DAG file's parse with 2, 20 and 200 tenants per source, and ``tenants_scaling`` runs the Botslovers
 floor with that many tenants configured.  ``backfill_30_days`` (``--only backfill``; about an hour on two
 cores) loads a month of the default dataset the way ``make demo`` loads its days, against the floor.
@@ -150,11 +150,12 @@ def solo_task_seconds(airflow: Airflow, dag_id: str, task_id: str, repeats: int 
                               (dag_id,)).fetchone()[0]
     base = airflow.env["AIRFLOW__API__BASE_URL"]
     token = api_token(base, *login(airflow.env))
-    durations: list[float] = []
+
     def idle() -> bool:  # the reporting run the previous attempt triggered has ended too
         with psycopg.connect(airflow.metadata_dsn) as conn:
             return not conn.execute("SELECT 1 FROM dag_run WHERE state IN ('queued', 'running')").fetchone()
 
+    durations: list[float] = []
     for _ in range(repeats):
         _wait("every DAG run ended", idle, timeout)
         tried = attempt(run_id)[1]

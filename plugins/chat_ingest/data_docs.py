@@ -79,7 +79,6 @@ def create_app():
     return app
 
 
-
 def refresh_index() -> None:
     """Build the site's index if it is out of date, in a child process; on failure, log it and leave
     the previous index to be served."""

@@ -15,8 +15,9 @@ validation's datasource and checkpoint live in memory, so validations run side b
 side; a file lock serialises only the writing of a suite and of Data Docs pages.
 The site's index, which GX builds by reading every result it lists (most of a
 validation's cost once a backfill has written a few hundred), is built when someone
-opens it (:func:`build_data_docs_index`), not by every validation.  The warehouse DSN reaches GX only through a ``${…}`` config
-variable, so it appears in no log and no file.
+opens it (:func:`build_data_docs_index`), not by every validation.  The warehouse
+DSN reaches GX only through a ``${…}`` config variable, so it appears in no log and
+no file.
 """
 
 from __future__ import annotations
