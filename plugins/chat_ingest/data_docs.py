@@ -6,9 +6,9 @@ api-server: same site, and behind the same login (the UI's session cookie or a b
 anonymous request gets 401).  The site is the one GX writes (``validation.data_docs_site()``), on a
 disk every worker writes and the api-server reads (in compose, a shared volume).
 
-Validations write their own pages only; the index is built here, when someone opens it and a
-validation has written a page since (in a child process: Great Expectations stays out of the
-api-server).
+Validations write their own pages only; the index and the suites' pages are built here, when
+someone opens one of them and a validation has written a page since (in a child process: Great
+Expectations stays out of the api-server).
 """
 
 import logging
@@ -69,7 +69,7 @@ def create_app():
 
         site = data_docs_site().resolve()
         path = path or "index.html"
-        if path == "index.html":
+        if path == "index.html" or path.startswith("expectations/"):
             refresh_index()
         target = (site / path).resolve()
         if not target.is_relative_to(site) or not target.is_file():
@@ -80,8 +80,8 @@ def create_app():
 
 
 def refresh_index() -> None:
-    """Build the site's index if it is out of date, in a child process; on failure, log it and leave
-    the previous index to be served."""
+    """Build the site's index and suite pages if they are out of date, in a child process; on failure,
+    log it and leave the previous ones to be served."""
     import os
     import subprocess
     import sys

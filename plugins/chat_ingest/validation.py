@@ -13,9 +13,10 @@ Airflow plugin serves under the api-server (``/chat-ingest/data-docs/``, behind
 the UI's login); each validate task links to its own validation page.  A
 validation's datasource and checkpoint live in memory, so validations run side by
 side; a file lock serialises only the writing of a suite and of Data Docs pages.
-The site's index, which GX builds by reading every result it lists (most of a
-validation's cost once a backfill has written a few hundred), is built when someone
-opens it (:func:`build_data_docs_index`), not by every validation.  The warehouse
+A validation writes its own page only.  The site's shared pages -- the index, which GX
+builds by reading every result it lists (most of a validation's cost once a backfill
+has written a few hundred), and the suites' pages -- are built when someone opens them
+(:func:`build_data_docs_index`), not by every validation.  The warehouse
 DSN reaches GX only through a ``${…}`` config variable, so it appears in no log and
 no file.
 """
@@ -252,8 +253,7 @@ def run_gate(conn, sqlalchemy_dsn: str, spec: TableSpec, *, run_id: str, start: 
         result = checkpoint.run(run_id=gx.RunIdentifier(run_name=run_id))  # stores its result file
         identifier = next(iter(result.run_results))
         with _ProjectLock(project):  # the site's shared files
-            context.build_data_docs(resource_identifiers=[identifier, identifier.expectation_suite_identifier],
-                                    build_index=False)
+            _write_validation_page(context, identifier, result.run_results[identifier])
             _index_outdated_marker().touch()
         docs_page = _docs_page(context, identifier)
     finally:
@@ -322,9 +322,35 @@ def _context(project: Path):
     return context
 
 
+def _site_builder(context):
+    """GX's builder of the project's one Data Docs site.  GX's public ``build_data_docs`` either builds
+    every page or, given identifiers, still lists every result of the project in each section of the
+    site and copies the static assets again: a validation's cost grew with the project's history.  So
+    the pages are written through the builder's parts (:func:`_write_validation_page`,
+    :func:`build_data_docs_index`), each for what it needs."""
+    (site, config), = context.variables.data_docs_sites.items()
+    return context._init_site_builder_for_data_docs_site_creation(site, config)
+
+
+def _write_validation_page(context, identifier, validation_result) -> None:
+    """Render one validation's page into the site, as GX's validations section renders each result,
+    from the result in hand; the site's static assets are copied once, with the first page."""
+    from great_expectations.data_context.types.resource_identifiers import SiteSectionIdentifier
+
+    builder = _site_builder(context)
+    section = builder.site_section_builders["validations"]
+    view = section.view_class.render(section.renderer_class.render(validation_result),
+                                     data_context_id=section.data_context_id,
+                                     show_how_to_buttons=section.show_how_to_buttons)
+    section.target_store.set(SiteSectionIdentifier(site_section_name=section.name, resource_identifier=identifier),
+                             view)
+    if not (data_docs_site() / "static").is_dir():
+        builder.target_store.copy_static_assets()
+
+
 def _index_outdated_marker() -> Path:
-    """Touched by every validation that wrote a page; newer than the index: the index is out of date.
-    Beside the site, not in it: the site is served."""
+    """Touched by every validation that wrote a page; newer than the index: the index (and the suite
+    pages) are out of date.  Beside the site, not in it: the site is served."""
     return data_docs_site().parent / "index-outdated"
 
 
@@ -335,18 +361,19 @@ def data_docs_index_outdated() -> bool:
 
 
 def build_data_docs_index() -> bool:
-    """Build the Data Docs site's index if a validation wrote a page since it was last built; returns
-    whether it did.  Under the project lock, so the index includes every validation that finished
-    before it and a later one leaves it out of date again."""
+    """Build the Data Docs site's shared pages if a validation wrote a page since they were last built:
+    every suite's page (a suite changes with each run: its future bound is ``now``), the static
+    assets, then the index; returns whether it did.  Under the project lock, so the index includes
+    every validation that finished before it and a later one leaves it out of date again."""
     with _ProjectLock(gx_root()):
         if not data_docs_index_outdated():
             return False
         import chat_ingest.gx_templates  # noqa: F401
 
-        context = _context(gx_root())
-        # build_data_docs() builds every page when given no identifiers; only the index is wanted here
-        (site, config), = context.variables.data_docs_sites.items()
-        context._init_site_builder_for_data_docs_site_creation(site, config).site_index_builder.build()
+        builder = _site_builder(_context(gx_root()))
+        builder.site_section_builders["expectations"].build()  # every suite: one per staging table
+        builder.target_store.copy_static_assets()  # as GX's own build does: a GX upgrade brings new ones
+        builder.site_index_builder.build()  # last: its mtime marks the shared pages current
     return True
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 import uuid
 
 import psycopg
@@ -279,15 +280,27 @@ def test_the_data_docs_index_lists_the_newest_validations_only(clean_warehouse, 
     start, end = day_window(day)
     dsn = sandbox.warehouse_dsn.replace("postgresql://", "postgresql+psycopg2://")
     monkeypatch.setattr(validation, "DATA_DOCS_INDEX_LIMIT", 2)
+    from great_expectations.data_context.store.tuple_store_backend import TupleFilesystemStoreBackend
+
+    listed_history = []  # a validation that lists the project's results costs more with every one
+    list_keys = TupleFilesystemStoreBackend.list_keys
+    monkeypatch.setattr(TupleFilesystemStoreBackend, "list_keys", lambda backend, *a, **kw: (
+        listed_history.append(backend.full_base_directory), list_keys(backend, *a, **kw))[1])
+    suite_page = validation.data_docs_site() / "expectations" / "botslovers_agent_status_logs_suite.html"
+    before = time.time_ns()
     with connect() as conn:
         pages = [run_gate(conn, dsn, botslovers.AGENT_STATUS_LOGS, run_id=f"run-index-{i}", start=start, end=end,
                           tenants=["acme"]).docs_page for i in range(3)]
+    assert not [d for d in listed_history if "validations" in d], listed_history
+    assert (validation.data_docs_site() / "static").is_dir()  # the pages' styles, copied with the first page
     index = validation.data_docs_site() / "index.html"
     assert validation.data_docs_index_outdated() and "run-index" not in (index.read_text() if index.exists() else "")
+    assert not suite_page.exists() or suite_page.stat().st_mtime_ns < before  # the suite's page too: on view
     assert validation.build_data_docs_index() and not validation.build_data_docs_index()  # once, until the next
     listed = index.read_text()
     assert [f"run-index-{i}" in listed for i in range(3)] == [False, True, True]
     assert all((validation.data_docs_site() / page).is_file() for page in pages)
+    assert suite_page.stat().st_mtime_ns >= before and "old_status" in suite_page.read_text()
 
 
 def test_a_batch_of_tenants_lands_each_in_turn_and_names_the_ones_that_failed(clean_warehouse):
