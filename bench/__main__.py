@@ -282,7 +282,7 @@ def print_table(results: dict) -> None:
             print(f"{name:34} {r['rows']:>9} {r['seconds']:>7.1f} {r['rows_per_s']:>9} {r['peak_rss_mb']:>7.0f} "
                   f"{r['baseline']['rows_per_s']:>11} {r['ratio']:>6.2f}  {'yes' if r.get('met') else 'NO'}")
         else:
-            figures = {k: v for k, v in r.items() if k.endswith("ratio") or k.endswith("seconds")}
+            figures = {k: v for k, v in r.items() if k.endswith(("ratio", "seconds", "per_tenant"))}
             print(f"{name:34} {json.dumps(figures)}  {'yes' if r.get('met') else 'NO'}")
 
 
