@@ -144,6 +144,10 @@ def test_each_validate_task_links_to_its_own_page_of_the_one_data_docs_site(sand
     page = requests.get(f"{services.url}/chat-ingest/{path}", headers={"Authorization": f"Bearer {services.token()}"},
                         timeout=30)
     assert page.ok and f"{source}_{table}" in page.text and run_id in page.text
+    # the suite's page is built on view, like the index: opened first, it is built then
+    suite = requests.get(f"{services.url}/chat-ingest/data-docs/expectations/{source}_{table}_suite.html",
+                         headers={"Authorization": f"Bearer {services.token()}"}, timeout=120)
+    assert suite.ok and f"{source}_{table}_suite" in suite.text
     index = requests.get(f"{services.url}/chat-ingest/data-docs/index.html", cookies={"_token": services.token()},
                          timeout=30)  # the UI's session cookie works too
     assert index.ok and f"{source}_" in index.text
