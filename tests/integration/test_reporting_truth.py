@@ -160,6 +160,14 @@ def test_an_open_participation_lasts_until_the_loaded_data_ends_not_the_clock(cl
     assert handle() == {x: 7200.0, x + dt.timedelta(days=1): 86400.0}
     load_botslovers(TEST_COMPANY, "chat_agent_log", x)  # a rerun of the earlier day reaches no further
     assert handle() == {x: 7200.0, x + dt.timedelta(days=1): 86400.0}
+    # every build asks which participations are open: its partial index answers, not a scan of the history
+    from chat_ingest.warehouse import REPORTING_SQL
+
+    with sandbox.warehouse() as conn:
+        conn.execute("SET enable_seqscan = off")  # the table is small here; the index must serve the query
+        plan = "\n".join(line for (line,) in conn.execute(
+            "EXPLAIN " + (REPORTING_SQL / "open_participations_botslovers.sql").read_text()))
+    assert "botslovers_chat_agent_log_open_idx" in plan, plan
 
 
 def test_an_open_participation_landed_after_later_days_reaches_them_until_a_later_row_closes_it(
