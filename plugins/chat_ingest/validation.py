@@ -253,9 +253,8 @@ def run_gate(conn, sqlalchemy_dsn: str, spec: TableSpec, *, run_id: str, start: 
         result = checkpoint.run(run_id=gx.RunIdentifier(run_name=run_id))  # stores its result file
         identifier = next(iter(result.run_results))
         with _ProjectLock(project):  # the site's shared files
-            _write_validation_page(context, identifier, result.run_results[identifier])
+            docs_page = _write_validation_page(context, identifier, result.run_results[identifier])
             _index_outdated_marker().touch()
-        docs_page = _docs_page(context, identifier)
     finally:
         os.environ.pop(_DSN_VARIABLE, None)
 
@@ -332,9 +331,10 @@ def _site_builder(context):
     return context._init_site_builder_for_data_docs_site_creation(site, config)
 
 
-def _write_validation_page(context, identifier, validation_result) -> None:
+def _write_validation_page(context, identifier, validation_result) -> str | None:
     """Render one validation's page into the site, as GX's validations section renders each result,
-    from the result in hand; the site's static assets are copied once, with the first page."""
+    from the result in hand; the site's static assets are copied once, with the first page.  Returns
+    the page's path in the site (the task's link)."""
     from great_expectations.data_context.types.resource_identifiers import SiteSectionIdentifier
 
     builder = _site_builder(context)
@@ -346,6 +346,7 @@ def _write_validation_page(context, identifier, validation_result) -> None:
                              view)
     if not (data_docs_site() / "static").is_dir():
         builder.target_store.copy_static_assets()
+    return _site_page(builder.get_resource_url(resource_identifier=identifier))
 
 
 def _index_outdated_marker() -> Path:
@@ -377,13 +378,11 @@ def build_data_docs_index() -> bool:
     return True
 
 
-def _docs_page(context, identifier) -> str | None:
-    """The validation's page in the local Data Docs site, relative to the site's folder."""
+def _site_page(url: str | None) -> str | None:
+    """A page's ``file://`` URL as its path relative to the local Data Docs site's folder."""
     site = data_docs_site().resolve()
-    for entry in context.get_docs_sites_urls(resource_identifier=identifier):
-        url = entry.get("site_url") or ""
-        if url.startswith("file://"):
-            page = Path(url[len("file://"):]).resolve()
-            if page.is_relative_to(site):
-                return page.relative_to(site).as_posix()
+    if url and url.startswith("file://"):
+        page = Path(url[len("file://"):]).resolve()
+        if page.is_relative_to(site):
+            return page.relative_to(site).as_posix()
     return None
