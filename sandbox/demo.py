@@ -86,6 +86,22 @@ def wait_for_runs(airflow: Airflow, dag_id: str, days: list[dt.date], timeout: f
         time.sleep(3)
 
 
+def wait_until_every_run_ended(airflow: Airflow, dag_ids: tuple[str, ...], timeout: float) -> dict[str, list[str]]:
+    """Wait until no run of ``dag_ids`` is queued or running, and return each DAG's run states, oldest
+    first.  A backfill's runs are not all there is: unpausing a DAG also makes its latest scheduled run,
+    which a backfill's checks must not race."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with psycopg.connect(airflow.metadata_dsn) as conn:
+            runs = conn.execute("SELECT dag_id, state FROM dag_run WHERE dag_id = ANY(%s) ORDER BY dag_id, id",
+                                (list(dag_ids),)).fetchall()
+        if not any(state in ("queued", "running") for _, state in runs):
+            return {dag_id: [state for d, state in runs if d == dag_id] for dag_id in dag_ids}
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"runs of {dag_ids} still going after {timeout:.0f}s: {runs}")
+        time.sleep(3)
+
+
 def reporting_busy(conn) -> bool:
     """Whether the reporting DAG has a run queued or running, or one its Assets are about to trigger."""
     return conn.execute(

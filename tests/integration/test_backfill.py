@@ -16,6 +16,7 @@ import pytest
 from chat_ingest.operators.botslovers import BotsloversToStagingOperator
 from chat_ingest.sources import botslovers
 from chat_ingest.windows import day_window
+from sandbox.demo import wait_until_every_run_ended
 from tests.conftest import staging_checksum
 
 pytestmark = pytest.mark.integration
@@ -59,17 +60,11 @@ def test_backfill_loads_each_day_once_like_single_day_runs(clean_warehouse, airf
             "GROUP BY 1 ORDER BY 1", (days,)).fetchall()
     assert loads == [(d, 6) for d in days]  # each day loaded once: 3 tables x 2 companies
     # Unpausing also scheduled the latest interval; let it finish, then load the same days one by one.
-    while True:
-        with psycopg.connect(airflow.metadata_dsn) as conn:
-            active = conn.execute("SELECT count(*) FROM dag_run WHERE dag_id = 'botslovers_ingest' "
-                                  "AND state IN ('queued', 'running')").fetchone()[0]
-            loaded_days = [r[0].date() for r in conn.execute(
-                "SELECT data_interval_start FROM dag_run WHERE dag_id = 'botslovers_ingest' AND state = 'success' "
-                "AND run_type IN ('backfill', 'scheduled') ORDER BY 1")]
-        if not active:
-            break
-        assert time.monotonic() < deadline
-        time.sleep(3)
+    wait_until_every_run_ended(airflow, ("botslovers_ingest",), timeout=deadline - time.monotonic())
+    with psycopg.connect(airflow.metadata_dsn) as conn:
+        loaded_days = [r[0].date() for r in conn.execute(
+            "SELECT data_interval_start FROM dag_run WHERE dag_id = 'botslovers_ingest' AND state = 'success' "
+            "AND run_type IN ('backfill', 'scheduled') ORDER BY 1")]
     subprocess.run([AIRFLOW, "dags", "pause", "botslovers_ingest"], env=airflow_services.env, check=True,
                    capture_output=True, timeout=120)
     backfilled = _data_checksum(sandbox)

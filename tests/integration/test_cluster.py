@@ -17,7 +17,7 @@ import pytest
 
 from sandbox.__main__ import down, up
 from sandbox.debian import apt_install
-from sandbox.demo import REPORTING_DAG, run_reporting, wait_for_runs
+from sandbox.demo import REPORTING_DAG, run_reporting, wait_for_runs, wait_until_every_run_ended
 from sandbox.services import (COMPONENTS, REDIS_SERVER, Airflow, Supervisor, celery_cluster, free_port, read_env,
                              session_processes, signal_all, ui_env)
 from tests.conftest import (DAG_IDS, SANDBOX_ENV_PREFIXES, TEST_START, newcomer_env, outside_the_session_sandbox,
@@ -49,21 +49,6 @@ def checksums(env: dict[str, str]) -> dict[str, tuple]:
                 f"SELECT count(*), coalesce(md5(string_agg(r::text, '|' ORDER BY r::text)), '') "
                 f"FROM reporting.{table} r").fetchone()
     return sums
-
-
-def wait_until_every_run_ended(airflow: Airflow, dag_ids: tuple[str, ...], timeout: float) -> dict[str, list[str]]:
-    """Wait until no run of ``dag_ids`` is queued or running, and return each DAG's run states.  The
-    backfill's runs are not all there is: unpausing made each DAG's daily run too, and the lost load
-    may be in that one, so the test waits for every run, not for the backfilled days only."""
-    deadline = time.monotonic() + timeout
-    while True:
-        with psycopg.connect(airflow.metadata_dsn) as conn:
-            runs = conn.execute("SELECT dag_id, state FROM dag_run WHERE dag_id = ANY(%s) ORDER BY dag_id, id",
-                                (list(dag_ids),)).fetchall()
-        if not any(state in ("queued", "running") for _, state in runs):
-            return {dag_id: [state for d, state in runs if d == dag_id] for dag_id in dag_ids}
-        assert time.monotonic() < deadline, f"runs still going after {timeout:.0f}s: {runs}"
-        time.sleep(3)
 
 
 def running_loads_on_worker_1(airflow: Airflow) -> list[tuple]:
