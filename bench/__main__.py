@@ -152,7 +152,8 @@ def drop_staging(env: dict[str, str], *specs) -> Callable[[], None]:
     """A reset that makes the next project run a first load: its staging tables and its watermarks gone."""
     def reset() -> None:
         for spec in specs:
-            sql(env, f"DROP TABLE IF EXISTS staging.{spec.staging_table}")
+            for table in filter(None, (spec.staging_table, spec.days_table)):
+                sql(env, f"DROP TABLE IF EXISTS staging.{table}")
         if sql(env, "SELECT to_regclass('audit.watermarks') IS NOT NULL")[0][0]:  # none before a first load
             sql(env, "DELETE FROM audit.watermarks WHERE source = ANY(%s)", ([spec.source for spec in specs],))
     return reset

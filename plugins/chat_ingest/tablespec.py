@@ -94,13 +94,19 @@ class TableSpec:
     parent_key: tuple[str, ...] = ()
     #: Column sets the validation gate checks for uniqueness beside the key (e.g. uuid per conversation).
     unique_together: tuple[tuple[str, ...], ...] = ()
+    #: The column naming the conversation a row belongs to, where the reporting rebuild reads a
+    #: conversation's rows whatever day they are on: the loader then keeps the table's conversation
+    #: days (``staging.<table>_days``: tenant, conversation, UTC day of the cursor), and the rebuild
+    #: reads only those days, through the window index, instead of a per-row index on the column.
+    conversation_column: str | None = None
     description: str = ""
 
     def __post_init__(self) -> None:
         names = [c.name for c in self.columns]
         if len(names) != len(set(names)):
             raise ValueError(f"{self.qualified_name}: duplicate column names")
-        for col in (*self.key, self.cursor, *filter(None, [self.version_column, self.day_column, self.span_column]),
+        for col in (*self.key, self.cursor, *filter(None, [self.version_column, self.day_column, self.span_column,
+                                                           self.conversation_column]),
                     *self.parent_key, *sum(self.ordered_pairs, ()), *sum(self.unique_together, ())):
             if col not in names:
                 raise ValueError(f"{self.qualified_name}: {col!r} is not a column")
@@ -108,6 +114,8 @@ class TableSpec:
             raise ValueError(f"{self.qualified_name}: {self.merge_rule.name} needs a version_column")
         if self.merge_rule is MergeRule.REPLACE_CHILDREN and not self.parent_key:
             raise ValueError(f"{self.qualified_name}: REPLACE_CHILDREN needs a parent_key")
+        if self.conversation_column and not self.tenant_column:
+            raise ValueError(f"{self.qualified_name}: conversation days are kept per tenant; it has none")
         if self.merge_rule in (MergeRule.UPSERT_BY_KEY, MergeRule.UPSERT_NEWEST) and not self.key:
             raise ValueError(f"{self.qualified_name}: an upsert needs a key")
 
@@ -130,6 +138,11 @@ class TableSpec:
         raise KeyError(f"{self.qualified_name} has no column {name!r}")
 
     @property
+    def days_table(self) -> str | None:
+        """The staging table of the conversation days (see ``conversation_column``), if any."""
+        return f"{self.staging_table}_days" if self.conversation_column else None
+
+    @property
     def reporting_day_column(self) -> str:
         return self.day_column or self.cursor
 
@@ -141,7 +154,12 @@ class TableSpec:
 
     @property
     def staging_key(self) -> tuple[str, ...]:
-        """The unique key of the staging table: the tenant plus the source key."""
+        """The unique key of the staging table: the source key, then the tenant.
+
+        The source key leads: every row of a load has the same tenant, so a leading tenant column
+        costs each comparison of the key's index maintenance a second column, and landing 3M
+        Botslovers messages into a key of (company, id) took 32-37 s against 27 s for (id, company)
+        (bench/README.md).  Lookups by both columns, and ``ON CONFLICT``, use either order."""
         if not self.key:
             return ()
-        return tuple(dict.fromkeys((*filter(None, [self.tenant_column]), *self.key)))
+        return tuple(dict.fromkeys((*self.key, *filter(None, [self.tenant_column]))))

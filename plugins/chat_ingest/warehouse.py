@@ -59,7 +59,7 @@ def staging_ddl(spec: TableSpec) -> sql.Composed:
     if spec.staging_key:
         columns.append(sql.SQL("PRIMARY KEY ({})").format(sql.SQL(", ").join(map(sql.Identifier, spec.staging_key))))
     window_cols = [c for c in (spec.tenant_column, spec.cursor) if c]
-    return sql.SQL(
+    table = sql.SQL(
         "CREATE TABLE IF NOT EXISTS {table} ({columns});\n"
         "ALTER TABLE {table} {defaults};\n"
         "DROP INDEX IF EXISTS {btree};\n"
@@ -73,6 +73,23 @@ def staging_ddl(spec: TableSpec) -> sql.Composed:
         index=sql.Identifier(f"{spec.staging_table}_window_brin"),
         window_cols=sql.SQL(", ").join(map(sql.Identifier, window_cols)),
     )
+    return table + days_ddl(spec) if spec.days_table else table
+
+
+def days_ddl(spec: TableSpec) -> sql.Composed:
+    """The table of a spec's conversation days (``TableSpec.conversation_column``): which UTC days of
+    the cursor hold a tenant's rows of a conversation, one row each.  The loader adds the days of every
+    range it lands (:meth:`~chat_ingest.staging.StagingLoader.land`); a day whose rows
+    were deleted since may stay, which only widens what a rebuild reads.  Created beside a staging
+    table that already holds rows (an upgrade), it is filled from them once."""
+    return sql.SQL(
+        "\nCREATE TABLE IF NOT EXISTS {days} (tenant text NOT NULL, conversation_id text NOT NULL, day date NOT NULL, "
+        "PRIMARY KEY (conversation_id, tenant, day));\n"
+        "INSERT INTO {days} SELECT DISTINCT {tenant}, {conversation}, ({cursor} AT TIME ZONE 'UTC')::date FROM {table} "
+        "WHERE {conversation} IS NOT NULL AND NOT EXISTS (SELECT FROM {days}) ON CONFLICT DO NOTHING;"
+    ).format(days=sql.Identifier("staging", spec.days_table), table=sql.Identifier("staging", spec.staging_table),
+             tenant=sql.Identifier(spec.tenant_column), conversation=sql.Identifier(spec.conversation_column),
+             cursor=sql.Identifier(spec.cursor))
 
 
 def ensure_schema(conn) -> None:
@@ -91,7 +108,7 @@ def ensure_schema(conn) -> None:
     statements = [(SQL_DIR / "audit" / "ddl.sql").read_text(), *(staging_ddl(spec).as_string(conn) for spec in specs),
                   *(ddl.read_text() for ddl in (REPORTING_SQL / "ddl.sql", REPORTING_SQL / "comments.sql"))]
     fingerprint = hashlib.sha256("\n".join(statements).encode()).hexdigest()
-    tables = [f"staging.{spec.staging_table}" for spec in specs]
+    tables = [f"staging.{table}" for spec in specs for table in filter(None, (spec.staging_table, spec.days_table))]
     if _applied(conn, fingerprint, tables):
         return
     with conn.transaction():

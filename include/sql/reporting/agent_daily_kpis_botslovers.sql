@@ -27,7 +27,9 @@ WITH log AS (
 ), first_responses AS (
     SELECT DISTINCT ON (m.company, m.session) m.company, m.sender_id AS agent_id, m.created_at,
            extract(epoch FROM m.created_at - h.handoff_at) AS seconds
-    FROM staging.botslovers_messages m JOIN handoffs h ON h.company = m.company AND h.chat_id = m.session
+    -- a chat whose first response is that day has a message that day: day_botslovers_messages holds all
+    -- its messages (chat_ingest/reporting.py: copy_day_conversation_rows)
+    FROM day_botslovers_messages m JOIN handoffs h ON h.company = m.company AND h.chat_id = m.session
     WHERE m.sender_type = 'human' AND m.created_at >= h.handoff_at
     ORDER BY m.company, m.session, m.created_at, m.id
 ), responses AS (

@@ -8,15 +8,14 @@
 -- intents of the user's messages (a8bot_nlp; 'None' is no intent).  Not understood, as the seed's formula
 -- counts it: the chat's user messages that user_message_details says were not handled
 -- (`is_handeled IS FALSE`; NULL is unknown, not "not handled").
-WITH touched AS (
-    SELECT DISTINCT bot_handle, chat_id FROM staging.a8_messages
-    WHERE time >= %(day_start)s AND time < %(day_end)s
-), chats AS (
+-- day_a8_messages and day_a8_chat_state hold every message and state of the chats with a row that day
+-- (chat_ingest/reporting.py: copy_day_conversation_rows).
+WITH chats AS (
     SELECT m.bot_handle, m.chat_id, min(m.time) AS started_at, max(m.time) AS ended_at,
            count(*) FILTER (WHERE m.msg_from = 'user') AS user_messages,
            count(*) FILTER (WHERE m.msg_from = 'bot') AS bot_messages,
            count(*) FILTER (WHERE m.msg_from = 'agent') AS agent_messages
-    FROM staging.a8_messages m JOIN touched USING (bot_handle, chat_id)
+    FROM day_a8_messages m
     GROUP BY m.bot_handle, m.chat_id
     HAVING min(m.time) >= %(day_start)s AND min(m.time) < %(day_end)s
 )
@@ -37,7 +36,7 @@ LEFT JOIN LATERAL (
            bool_or(s.meaning = 'transferred') AS transferred, bool_or(s.meaning = 'unknown') AS unmapped
     FROM (SELECT s.time, m.meaning,
                  min(s.time) FILTER (WHERE m.meaning = 'transferred') OVER () AS first_transfer_at
-          FROM staging.a8_chat_state s
+          FROM day_a8_chat_state s
           CROSS JOIN LATERAL (SELECT reporting.vocabulary_meaning('a8', 'state', s.state) AS meaning) m
           WHERE s.bot_handle = c.bot_handle AND s.chat_id = c.chat_id) s
 ) s ON true
@@ -65,7 +64,7 @@ LEFT JOIN LATERAL (
            (array_agg(n.intent ORDER BY n.time DESC, m.mid DESC))[1] AS last_intent,
            (array_agg(n.intent ORDER BY n.time, m.mid) FILTER (WHERE n.intent <> ALL (%(excluded_intents)s)))[1]
                AS first_meaningful_intent
-    FROM staging.a8_messages m
+    FROM day_a8_messages m
     JOIN staging.a8_a8bot_nlp n ON n.mid = m.mid AND n.bot_handle = m.bot_handle
     WHERE m.bot_handle = c.bot_handle AND m.chat_id = c.chat_id
       AND m.msg_from = 'user' AND n.intent IS NOT NULL AND n.intent <> 'None'

@@ -2,18 +2,16 @@
 -- first message.  outcome: a human took part (an `agent_joined` event, or a `human` message) →
 -- escalated; a handoff was requested (`chat_escalated`, `assigned_to_human`, `transferred`) and no
 -- human took part → failed_escalation; otherwise bot_handled.  Deleted agent-log rows do not count.
--- Botslovers has no intents and no NLP data.
-WITH touched AS (
-    SELECT DISTINCT company, session FROM staging.botslovers_messages
-    WHERE created_at >= %(day_start)s AND created_at < %(day_end)s
-), sessions AS (
+-- Botslovers has no intents and no NLP data.  day_botslovers_messages holds every message of the
+-- sessions with a message that day (chat_ingest/reporting.py: copy_day_conversation_rows).
+WITH sessions AS (
     SELECT m.company, m.session, min(m.created_at) AS started_at, max(m.created_at) AS ended_at,
            min(m.channel) AS channel, min(m.language) AS language,
            min(m.sender_id) FILTER (WHERE m.sender_type = 'user') AS user_id,
            count(*) FILTER (WHERE m.sender_type = 'user') AS user_messages,
            count(*) FILTER (WHERE m.sender_type = 'bot') AS bot_messages,
            count(*) FILTER (WHERE m.sender_type = 'human') AS agent_messages
-    FROM staging.botslovers_messages m JOIN touched USING (company, session)
+    FROM day_botslovers_messages m
     GROUP BY m.company, m.session
     HAVING min(m.created_at) >= %(day_start)s AND min(m.created_at) < %(day_end)s
 )

@@ -297,17 +297,18 @@ $$;
 -- lookup names the tenant too, the id comes first: a tenant's rows all share its value, so a leading
 -- tenant column costs every comparison of a load's index maintenance a second column, and an index on
 -- (bot_handle, chat_id) added about 2.8 µs to each row landed against about 1.7 µs for
--- (chat_id, bot_handle) (bench/README.md).  The same lookups use either.
+-- (chat_id, bot_handle) (bench/README.md).  The same lookups use either.  The largest tables (Botslovers
+-- and A8 messages, A8 chat states) have none: the rebuild finds a conversation's rows through the days
+-- the loader keeps for it (staging.<table>_days, chat_ingest/reporting.py: copy_day_conversation_rows).
 DROP INDEX IF EXISTS staging.botslovers_messages_session_idx, staging.botslovers_chat_agent_log_chat_idx,
-    staging.a8_messages_chat_idx, staging.a8_chat_state_chat_idx, staging.a8_user_client_idx;
-CREATE INDEX IF NOT EXISTS botslovers_messages_session_lookup_idx ON staging.botslovers_messages (session, company);
+    staging.a8_messages_chat_idx, staging.a8_chat_state_chat_idx, staging.a8_user_client_idx,
+    staging.botslovers_messages_session_lookup_idx, staging.a8_messages_chat_lookup_idx,
+    staging.a8_chat_state_chat_lookup_idx;
 CREATE INDEX IF NOT EXISTS botslovers_chat_agent_log_chat_lookup_idx ON staging.botslovers_chat_agent_log (chat_id, company);
 -- The participations still open (open_participations_botslovers.sql, every build): a handful of rows, found
 -- without reading the table's history; only rows that are open now are in it.
 CREATE INDEX IF NOT EXISTS botslovers_chat_agent_log_open_idx ON staging.botslovers_chat_agent_log (company)
     WHERE event = 'agent_joined' AND left_at IS NULL AND deleted_at IS NULL;
-CREATE INDEX IF NOT EXISTS a8_messages_chat_lookup_idx ON staging.a8_messages (chat_id, bot_handle);
-CREATE INDEX IF NOT EXISTS a8_chat_state_chat_lookup_idx ON staging.a8_chat_state (chat_id, bot_handle);
 CREATE INDEX IF NOT EXISTS a8_user_message_details_chat_idx ON staging.a8_user_message_details (chat_id);
 CREATE INDEX IF NOT EXISTS a8_a8bot_nlp_mid_idx ON staging.a8_a8bot_nlp (mid);
 CREATE INDEX IF NOT EXISTS a8_event_metrics_chat_idx ON staging.a8_event_metrics (chat_id);

@@ -25,7 +25,8 @@ def _bot_handle() -> Column:
     return Column("bot_handle", "text", "text", nullable=False)
 
 
-def _spec(name: str, columns: tuple[Column, ...], *, description: str) -> TableSpec:
+def _spec(name: str, columns: tuple[Column, ...], *, description: str, conversation_column: str | None = None
+          ) -> TableSpec:
     has_bot = any(c.name == "bot_handle" for c in columns)
     return TableSpec(
         source=SOURCE,
@@ -36,6 +37,7 @@ def _spec(name: str, columns: tuple[Column, ...], *, description: str) -> TableS
         tenant_in_source=has_bot,
         merge_rule=MergeRule.REPLACE_WINDOW,
         cursor="time",
+        conversation_column=conversation_column,
     )
 
 
@@ -67,7 +69,8 @@ USER = _spec("user", description="Users who interacted with a bot; one row when 
     _int("screen_size_height"), _text("device_orientation"), _text("isp_provider"), _text("data_speed"),
     _bot_handle(), _json("custom_fields"), _json("channel_data"),
 ))
-CHAT_STATE = _spec("chat_state", description="Stages of a conversation; the latest is the chat's current state.", columns=(
+CHAT_STATE = _spec("chat_state", description="Stages of a conversation; the latest is the chat's current state.",
+                   conversation_column="chat_id", columns=(
     _time(), _text("chat_id", nullable=False), _text("agent_id"),
     _text("state", nullable=False, vocabulary=True), _json("custom_fields"), _bot_handle(),
     _text("id"), _text("group_id"),
@@ -109,7 +112,8 @@ AGENT_MESSAGE_DETAILS = _spec("agent_message_details", description="Agent messag
     _bool("assist"), _bool("assist_passed"), _bool("assist_edited"), _bool("pilot_mode"),
     _bool("pilot_passed"), _bool("is_faq"), _text("faq_id"), _int("word_count"),
 ))
-MESSAGES = _spec("messages", description="The messages of every participant; the body is JSON.", columns=(
+MESSAGES = _spec("messages", description="The messages of every participant; the body is JSON.",
+                 conversation_column="chat_id", columns=(
     _time(), _text("chat_id", nullable=False), _text("mid", nullable=False),
     _text("msg_type", allowed=MSG_TYPES), _text("reply_to_id"), _bot_handle(),
     _text("msg_from", nullable=False, allowed=MSG_FROM), _num("resp_time"), _json("msg"),

@@ -32,6 +32,7 @@ MESSAGES = TableSpec(
     merge_rule=MergeRule.UPSERT_BY_KEY,
     key=("id",),
     cursor="created_at",
+    conversation_column="session",
     columns=(
         Column("sender_id", "text", "String", nullable=False),
         Column("sender_type", "text", "String", nullable=False, allowed=SENDER_TYPES),
