@@ -16,7 +16,7 @@ from collections.abc import Collection
 import pytest
 
 from tests.integration.test_a8 import a8_conn
-from tests.integration.test_botslovers import TEST_COMPANY, agent_log, ch_rows, testco  # noqa: F401 (fixture)
+from tests.integration.test_botslovers import TEST_COMPANY, agent_log, ch_rows, message, testco  # noqa: F401 (fixture)
 from tests.integration.test_botslovers import load as load_botslovers
 from tests.integration.test_reporting import build, kpis, land_everything, ultimate_records
 
@@ -489,3 +489,49 @@ def test_the_user_key_is_the_hmac_of_the_id_on_servers_with_and_without_pgcrypto
             assert got == [hmac.new(key.encode(), value.encode(), hashlib.sha256).hexdigest() for value in ids]
         with pytest.raises(psycopg.errors.UndefinedObject):  # outside a build: no key, no hash
             conn.execute("SELECT reporting.user_key('user-1')")
+
+
+def test_a_conversations_rows_days_apart_are_read_from_its_kept_days_and_an_upgrade_fills_them(
+        clean_warehouse, testco):  # noqa: F811
+    """Botslovers messages have no index on the session (its upkeep slowed every load): a rebuild reads a
+    session's messages from the days the loader kept for it.  A session with messages three days apart,
+    landed by two loads, is reported whole; a warehouse that predates the days table gets them from the
+    rows staging holds."""
+    from chat_ingest.warehouse import connect, ensure_schema
+
+    sandbox = clean_warehouse
+    x = sandbox.days[0]
+    later = x + dt.timedelta(days=3)
+    ch_rows(sandbox, f"messages_{TEST_COMPANY}", [
+        message("m1", midnight(x) + dt.timedelta(hours=10), session="far"),
+        message("m2", midnight(x) + dt.timedelta(hours=11), session="far", sender_type="bot"),
+        message("m3", midnight(later) + dt.timedelta(hours=9), session="far", sender_type="human", sender_id="agent-1"),
+        message("n1", midnight(later) + dt.timedelta(hours=9), session="near")])
+    load_botslovers(TEST_COMPANY, "messages", x)
+    load_botslovers(TEST_COMPANY, "messages", later)
+    expected_days = [("far", x), ("far", later), ("near", later)]
+
+    def kept_days() -> list:
+        with sandbox.warehouse() as conn:
+            return conn.execute("SELECT conversation_id, day FROM staging.botslovers_messages_days "
+                                "WHERE tenant = %s ORDER BY 1, 2", (TEST_COMPANY,)).fetchall()
+
+    assert kept_days() == expected_days
+    with sandbox.warehouse() as conn:
+        definitions = [d for (d,) in conn.execute("SELECT indexdef FROM pg_indexes WHERE schemaname = 'staging' "
+                                                  "AND tablename = 'botslovers_messages'")]
+    assert definitions and not any("session" in d for d in definitions), definitions
+    build(sandbox)
+    with sandbox.warehouse() as conn:
+        far = conn.execute(
+            "SELECT conversation_date, user_messages, bot_messages, agent_messages, outcome, "
+            "(SELECT count(*) FROM reporting.messages m WHERE m.tenant = c.tenant AND m.conversation_id = c.conversation_id) "
+            "FROM reporting.conversations c WHERE tenant = %s AND conversation_id = 'far'", (TEST_COMPANY,)).fetchone()
+    assert far == (x, 1, 1, 1, "escalated", 3)
+    # an upgrade: the days table is new beside a staging table that holds rows
+    with sandbox.warehouse() as conn:
+        conn.execute("DROP TABLE staging.botslovers_messages_days")
+        conn.execute("DELETE FROM audit.schema_applied")
+    with connect() as conn:
+        ensure_schema(conn)
+    assert kept_days() == expected_days
