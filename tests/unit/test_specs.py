@@ -66,6 +66,12 @@ def test_a_spec_refuses_inconsistent_definitions():
     with pytest.raises(ValueError, match="duplicate"):
         TableSpec(source="s", name="t", columns=cols + cols[:1], tenant_column="x",
                   merge_rule=MergeRule.REPLACE_WINDOW, cursor="at")
+    with pytest.raises(ValueError, match="'chat' is not a column"):
+        TableSpec(source="s", name="t", columns=cols, tenant_column="x", merge_rule=MergeRule.REPLACE_WINDOW,
+                  cursor="at", conversation_column="chat")
+    with pytest.raises(ValueError, match="conversation days are kept per tenant"):
+        TableSpec(source="s", name="t", columns=cols, tenant_column=None, merge_rule=MergeRule.REPLACE_WINDOW,
+                  cursor="at", conversation_column="id")
 
 
 @pytest.mark.parametrize("name", ["acme; DROP TABLE x", "ac me", "../etc", "acme'", "аcme", "Acme", "", "a" * 64,
