@@ -34,7 +34,7 @@ def test_botslovers_specs_follow_the_seed():
 
 def test_every_staging_key_leads_with_the_source_key_not_the_tenant():
     """A load's rows all share one tenant: a key that led with it made every comparison of the key's
-    index maintenance compare two columns (a 3M-row Botslovers day landed a fifth slower)."""
+    index maintenance compare two columns (3M rows in random key order landed a fifth slower)."""
     from chat_ingest.sources import TABLES_BY_SOURCE
 
     keyed = [spec for tables in TABLES_BY_SOURCE.values() for spec in tables.values() if spec.key]
