@@ -76,7 +76,8 @@ class A8ToStagingOperator(ExtractLoadOperator):
 
     def _digest(self, spec: TableSpec, start: dt.datetime, end: dt.datetime) -> tuple[int, int] | None:
         """A8's rows of the window, digested exactly as staging's are; None when A8 cannot (a value
-        that does not cast to staging's type: the load then quarantines it)."""
+        that does not cast to staging's type: the load then quarantines it; a server too old for the
+        digest's hash function)."""
         import psycopg
         from psycopg import sql
 
@@ -88,7 +89,7 @@ class A8ToStagingOperator(ExtractLoadOperator):
             try:
                 rows, hash_sum = conn.execute(
                     digest_sql(spec, sql.Identifier(spec.name), where, exact=True), params).fetchone()
-            except psycopg.DataError as exc:
+            except (psycopg.DataError, psycopg.errors.UndefinedFunction) as exc:  # PostgreSQL < 14: no hash_record_extended
                 self.log.info("A8 %s: no digest (%s); loading the window", spec.name, str(exc).splitlines()[0])
                 return None
         return rows, int(hash_sum) % (1 << 64)
