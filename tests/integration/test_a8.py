@@ -93,6 +93,52 @@ def test_a_rerun_of_an_unchanged_day_rewrites_nothing_and_a_changed_value_reload
                            (moved,))
 
 
+#: Two different values of each column type the A8 specs use, as SQL literals.
+DIFFERENT_VALUES = {
+    "text": ("'a'", "'b'"), "timestamptz": ("'2026-01-01 10:00:00+00'", "'2026-01-01 10:00:00.000001+00'"),
+    "double precision": ("1.5", "1.25"), "jsonb": ("'{\"text\": \"hi\", \"n\": 1}'", "'{\"text\": \"hi\", \"n\": 2}'"),
+    "numeric(9,6)": ("1.000001", "1.000002"), "integer": ("1", "2"), "boolean": ("true", "false"),
+}
+
+
+def test_the_exact_digest_tells_any_one_changed_value_of_every_a8_column_apart(sandbox):
+    """A rerun is skipped only when the digests are equal, so a digest blind to a column, to a NULL,
+    to which column holds a value or to a repeated row would leave a vendor's change unloaded.  Each
+    A8 table's row is changed one way at a time; every change must move the digest, and an
+    unchanged copy must not."""
+    from psycopg import sql
+
+    from chat_ingest.staging import digest_sql
+
+    assert {c.pg_type for spec in a8.TABLES.values() for c in spec.columns} <= set(DIFFERENT_VALUES)
+    with sandbox.warehouse() as conn:
+        for spec in a8.TABLES.values():
+            names = sql.SQL(", ").join(map(sql.Identifier, spec.column_names))
+
+            def digest(*rows: list[str]) -> tuple:
+                conn.execute("DROP TABLE IF EXISTS digested")
+                conn.execute(sql.SQL("CREATE TEMP TABLE digested ({})").format(sql.SQL(", ").join(
+                    sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.pg_type)) for c in spec.columns)))
+                for row in rows:
+                    conn.execute(sql.SQL("INSERT INTO digested ({}) VALUES ({})").format(
+                        names, sql.SQL(", ").join(map(sql.SQL, row))))
+                return conn.execute(digest_sql(spec, sql.Identifier("digested"), sql.SQL("true"), exact=True)).fetchone()
+
+            base = [DIFFERENT_VALUES[c.pg_type][0] for c in spec.columns]
+            assert digest(base) == digest(list(base)), spec.name
+            changed = {"the row twice": digest(base, base)}
+            for i, col in enumerate(spec.columns):
+                changed[f"{col.name} changed"] = digest([*base[:i], DIFFERENT_VALUES[col.pg_type][1], *base[i + 1:]])
+                changed[f"{col.name} NULL"] = digest([*base[:i], "NULL", *base[i + 1:]])
+            texts = [i for i, c in enumerate(spec.columns) if c.pg_type == "text"]
+            swapped = list(base)
+            swapped[texts[0]], swapped[texts[1]] = "'x'", "'y'"
+            changed["two text values"] = digest(swapped)
+            swapped[texts[0]], swapped[texts[1]] = "'y'", "'x'"
+            changed["the same two values swapped"] = digest(swapped)
+            assert len({digest(base), *changed.values()}) == len(changed) + 1, (spec.name, changed)
+
+
 def test_a_row_at_midnight_lands_once_in_the_day_it_starts(clean_warehouse):
     sandbox = clean_warehouse
     day = sandbox.days[0]

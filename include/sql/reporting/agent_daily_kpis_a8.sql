@@ -1,7 +1,7 @@
 -- A8 agents' day, as far as A8's data goes (agents: whoever was with a chat or wrote in one that day;
 -- the tenant is the chat's bot_handle).  Chat states mean what reporting.vocabulary says.
---   participation   a human pick-up (an agent_assigned state, or an assigned state after the chat's first
---                   transfer) lasting until the chat's next state; one still open lasts until the end
+--   participation   a human pick-up (reporting.a8_human_pickup: an agent_assigned state, or an assigned
+--                   state after the chat's first transfer) lasting until the chat's next state; one still open lasts until the end
 --                   of the loaded data (reporting.loaded_until)
 --   chats_joined    participations that began that day
 --   handle_seconds  the part of every participation inside that day, whichever day it began
@@ -24,7 +24,7 @@ WITH states AS (
            least(coalesce(next_state_at, greatest(time, (SELECT reporting.loaded_until('a8')))), %(day_end)s) AS ended
     FROM states
     WHERE agent_id IS NOT NULL
-      AND (meaning = 'agent_assigned' OR (meaning = 'assigned' AND time > first_transfer_at))
+      AND reporting.a8_human_pickup(meaning, time > first_transfer_at)
 ), joins AS (
     SELECT bot_handle, agent_id, count(*) FILTER (WHERE began >= %(day_start)s) AS chats_joined,
            sum(extract(epoch FROM ended - greatest(began, %(day_start)s))) AS handle_seconds

@@ -31,8 +31,7 @@ FROM chats c
 -- aggregates of all the day's chats instead, the planner -- which cannot estimate how many chats
 -- start on a day -- re-aggregated them per chat, a cost that grew with the square of a day's chats.
 LEFT JOIN LATERAL (
-    SELECT bool_or(s.meaning = 'agent_assigned' OR (s.meaning = 'assigned' AND s.time > s.first_transfer_at))
-               AS human_pickup,
+    SELECT bool_or(reporting.a8_human_pickup(s.meaning, s.time > s.first_transfer_at)) AS human_pickup,
            bool_or(s.meaning = 'transferred') AS transferred, bool_or(s.meaning = 'unknown') AS unmapped
     FROM (SELECT s.time, m.meaning,
                  min(s.time) FILTER (WHERE m.meaning = 'transferred') OVER () AS first_transfer_at

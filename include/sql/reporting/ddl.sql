@@ -82,6 +82,14 @@ LANGUAGE sql STABLE PARALLEL SAFE RETURNS NULL ON NULL INPUT AS $$
                      AND v.value_key = reporting.vocabulary_key($3)), 'unknown')
 $$;
 
+-- A8's human pick-up, the one rule every A8 report counts by: an agent_assigned state, or an assigned
+-- state once the chat has been transferred (before any transfer, assigned is the bot's own routing).
+-- Each report finds "after a transfer" its own way (a window over the chat, or a lookup).
+CREATE OR REPLACE FUNCTION reporting.a8_human_pickup(meaning text, after_a_transfer boolean) RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT $1 = 'agent_assigned' OR ($1 = 'assigned' AND $2)
+$$;
+
 -- How far a source's data is known: the end of the latest window any of its loads covered.  An open
 -- participation lasts until then, not until now(), so the same loads give the same report whenever, and
 -- in whatever order, its days are built.

@@ -1,7 +1,6 @@
--- A8 participations still open (tenant, participation_id, began): a human pick-up -- an agent_assigned
--- state, or an assigned state after the chat's first transfer, as agent_daily_kpis_a8.sql defines it --
--- that is its chat's latest state lasts until reporting.loaded_until('a8').  The few distinct state
--- values are looked up once, not once per row.
+-- A8 participations still open (tenant, participation_id, began): a human pick-up
+-- (reporting.a8_human_pickup) that is its chat's latest state lasts until reporting.loaded_until('a8').
+-- The few distinct state values are looked up once, not once per row.
 WITH meaning AS (
     SELECT state, reporting.vocabulary_meaning('a8', 'state', state) AS meaning
     FROM (SELECT DISTINCT state FROM staging.a8_chat_state) s
@@ -15,7 +14,7 @@ FROM pickups p
 WHERE NOT EXISTS (SELECT FROM staging.a8_chat_state n
                   WHERE n.bot_handle = p.bot_handle AND n.chat_id = p.chat_id
                     AND (n.time > p.time OR (n.time = p.time AND n.id > p.id)))
-  AND (p.meaning = 'agent_assigned' OR EXISTS (
+  AND reporting.a8_human_pickup(p.meaning, EXISTS (
            SELECT FROM staging.a8_chat_state t JOIN meaning tm USING (state)
            WHERE t.bot_handle = p.bot_handle AND t.chat_id = p.chat_id AND t.time < p.time
              AND tm.meaning = 'transferred'))
