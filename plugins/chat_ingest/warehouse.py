@@ -111,7 +111,9 @@ def note_conversation_days(spec: TableSpec, where: sql.Composable) -> sql.Compos
     """The statement adding the conversation days of the spec's staging rows ``where`` to its days table:
     the one definition of "a conversation's days" besides the straight road's grouping, which
     builds the same items in its checking scan (:meth:`~chat_ingest.staging.StagingLoader.land`).
-    ``OFFSET 0`` keeps the distinct entries from being planned as a sort of the rows."""
+    ``OFFSET 0`` keeps the INSERT's key order from being merged into the DISTINCT (one sort of every
+    row); whether the DISTINCT itself hashes is the planner's choice, which the loader steers
+    (:meth:`~chat_ingest.staging.StagingLoader._note_conversation_days`)."""
     return sql.SQL(
         "WITH conversation_days AS (SELECT DISTINCT t.{tenant}::text AS tenant{items} FROM {table} t "
         "WHERE {where} OFFSET 0) {keep}"

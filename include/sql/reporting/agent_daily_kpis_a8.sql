@@ -1,8 +1,8 @@
 -- A8 agents' day, as far as A8's data goes (agents: whoever was with a chat or wrote in one that day;
 -- the tenant is the chat's bot_handle).  Chat states mean what reporting.vocabulary says.
 --   participation   a human pick-up (reporting.a8_human_pickup: an agent_assigned state, or an assigned
---                   state after the chat's first transfer) lasting until the chat's next state; one still open lasts until the end
---                   of the loaded data (reporting.loaded_until)
+--                   state after the chat's first transfer) lasting until the chat's next state; one still
+--                   open lasts until the end of the loaded data (reporting.loaded_until)
 --   chats_joined    participations that began that day
 --   handle_seconds  the part of every participation inside that day, whichever day it began
 --   first response  per chat, the agent's first message (agent_message_details) after the chat's first
