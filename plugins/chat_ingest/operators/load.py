@@ -234,15 +234,11 @@ class SpooledDocumentLoadOperator(DocumentLoadOperator):
     """A document source whose rows are built here, record by record (:meth:`rows`).
 
     :meth:`rows` yields ``(table, row)`` pairs, rows as dicts of text values (plus
-    ``_pre_reason`` / ``_raw`` for a record already known bad).  They are spooled
-    per table to local Arrow files in batches of ``batch_size`` — memory holds one
-    batch per table, however large the day.  A spool can be read twice, so a table
-    the loader cannot land straight is landed from it again.
+    ``_pre_reason`` / ``_raw`` for a record already known bad).  Each row is appended
+    to its table's local spool file as it comes — memory holds one row, however large
+    the day.  A spool can be read twice, so a table the loader cannot land straight is
+    landed from it again.
     """
-
-    def __init__(self, *, batch_size: int = 5000, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.batch_size = batch_size
 
     def rows(self, start: dt.datetime, end: dt.datetime) -> Iterator[tuple[str, dict[str, str | None]]]:
         raise NotImplementedError
@@ -252,60 +248,63 @@ class SpooledDocumentLoadOperator(DocumentLoadOperator):
         from chat_ingest.staging import Extraction
 
         folder = Path(scope.enter_context(tempfile.TemporaryDirectory(prefix="chat-ingest-spool-")))
-        with _Spool(folder, self.tables, self.batch_size) as spool:
+        with _Spool(folder, self.tables) as spool:
             for table, row in self.rows(start, end):
                 spool.add(table, row)
         return {name: Extraction(start, end, arrow=functools.partial(spool.read, name)) for name in self.tables}
 
 
 class _Spool:
-    """Per-table Arrow IPC files of text columns, written batch by batch and read back the same way."""
+    """Per-table files of JSON lines, one row each, read back as Arrow batches of text columns.
 
-    def __init__(self, folder: Path, tables: dict[str, TableSpec], batch_size: int) -> None:
+    Why JSON lines and not Arrow's own builders: building an Arrow array from Python values
+    (``RecordBatch.from_pylist``, ``pa.array``) makes pyarrow import pandas, 35 MB of resident
+    memory a landing never uses; ``orjson`` writes a row in microseconds, and pyarrow's JSON
+    parser, given the text schema, turns about ``READ_BYTES`` of whole lines at a time into a
+    batch.  (Its streaming reader, ``open_json``, reads dozens of blocks ahead: 38 MB held for
+    1 MB blocks.)  A line longer than ``READ_BYTES`` is read whole, as one batch.
+    """
+
+    READ_BYTES = 1 << 20
+
+    def __init__(self, folder: Path, tables: dict[str, TableSpec]) -> None:
+        import orjson
         import pyarrow as pa
 
         from chat_ingest.tablespec import MARK_COLUMNS
 
         self.folder = folder
-        self.batch_size = batch_size
         self.schemas = {name: pa.schema([(c, pa.string()) for c in (*spec.column_names, *MARK_COLUMNS)])
                         for name, spec in tables.items()}
-        self.pending: dict[str, list[dict]] = {name: [] for name in tables}
-        self.writers: dict[str, Any] = {}
+        self.files: dict[str, Any] = {}
+        self.encode = functools.partial(orjson.dumps, option=orjson.OPT_APPEND_NEWLINE)
 
     def __enter__(self) -> _Spool:
-        import pyarrow as pa
-
-        for name, schema in self.schemas.items():
-            self.writers[name] = pa.ipc.new_stream(str(self.folder / f"{name}.arrows"), schema)
+        for name in self.schemas:
+            self.files[name] = open(self.folder / f"{name}.jsonl", "wb")
         return self
 
     def add(self, table: str, row: dict) -> None:
-        rows = self.pending[table]
-        rows.append(row)
-        if len(rows) >= self.batch_size:
-            self._flush(table)
-
-    def _flush(self, table: str) -> None:
-        import pyarrow as pa
-
-        if self.pending[table]:
-            self.writers[table].write_batch(pa.RecordBatch.from_pylist(self.pending[table], schema=self.schemas[table]))
-            self.pending[table] = []
+        self.files[table].write(self.encode(row))
 
     def __exit__(self, *exc) -> None:
-        for table, writer in self.writers.items():
-            if exc[0] is None:
-                self._flush(table)
-            writer.close()
+        for spool_file in self.files.values():
+            spool_file.close()
 
     def read(self, table: str) -> Iterable:
-        import pyarrow as pa
+        import io
 
-        with pa.OSFile(str(self.folder / f"{table}.arrows")) as source:
-            reader = pa.ipc.open_stream(source)
-            batch = None
-            for batch in reader:
-                yield batch
-            if batch is None:  # nothing spooled: an empty batch still tells the loader the columns
-                yield pa.RecordBatch.from_pylist([], schema=self.schemas[table])
+        import pyarrow as pa
+        import pyarrow.json as pa_json
+
+        schema = self.schemas[table]
+        parse_options = pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
+        spooled_any = False
+        with open(self.folder / f"{table}.jsonl", "rb") as spool_file:
+            while lines := spool_file.readlines(self.READ_BYTES):
+                block = b"".join(lines)
+                read_options = pa_json.ReadOptions(use_threads=False, block_size=len(block) + 1)
+                yield from pa_json.read_json(io.BytesIO(block), read_options, parse_options).to_batches()
+                spooled_any = True
+        if not spooled_any:  # an empty batch still tells the loader the columns
+            yield pa.RecordBatch.from_arrays([pa.nulls(0, field.type) for field in schema], schema=schema)
