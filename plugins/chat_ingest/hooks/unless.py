@@ -34,8 +34,8 @@ class UnlessS3Hook(S3Hook):
     hook_name = "Unless conversations (S3)"
 
     def __init__(self, aws_conn_id: str = default_conn_name, *, max_workers: int = 16, **kwargs) -> None:
-        # One connection per download thread, and one for the listing that feeds them (a pool one
-        # short discards a connection per page: "Connection pool is full" in the log, a new TCP set-up).
+        # One connection per download thread, and one for the listing that feeds them (a pool one short
+        # keeps discarding connections, "Connection pool is full" in the log, and opening new ones).
         config = {"max_pool_connections": max_workers + 1, "retries": {"mode": "standard", "max_attempts": 5},
                   "connect_timeout": 10, "read_timeout": 120}
         super().__init__(aws_conn_id=aws_conn_id, config=config, **kwargs)
