@@ -617,15 +617,16 @@ class StagingLoader:
         columns = []
         for name in self.spec.column_names:
             col = batch.column(name)
-            # The check is Arrow's alone; only a batch with a NUL byte builds Arrow values from Python
-            # ones below (pa.scalar makes pyarrow import pandas: 35 MB a good day does not pay).
-            is_text = pa.types.is_string(col.type) or pa.types.is_large_string(col.type)
-            if is_text and pc.any(pc.match_substring(col, "\x00")).as_py():
-                has_nul = pc.fill_null(pc.match_substring(col, "\x00"), False)
-                col = pc.replace_substring(col, "\x00", "\\u0000")
-                msg = pa.scalar(f"{name}: contains a NUL byte")
-                joined = pc.binary_join_element_wise(reasons, msg, "; ")  # null where no reason yet
-                reasons = pc.if_else(has_nul, pc.coalesce(joined, msg), reasons)
+            if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+                # The check is Arrow's alone; only a batch with a NUL byte builds Arrow values from
+                # Python ones below (pa.scalar makes pyarrow import pandas: 35 MB a good day does not pay).
+                matches = pc.match_substring(col, "\x00")
+                if pc.any(matches).as_py():
+                    has_nul = pc.fill_null(matches, False)
+                    col = pc.replace_substring(col, "\x00", "\\u0000")
+                    msg = pa.scalar(f"{name}: contains a NUL byte")
+                    joined = pc.binary_join_element_wise(reasons, msg, "; ")  # null where no reason yet
+                    reasons = pc.if_else(has_nul, pc.coalesce(joined, msg), reasons)
             columns.append(col)
         return pa.RecordBatch.from_arrays([*columns, reasons, raw], names=[*self.spec.column_names, *MARK_COLUMNS])
 

@@ -297,14 +297,13 @@ class _Spool:
         import pyarrow as pa
         import pyarrow.json as pa_json
 
-        schema = self.schemas[table]
+        schema, path = self.schemas[table], self.folder / f"{table}.jsonl"
+        if not path.stat().st_size:  # nothing spooled: an empty batch still tells the loader the columns
+            yield pa.RecordBatch.from_arrays([pa.nulls(0, field.type) for field in schema], schema=schema)
+            return
         parse_options = pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
-        spooled_any = False
-        with open(self.folder / f"{table}.jsonl", "rb") as spool_file:
+        with open(path, "rb") as spool_file:
             while lines := spool_file.readlines(self.READ_BYTES):
                 block = b"".join(lines)
                 read_options = pa_json.ReadOptions(use_threads=False, block_size=len(block) + 1)
                 yield from pa_json.read_json(io.BytesIO(block), read_options, parse_options).to_batches()
-                spooled_any = True
-        if not spooled_any:  # an empty batch still tells the loader the columns
-            yield pa.RecordBatch.from_arrays([pa.nulls(0, field.type) for field in schema], schema=schema)
