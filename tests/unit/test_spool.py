@@ -49,6 +49,14 @@ def test_a_value_that_is_not_text_fails_the_read_instead_of_landing_altered(tmp_
         _rows_of(spool, "conversations")
 
 
+def test_a_key_outside_the_tables_columns_fails_the_read_instead_of_being_dropped(tmp_path):
+    column = unless.TABLES["conversations"].column_names[0]
+    with _Spool(tmp_path, unless.TABLES) as spool:
+        spool.add("conversations", {column: "kept", "not_a_column": "would be lost"})
+    with pytest.raises(ValueError, match=r"conversations rows carry keys that are not its columns: \['not_a_column'\]"):
+        _rows_of(spool, "conversations")
+
+
 def test_spooling_and_preparing_a_good_day_for_copy_does_not_import_pandas(tmp_path):
     """pyarrow imports pandas (35 MB resident) whenever it builds Arrow values from Python ones
     (``pa.array``, ``pa.scalar``, a Python constant given to a compute function); the landing path

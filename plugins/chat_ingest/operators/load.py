@@ -262,7 +262,9 @@ class _Spool:
     memory a landing never uses; ``orjson`` writes a row in microseconds, and pyarrow's JSON
     parser, given the text schema, turns about ``READ_BYTES`` of whole lines at a time into a
     batch.  (Its streaming reader, ``open_json``, reads dozens of blocks ahead: 38 MB held for
-    1 MB blocks.)  A line longer than ``READ_BYTES`` is read whole, as one batch.
+    1 MB blocks.)  A line longer than ``READ_BYTES`` is read whole, as one batch.  A key outside
+    the table's columns fails the read: the rows come from the source's own parser, so such a key is
+    a defect there, and dropping it would lose a value silently.
     """
 
     READ_BYTES = 1 << 20
@@ -301,9 +303,23 @@ class _Spool:
         if not path.stat().st_size:  # nothing spooled: an empty batch still tells the loader the columns
             yield pa.RecordBatch.from_arrays([pa.nulls(0, field.type) for field in schema], schema=schema)
             return
-        parse_options = pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
+        parse_options = pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="error")
         with open(path, "rb") as spool_file:
             while lines := spool_file.readlines(self.READ_BYTES):
                 block = b"".join(lines)
                 read_options = pa_json.ReadOptions(use_threads=False, block_size=len(block) + 1)
-                yield from pa_json.read_json(io.BytesIO(block), read_options, parse_options).to_batches()
+                try:
+                    rows = pa_json.read_json(io.BytesIO(block), read_options, parse_options)
+                except pa.ArrowInvalid as exc:
+                    if "unexpected field" not in str(exc):
+                        raise
+                    raise ValueError(f"spooled {table} rows carry keys that are not its columns: "
+                                     f"{sorted(self._unknown_keys(lines, schema))}") from exc
+                yield from rows.to_batches()
+
+    @staticmethod
+    def _unknown_keys(lines: list[bytes], schema) -> set[str]:
+        """The keys of ``lines`` outside ``schema``: what pyarrow's error does not name."""
+        import orjson
+
+        return {key for line in lines for key in orjson.loads(line)} - set(schema.names)
