@@ -33,7 +33,7 @@ DEFAULT_ARGS = {
     "owner": "chat-ingest",
     "retries": 3,
     "retry_delay": dt.timedelta(minutes=1),
-    "retry_exponential_backoff": True,
+    "retry_exponential_backoff": 2.0,  # a multiplier in Airflow 3: each retry waits about twice as long
     "max_retry_delay": dt.timedelta(minutes=30),
 }
 START_DATE = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)

@@ -206,3 +206,24 @@ def test_the_floor_runs_the_same_shapes_with_tasks_that_do_nothing(dagbag, tmp_p
             if task.task_id.startswith(("load", "validate")):
                 cls = operator_class(task)
                 assert cls.execute is not cls.__mro__[1].execute and cls.execute(task, {}) is None, task.task_id
+
+
+def test_every_task_backs_off_exponentially_between_retries_as_the_scheduler_computes_it(dagbag):
+    """Each retry waits at least twice the base delay of the one before, up to ``max_retry_delay``: a
+    vendor's outage is not hammered every minute.  The delays are the scheduler's own
+    (``TaskInstance.next_retry_datetime`` of the serialized task, which adds up to one base delay of
+    jitter), so a change in how Airflow reads the arguments shows here: Airflow 3 reads
+    ``retry_exponential_backoff`` as a multiplier, where 1 is a constant delay."""
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    ended = dt.datetime(2026, 11, 20, 3, 0, tzinfo=dt.timezone.utc)
+    for dag_id, dag in dagbag.dags.items():
+        scheduled = DagSerialization.from_dict(DagSerialization.to_dict(dag))
+        for task in scheduled.tasks:
+            for try_number in range(1, task.retries + 1):
+                ti = TaskInstance(task=task, dag_version_id=None, run_id="scheduled__2026-11-20")
+                ti.try_number, ti.end_date = try_number, ended
+                delay = ti.next_retry_datetime() - ended
+                least = min(task.retry_delay * 2 ** (try_number - 1), task.max_retry_delay)
+                assert least <= delay <= task.max_retry_delay, (dag_id, task.task_id, try_number, delay)
