@@ -27,7 +27,7 @@ connection `reporting_pii`; excluded intents are `reporting.excluded_intents` in
 from airflow.sdk import DAG, AssetAny, Param, get_current_context, task
 
 from chat_ingest.alerts import failure_alerts
-from chat_ingest.dag_factory import DEFAULT_ARGS, START_DATE, staging_asset
+from chat_ingest.dag_factory import START_DATE, default_args, staging_asset
 from chat_ingest.project import SQL_DIR
 from chat_ingest.sources import TABLES_BY_SOURCE
 
@@ -92,7 +92,7 @@ with DAG(
     start_date=START_DATE,
     catchup=False,
     max_active_runs=1,
-    default_args=DEFAULT_ARGS,
+    default_args=default_args(),
     on_failure_callback=failure_alerts(),
     tags=["chat-ingest", "reporting"],
     doc_md=__doc__,

@@ -29,13 +29,32 @@ from chat_ingest.tablespec import TableSpec
 from chat_ingest.timetables import DayNamedDataIntervalTimetable
 from chat_ingest.project import SQL_DIR
 
-DEFAULT_ARGS = {
-    "owner": "chat-ingest",
-    "retries": 3,
-    "retry_delay": dt.timedelta(minutes=1),
-    "retry_exponential_backoff": 2.0,  # a multiplier in Airflow 3: each retry waits about twice as long
-    "max_retry_delay": dt.timedelta(minutes=30),
-}
+#: A task's retries unless sources.yaml says otherwise (``retries``): attempts after the first, the
+#: wait before the first retry, and the cap of the waits, which double (Airflow adds up to one wait
+#: of jitter).
+DEFAULT_RETRIES = {"attempts": 3, "first_delay_seconds": 60, "max_delay_minutes": 30}
+
+
+def default_args() -> dict[str, Any]:
+    """Every task's owner and retries, the retries as configured: how hard to retry a vendor that is
+    down is the deployment's choice (a test cluster retries within seconds, production within minutes)."""
+    configured = load_config().get("retries") or {}
+    unknown = sorted(set(configured) - set(DEFAULT_RETRIES))
+    if unknown:
+        raise ValueError(f"sources.yaml retries: unknown keys {unknown} (known: {sorted(DEFAULT_RETRIES)})")
+    retries = {**DEFAULT_RETRIES, **configured}
+    for key, value in retries.items():
+        kind = int if key == "attempts" else (int, float)
+        if isinstance(value, bool) or not isinstance(value, kind) or value < 0:
+            raise ValueError(f"sources.yaml retries.{key}: expected a {'whole ' * (kind is int)}number >= 0, "
+                             f"got {value!r}")
+    return {
+        "owner": "chat-ingest",
+        "retries": int(retries["attempts"]),
+        "retry_delay": dt.timedelta(seconds=retries["first_delay_seconds"]),
+        "retry_exponential_backoff": 2.0,  # a multiplier in Airflow 3: each retry waits about twice as long
+        "max_retry_delay": dt.timedelta(minutes=retries["max_delay_minutes"]),
+    }
 START_DATE = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
 
 
@@ -129,7 +148,7 @@ def ingest_dag(*, dag_id: str, source: str, doc_md: str, tenant_label: str, tena
         start_date=START_DATE,
         catchup=False,
         max_active_runs=1,
-        default_args=DEFAULT_ARGS,
+        default_args=default_args(),
         tags=["chat-ingest", "ingestion", source, *tags],
         doc_md=doc_md,
         params=ingest_params(tenant_label, tenants, load_operator.supports_full_refresh),

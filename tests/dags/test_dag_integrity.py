@@ -227,3 +227,32 @@ def test_every_task_backs_off_exponentially_between_retries_as_the_scheduler_com
                 delay = ti.next_retry_datetime() - ended
                 least = min(task.retry_delay * 2 ** (try_number - 1), task.max_retry_delay)
                 assert least <= delay <= task.max_retry_delay, (dag_id, task.task_id, try_number, delay)
+
+
+def test_retries_follow_sources_yaml_and_a_bad_value_fails_the_parse_naming_it(tmp_path, monkeypatch):
+    import yaml
+    from airflow.dag_processing.dagbag import DagBag
+
+    from chat_ingest.config import DEFAULT_CONFIG
+
+    config = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    path = tmp_path / "sources.yaml"
+    monkeypatch.setenv("CHAT_INGEST_CONFIG", str(path))
+    for key, value in STUB_CONNECTIONS.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path))
+
+    def parsed(retries) -> DagBag:
+        path.write_text(yaml.safe_dump({**config, "retries": retries}))
+        return DagBag(dag_folder=str(REPO / "dags"))
+
+    quick = parsed({"attempts": 5, "first_delay_seconds": 2, "max_delay_minutes": 1})
+    assert quick.import_errors == {} and quick.dags
+    for dag_id, dag in quick.dags.items():
+        for task in dag.tasks:
+            assert (task.retries, task.retry_delay, task.max_retry_delay) == (
+                5, dt.timedelta(seconds=2), dt.timedelta(minutes=1)), (dag_id, task.task_id)
+    for retries, named in (({"attempts": 2.5}, "retries.attempts"), ({"first_delay_seconds": "1m"},
+                           "retries.first_delay_seconds"), ({"delay": 5}, "unknown keys ['delay']")):
+        errors = parsed(retries).import_errors
+        assert len(errors) == len(DAG_FILES) and all(named in error for error in errors.values()), errors

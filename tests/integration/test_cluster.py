@@ -14,6 +14,7 @@ import time
 
 import psycopg
 import pytest
+import yaml
 
 from sandbox.__main__ import down, up
 from sandbox.debian import apt_install
@@ -79,7 +80,13 @@ def cluster(tmp_path_factory):
     generate(root / "dataset", seed=11, days=DAYS, start=TEST_START, per_day=12)
     with outside_the_session_sandbox():  # a sandbox of its own
         assert up(root, root / "dataset", DAYS, seed=11, bad_records=0.0, timeout=300, owned=True) == 0
-    env = ui_env({**newcomer_env(), **read_env(root / "env")}, free_port())
+    # The lost load is found when its heartbeats stop for the timeout, and retried after the first retry
+    # delay: a minute or two each in the sandbox, seconds here (the test waits for both).
+    config = yaml.safe_load((root / "sources.yaml").read_text())
+    config["retries"] = {**config["retries"], "first_delay_seconds": 5}
+    (root / "sources.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    env = ui_env({**newcomer_env(), **read_env(root / "env"),
+                  "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "60"}, free_port())
     env, components, component_env = celery_cluster(env, root, workers=2)
     started = dt.datetime.now(dt.timezone.utc)
     supervisor = Supervisor(env, root / "logs", components, component_env).start()
