@@ -22,7 +22,7 @@ from typing import Any
 from airflow.sdk import DAG, Asset, BaseOperator, Param, get_current_context, task
 
 from chat_ingest.alerts import failure_alerts, landing_deadline
-from chat_ingest.config import load_config
+from chat_ingest.config import config_path, load_config
 from chat_ingest.operators.load import DocumentLoadOperator, LandingOperator
 from chat_ingest.operators.validate import ValidateStagingOperator
 from chat_ingest.tablespec import TableSpec
@@ -41,12 +41,12 @@ def default_args() -> dict[str, Any]:
     configured = load_config().get("retries") or {}
     unknown = sorted(set(configured) - set(DEFAULT_RETRIES))
     if unknown:
-        raise ValueError(f"sources.yaml retries: unknown keys {unknown} (known: {sorted(DEFAULT_RETRIES)})")
+        raise ValueError(f"{config_path()}: retries: unknown keys {unknown} (known: {sorted(DEFAULT_RETRIES)})")
     retries = {**DEFAULT_RETRIES, **configured}
     for key, value in retries.items():
         kind = int if key == "attempts" else (int, float)
         if isinstance(value, bool) or not isinstance(value, kind) or value < 0:
-            raise ValueError(f"sources.yaml retries.{key}: expected a {'whole ' * (kind is int)}number >= 0, "
+            raise ValueError(f"{config_path()}: retries.{key}: expected a {'whole ' * (kind is int)}number >= 0, "
                              f"got {value!r}")
     return {
         "owner": "chat-ingest",
@@ -55,6 +55,8 @@ def default_args() -> dict[str, Any]:
         "retry_exponential_backoff": 2.0,  # a multiplier in Airflow 3: each retry waits about twice as long
         "max_retry_delay": dt.timedelta(minutes=retries["max_delay_minutes"]),
     }
+
+
 START_DATE = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
 
 
