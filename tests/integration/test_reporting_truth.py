@@ -541,3 +541,28 @@ def test_a_conversations_rows_days_apart_are_read_from_its_kept_days_and_an_upgr
     with connect() as conn:
         ensure_schema(conn)
     assert kept_days() == expected_days
+
+
+def test_masking_replaces_exactly_what_its_three_patterns_match_and_is_inlined(sandbox):
+    """``reporting.mask_pii`` skips a pattern on a text that cannot hold it (no '@', no digit); on any
+    text it returns what the three replacements in a row return, and the planner inlines it."""
+    import psycopg
+
+    from chat_ingest.reporting import ensure_reporting_schema
+
+    in_a_row = (r"regexp_replace(regexp_replace(regexp_replace(t, "  # '%%': a bound query
+                r"'[A-Za-z0-9._%%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}', '[email]', 'g'), "
+                r"'\d{6,}', '[number]', 'g'), '\+?\d(?:[\s().-]*\d){8,14}', '[phone]', 'g')")
+    texts = [None, "", "What are your opening hours?", "Thanks! 😊", "mail ana.p+x@shop.example.es today",
+             "user123456@example.com", "order 1234567 and call +34 600 123 456", "at 9:00 @ the shop",
+             "card 4111 1111 1111 1111", "id ١٢٣٤٥٦٧", "a@b", "(600) 123-4567 or 600.123.4567", "@@12@34",
+             "x" * 5000 + " 123456789"]
+    with psycopg.connect(sandbox.warehouse_dsn, autocommit=True) as conn:
+        ensure_reporting_schema(conn)
+        rows = conn.execute(f"SELECT t, reporting.mask_pii(t), {in_a_row} FROM unnest(%s::text[]) AS u(t)",
+                            (texts,)).fetchall()
+        plan = "\n".join(r for (r,) in conn.execute(
+            "EXPLAIN VERBOSE SELECT reporting.mask_pii(t) FROM unnest(%s::text[]) AS u(t)", (texts,)))
+    assert [(text, masked) for text, masked, _ in rows] == [(text, expected) for text, _, expected in rows]
+    assert sum(masked != text for text, masked, _ in rows if text) >= 6  # the cases do get masked
+    assert "regexp_replace" in plan and "mask_pii" not in plan and "mask_emails" not in plan, plan
