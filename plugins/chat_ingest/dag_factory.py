@@ -39,6 +39,9 @@ def default_args() -> dict[str, Any]:
     """Every task's owner and retries, the retries as configured: how hard to retry a vendor that is
     down is the deployment's choice (a test cluster retries within seconds, production within minutes)."""
     configured = load_config().get("retries") or {}
+    if not isinstance(configured, dict):
+        raise ValueError(f"{config_path()}: retries: expected a mapping of {sorted(DEFAULT_RETRIES)}, "
+                         f"got {configured!r}")
     unknown = sorted(set(configured) - set(DEFAULT_RETRIES))
     if unknown:
         raise ValueError(f"{config_path()}: retries: unknown keys {unknown} (known: {sorted(DEFAULT_RETRIES)})")
@@ -50,7 +53,7 @@ def default_args() -> dict[str, Any]:
                              f"got {value!r}")
     return {
         "owner": "chat-ingest",
-        "retries": int(retries["attempts"]),
+        "retries": retries["attempts"],
         "retry_delay": dt.timedelta(seconds=retries["first_delay_seconds"]),
         "retry_exponential_backoff": 2.0,  # a multiplier in Airflow 3: each retry waits about twice as long
         "max_retry_delay": dt.timedelta(minutes=retries["max_delay_minutes"]),

@@ -253,6 +253,7 @@ def test_retries_follow_sources_yaml_and_a_bad_value_fails_the_parse_naming_it(t
             assert (task.retries, task.retry_delay, task.max_retry_delay) == (
                 5, dt.timedelta(seconds=2), dt.timedelta(minutes=1)), (dag_id, task.task_id)
     for retries, named in (({"attempts": 2.5}, "retries.attempts"), ({"first_delay_seconds": "1m"},
-                           "retries.first_delay_seconds"), ({"delay": 5}, "unknown keys ['delay']")):
+                           "retries.first_delay_seconds"), ({"delay": 5}, "unknown keys ['delay']"),
+                           ([3], "expected a mapping")):
         errors = parsed(retries).import_errors
         assert len(errors) == len(DAG_FILES) and all(named in error for error in errors.values()), errors

@@ -83,7 +83,7 @@ def cluster(tmp_path_factory):
     # The lost load is found when its heartbeats stop for the timeout, and retried after the first retry
     # delay: a minute or two each in the sandbox, seconds here (the test waits for both).
     config = yaml.safe_load((root / "sources.yaml").read_text())
-    config["retries"] = {**config["retries"], "first_delay_seconds": 5}
+    config["retries"] = {**config.get("retries", {}), "first_delay_seconds": 5}
     (root / "sources.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     env = ui_env({**newcomer_env(), **read_env(root / "env"),
                   "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "60"}, free_port())
