@@ -51,6 +51,12 @@ def default_args() -> dict[str, Any]:
         if isinstance(value, bool) or not isinstance(value, kind) or value < 0:
             raise ValueError(f"{config_path()}: retries.{key}: expected a {'whole ' * (kind is int)}number >= 0, "
                              f"got {value!r}")
+    # Airflow reads a zero max_retry_delay as "no cap" (waits then double up to a day), and caps the
+    # first wait too: a cap below the first delay would silently shorten it.
+    if retries["max_delay_minutes"] * 60 < max(retries["first_delay_seconds"], 1):
+        raise ValueError(f"{config_path()}: retries.max_delay_minutes: the cap of the waits must be above 0 and at "
+                         f"least first_delay_seconds ({retries['first_delay_seconds']} s), "
+                         f"got {retries['max_delay_minutes']!r}")
     return {
         "owner": "chat-ingest",
         "retries": retries["attempts"],

@@ -254,6 +254,9 @@ def test_retries_follow_sources_yaml_and_a_bad_value_fails_the_parse_naming_it(t
                 5, dt.timedelta(seconds=2), dt.timedelta(minutes=1)), (dag_id, task.task_id)
     for retries, named in (({"attempts": 2.5}, "retries.attempts"), ({"first_delay_seconds": "1m"},
                            "retries.first_delay_seconds"), ({"delay": 5}, "unknown keys ['delay']"),
-                           ([3], "expected a mapping")):
+                           ([3], "expected a mapping"),
+                           # Airflow would not cap the waits at all, or would cut the first one short:
+                           ({"max_delay_minutes": 0}, "retries.max_delay_minutes"),
+                           ({"first_delay_seconds": 3600, "max_delay_minutes": 30}, "retries.max_delay_minutes")):
         errors = parsed(retries).import_errors
         assert len(errors) == len(DAG_FILES) and all(named in error for error in errors.values()), errors
