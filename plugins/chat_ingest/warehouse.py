@@ -113,7 +113,7 @@ def note_conversation_days(spec: TableSpec, where: sql.Composable) -> sql.Compos
     builds the same items in its checking scan (:meth:`~chat_ingest.staging.StagingLoader.land`).
     ``OFFSET 0`` keeps the INSERT's key order from being merged into the DISTINCT (one sort of every
     row); whether the DISTINCT itself hashes is the planner's choice, which the loader steers
-    (:meth:`~chat_ingest.staging.StagingLoader._note_conversation_days`)."""
+    (:func:`~chat_ingest.landing.checked._note_conversation_days`)."""
     return sql.SQL(
         "WITH conversation_days AS (SELECT DISTINCT t.{tenant}::text AS tenant{items} FROM {table} t "
         "WHERE {where} OFFSET 0) {keep}"

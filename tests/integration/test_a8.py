@@ -108,7 +108,7 @@ def test_the_exact_digest_tells_any_one_changed_value_of_every_a8_column_apart(s
     unchanged copy must not."""
     from psycopg import sql
 
-    from chat_ingest.staging import digest_sql
+    from chat_ingest.landing.digest import digest_sql
 
     assert {c.pg_type for spec in a8.TABLES.values() for c in spec.columns} <= set(DIFFERENT_VALUES)
     with sandbox.warehouse() as conn:

@@ -417,7 +417,7 @@ def test_a_long_load_logs_its_progress_in_rows(clean_warehouse, caplog):
     extractor = BotsloversToStagingOperator(task_id="progress", tenant=company, table="messages",
                                             window={"start": start.isoformat(), "end": end.isoformat()},
                                             max_block_size=5)
-    caplog.set_level(logging.INFO, logger="chat_ingest.staging")
+    caplog.set_level(logging.INFO, logger="chat_ingest.landing")
     with connect() as conn:
         ensure_schema(conn)
         loader = StagingLoader(conn, spec, run_id="progress", tenant=company, window_start=start, window_end=end,

@@ -254,6 +254,8 @@ def test_a_new_source_column_is_reported_and_the_rest_lands(clean_warehouse, edg
     with clean_warehouse.warehouse() as conn:
         assert conn.execute("SELECT ignored_columns FROM audit.load_log WHERE run_id = 'run-drift'"
                             ).fetchone() == (["mood"],)
+    again = load_edge(at.date(), rid="run-drift-again")  # unchanged: found identical, nothing extracted
+    assert again["identical_to_staging"] and again["ignored_columns"] == ("mood",)
 
 
 def agent_log_rows(client, rows: list[dict]) -> None:

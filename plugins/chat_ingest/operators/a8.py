@@ -10,7 +10,7 @@ from chat_ingest.operators.load import ExtractLoadOperator
 from chat_ingest.sources import a8
 
 if TYPE_CHECKING:
-    from chat_ingest.staging import Extraction
+    from chat_ingest.landing.batch import Extraction
     from chat_ingest.tablespec import TableSpec
 
 #: What the extraction hands the loader at a time.  COPY TO STDOUT yields one message per
@@ -39,7 +39,7 @@ class A8ToStagingOperator(ExtractLoadOperator):
         """The A8 table checked (it exists, no spec column missing) and read by COPY (text format)."""
         from airflow.sdk.exceptions import AirflowFailException
 
-        from chat_ingest.staging import Extraction, check_source_columns
+        from chat_ingest.landing.batch import Extraction, check_source_columns
 
         with self._connect() as conn:
             actual = [r[0] for r in conn.execute(
@@ -81,7 +81,7 @@ class A8ToStagingOperator(ExtractLoadOperator):
         import psycopg
         from psycopg import sql
 
-        from chat_ingest.staging import digest_sql
+        from chat_ingest.landing.digest import digest_sql
 
         where, params = self._selection(spec, start, end)
         with self._connect() as conn:

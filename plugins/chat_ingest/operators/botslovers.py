@@ -10,7 +10,7 @@ from chat_ingest.operators.load import ExtractLoadOperator
 from chat_ingest.sources import botslovers
 
 if TYPE_CHECKING:
-    from chat_ingest.staging import Extraction
+    from chat_ingest.landing.batch import Extraction
     from chat_ingest.tablespec import Column, TableSpec
 
 
@@ -26,7 +26,7 @@ def extraction_query(spec: TableSpec, source_table: str) -> str:
 
 
 def digest_query(spec: TableSpec, source_table: str) -> str:
-    """The rows of the window digested the way :class:`~chat_ingest.staging.Extraction` defines it,
+    """The rows of the window digested the way :class:`~chat_ingest.landing.batch.Extraction` defines it,
     so the loader can compare them with staging's without extracting them."""
     from chat_ingest.hooks.clickhouse import check_identifier
 
@@ -76,7 +76,8 @@ class BotsloversToStagingOperator(ExtractLoadOperator):
         from airflow.sdk.exceptions import AirflowFailException
 
         from chat_ingest.hooks.clickhouse import ClickHouseHttpHook
-        from chat_ingest.staging import Extraction, check_source_columns, digestible
+        from chat_ingest.landing.batch import Extraction, check_source_columns
+        from chat_ingest.landing.digest import digestible
 
         source_table = self._source_table(spec)
         hook = ClickHouseHttpHook(clickhouse_conn_id=self.clickhouse_conn_id)

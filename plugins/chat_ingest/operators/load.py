@@ -28,7 +28,7 @@ from chat_ingest.project import WAREHOUSE_CONN_ID
 if TYPE_CHECKING:
     import datetime as dt
 
-    from chat_ingest.staging import Extraction, LoadResult
+    from chat_ingest.landing.batch import Extraction, LoadResult
     from chat_ingest.tablespec import TableSpec
 
 
@@ -159,7 +159,7 @@ class ExtractLoadOperator(LandingOperator):
 
     def extraction(self, spec: TableSpec, start: dt.datetime, end: dt.datetime) -> Extraction:
         """Check the source table and say how to read the window's rows from it (see
-        :class:`~chat_ingest.staging.Extraction`): in bounded pieces, never all at once, and
+        :class:`~chat_ingest.landing.batch.Extraction`): in bounded pieces, never all at once, and
         only when the loader asks."""
         raise NotImplementedError
 
@@ -245,7 +245,7 @@ class SpooledDocumentLoadOperator(DocumentLoadOperator):
 
     def extractions(self, conn, start: dt.datetime, end: dt.datetime,
                     scope: contextlib.ExitStack) -> dict[str, Extraction]:
-        from chat_ingest.staging import Extraction
+        from chat_ingest.landing.batch import Extraction
 
         folder = Path(scope.enter_context(tempfile.TemporaryDirectory(prefix="chat-ingest-spool-")))
         with _Spool(folder, self.tables) as spool:

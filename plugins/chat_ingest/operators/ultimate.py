@@ -14,7 +14,7 @@ from chat_ingest.windows import window_days
 
 if TYPE_CHECKING:
     from chat_ingest.hooks.ultimate import BadLine, UltimateExportHook
-    from chat_ingest.staging import Extraction
+    from chat_ingest.landing.batch import Extraction
 
 
 class UltimateToStagingOperator(DocumentLoadOperator):
@@ -51,7 +51,8 @@ class UltimateToStagingOperator(DocumentLoadOperator):
         from psycopg import sql
 
         from chat_ingest.hooks.ultimate import BadLine, UltimateExportHook
-        from chat_ingest.staging import Extraction, prefetch
+        from chat_ingest.landing.batch import Extraction
+        from chat_ingest.landing.copying import prefetch
 
         hook = UltimateExportHook(http_conn_id=self.ultimate_conn_id)
         conn.execute(ultimate.DOCUMENTS_DDL)

@@ -12,7 +12,7 @@ from chat_ingest.operators.load import SpooledDocumentLoadOperator
 from chat_ingest.sources import unless
 
 if TYPE_CHECKING:
-    from chat_ingest.staging import LoadResult
+    from chat_ingest.landing.batch import LoadResult
 
 #: A raw payload kept in audit.rejected_records is cut here (and the reason says so).
 MAX_RAW_CHARS = 1_000_000
