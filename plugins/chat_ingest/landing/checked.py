@@ -33,7 +33,7 @@ def land_checked(batch: Batch, extraction: Extraction) -> LoadResult:
     result.rows_extracted, found_ignored = _extract_into_incoming(batch, extraction)
     result.ignored_columns += found_ignored
     result.rows_rejected = quarantine(batch, sql.SQL("_incoming i WHERE"),
-                                      reason(batch, False, sql.SQL("_pre_reason")), _TEXT_ROW_PAYLOAD)
+                                      reason(batch, typed=False, earlier=(sql.SQL("_pre_reason"),)), _TEXT_ROW_PAYLOAD)
     typed = result.rows_extracted - result.rows_rejected
     if spec.merge_rule is MergeRule.REPLACE_WINDOW:
         result.rows_deleted, result.rows_landed = _replace_window(batch)

@@ -75,7 +75,7 @@ def row_checks(batch: Batch, typed: bool) -> list[list[Check]]:
     return checks
 
 
-def reason(batch: Batch, typed: bool, *earlier: sql.Composable) -> sql.Composable:
+def reason(batch: Batch, *, typed: bool, earlier: tuple[sql.Composable, ...] = ()) -> sql.Composable:
     """Why a row cannot land -- a row of text, or, ``typed``, one copied straight into staging: NULL
     for a good row.  ``earlier``: reasons found before the checks (a mark the source set)."""
     reasons = [*earlier, *(_first_failing(checks) for checks in row_checks(batch, typed))]
