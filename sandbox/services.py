@@ -21,6 +21,7 @@ import contextlib
 import datetime as dt
 import json
 import os
+import secrets
 import shlex
 import signal
 import socket
@@ -28,6 +29,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -90,8 +92,41 @@ def celery_workers(count: int, concurrency: int = 2) -> dict[str, tuple[str, ...
                             str(concurrency), "--skip-serve-logs") for i in range(1, count + 1)}
 
 
-def free_port() -> int:
+def port_free(port: int) -> bool:
+    """Whether a server could bind ``port`` on 127.0.0.1 now."""
     with socket.socket() as s:
+        try:
+            s.bind((LOCALHOST, port))
+            return True
+        except OSError:
+            return False
+
+
+def ephemeral_ports() -> range:
+    """The ports the kernel hands out to outgoing connections (and to ``bind`` on port 0)."""
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999  # Linux's default
+    return range(low, high + 1)
+
+
+def free_port(taken: Iterable[int] = ()) -> int:
+    """A free port below the kernel's ephemeral range, none of ``taken``, for a server that binds it later.
+
+    Every server of a sandbox binds its port seconds after the port is chosen (Postgres after
+    ``initdb``, the stand-ins after loading their data).  A port from the ephemeral range can be
+    taken in between by any outgoing connection on the machine -- a fresh-clone ``make test`` failed
+    with ``Address already in use`` that way -- while no connection is ever given one below it.
+    Drawn with ``secrets``: ``random`` may be seeded alike in two processes (the generator seeds it).
+    """
+    ephemeral, taken = ephemeral_ports(), set(taken)
+    below = range(10000 if ephemeral.start > 20000 else 1024, ephemeral.start)
+    for _ in range(100):
+        port = secrets.choice(below) if below else 0
+        if port and port not in taken and port_free(port):
+            return port
+    with socket.socket() as s:  # no room below the range: the kernel's choice
         s.bind((LOCALHOST, 0))
         return s.getsockname()[1]
 

@@ -21,7 +21,6 @@ import secrets
 import shlex
 import shutil
 import signal
-import socket
 import threading
 from pathlib import Path
 
@@ -32,7 +31,7 @@ from chat_ingest.project import SCHEDULER_FORKSERVER_PRELOAD
 from chat_ingest.sources import a8 as a8_source
 from chat_ingest.sources import botslovers
 from chat_ingest.tablespec import TableSpec
-from sandbox.services import ADMIN_USER, api_env, free_port
+from sandbox.services import ADMIN_USER, api_env, ephemeral_ports, free_port, port_free
 
 REPO = Path(__file__).resolve().parents[1]
 UNLESS_BUCKET = "unless-conversations"
@@ -40,15 +39,6 @@ WAREHOUSE_DB = "chat_ingest"
 A8_DB = "a8"
 AIRFLOW_DB = "airflow"
 _TENANT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-            return True
-        except OSError:
-            return False
 
 
 class SandboxState:
@@ -62,9 +52,11 @@ class SandboxState:
         data = json.loads(self.path.read_text()) if self.path.exists() else {}
         self.ports: dict[str, int] = data.get("ports", {})
         self.secrets: dict[str, str] = data.get("secrets", {})
-        for key in self.KEYS:
-            if key not in self.ports or not _port_free(self.ports[key]):
-                self.ports[key] = free_port()
+        ephemeral = ephemeral_ports()
+        for key in self.KEYS:  # a port kept from an earlier start is kept while it is free and safe
+            port = self.ports.get(key)
+            if port is None or port in ephemeral or not port_free(port):
+                self.ports[key] = free_port(taken=[p for k, p in self.ports.items() if k != key])
         defaults = {
             "clickhouse_user": "botslovers_reader",
             "clickhouse_password": secrets.token_urlsafe(16),
