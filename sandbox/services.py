@@ -122,9 +122,8 @@ def free_port(taken: Iterable[int] = ()) -> int:
     """
     ephemeral, taken = ephemeral_ports(), set(taken)
     below = range(10000 if ephemeral.start > 20000 else 1024, ephemeral.start)
-    for _ in range(100):
-        port = secrets.choice(below) if below else 0
-        if port and port not in taken and port_free(port):
+    for port in (secrets.choice(below) for _ in range(100 if below else 0)):
+        if port not in taken and port_free(port):
             return port
     with socket.socket() as s:  # no room below the range: the kernel's choice
         s.bind((LOCALHOST, 0))

@@ -14,7 +14,7 @@ from psycopg import sql
 
 from chat_ingest.landing.batch import Batch, Extraction, LoadResult
 from chat_ingest.landing.checks import quarantine, reason
-from chat_ingest.landing.copying import ArrowToCsv, copy_into
+from chat_ingest.landing.copying import copy_arrow_into, copy_into
 from chat_ingest.tablespec import MARK_COLUMNS, MergeRule
 from chat_ingest.warehouse import note_conversation_days
 
@@ -95,10 +95,7 @@ def _extract_into_incoming(batch: Batch, extraction: Extraction) -> tuple[int, t
     incoming = sql.Identifier("_incoming")
     if extraction.copy and not extraction.arrow:
         return copy_into(batch, extraction.copy(), incoming, columns, extraction.copy_format), ()
-    encoder = ArrowToCsv(batch.spec, straight=False)
-    copied = copy_into(batch, encoder.encode(extraction.arrow()), incoming, encoder.columns,
-                       rows_so_far=lambda: encoder.rows)
-    return copied, encoder.ignored_columns
+    return copy_arrow_into(batch, extraction.arrow(), incoming, straight=False)
 
 
 def _good_rows(batch: Batch) -> sql.Composed:

@@ -185,3 +185,12 @@ def copy_into(batch: Batch, data: Iterable[bytes], table: sql.Composable, column
                              copied / 1e6 / elapsed)
                     last_report = now
         return cur.rowcount
+
+
+def copy_arrow_into(batch: Batch, batches: Iterable[pa.RecordBatch], table: sql.Composable, *,
+                    straight: bool) -> tuple[int, tuple[str, ...]]:
+    """COPY Arrow ``batches`` into ``table`` as :class:`ArrowToCsv` encodes them (``straight``: into
+    staging itself): the number of rows, and the columns the batches held that the spec does not know."""
+    encoder = ArrowToCsv(batch.spec, straight=straight)
+    copied = copy_into(batch, encoder.encode(batches), table, encoder.columns, rows_so_far=lambda: encoder.rows)
+    return copied, encoder.ignored_columns

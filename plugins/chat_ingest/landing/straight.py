@@ -13,7 +13,7 @@ from psycopg import sql
 
 from chat_ingest.landing.batch import Batch, Extraction, LoadResult, StraightLandingRefused
 from chat_ingest.landing.checks import fails, quarantine, reason
-from chat_ingest.landing.copying import ArrowToCsv, copy_into
+from chat_ingest.landing.copying import copy_arrow_into, copy_into
 from chat_ingest.tablespec import MergeRule
 from chat_ingest.warehouse import conversation_day_items, keep_conversation_days
 
@@ -97,10 +97,7 @@ def _extract_into_staging(batch: Batch, extraction: Extraction) -> tuple[int, tu
                  query=extraction.query)).rowcount, ()
     if extraction.copy:
         return copy_into(batch, extraction.copy(), batch.target, columns, extraction.copy_format), ()
-    encoder = ArrowToCsv(spec, straight=True)
-    copied = copy_into(batch, encoder.encode(extraction.arrow()), batch.target, encoder.columns,
-                       rows_so_far=lambda: encoder.rows)
-    return copied, encoder.ignored_columns
+    return copy_arrow_into(batch, extraction.arrow(), batch.target, straight=True)
 
 
 def _grouped_with_conversation_days(batch: Batch, rows: sql.Composable) -> sql.Composed:
