@@ -3,9 +3,11 @@
 ``airflow_floor`` and ``daily_run`` operate the sandbox as ``make demo`` does (api-server, scheduler,
 dag-processor, triggerer on the LocalExecutor; unpausing the DAGs makes the scheduler start
 yesterday's daily run of every ingestion DAG, whose passed validations trigger the reporting DAG),
-each in a fresh sandbox of the default dataset.  The floor runs the same DAGs with every landing and
-validation task doing nothing (``CHAT_INGEST_NOOP_TASKS``; same task ids, mapping, pools, outlets):
-what Airflow itself costs on this machine for that shape.  ``validate_table`` compares the task
+each in a fresh sandbox of the default dataset.  The floor runs the same DAGs with no task working on
+data (``CHAT_INGEST_NOOP_TASKS``; same task ids, mapping, pools, outlets): validations and reporting
+rebuilds do nothing, and landings only note their window's days as changed, so the reporting runs map
+a ``rebuild`` per partition as the real runs' do.  That is what Airflow itself costs on this machine for
+the real shape.  ``validate_table`` compares the task
 instances of the two runs: ``validate_messages`` of the A8 run, cleared after the run and run again
 alone by the scheduler (three times, the median), against its no-op twin run alone the same way (in
 the daily run eighteen validations start together on two cores, and their medians are reported too).  ``dag_parse`` times each

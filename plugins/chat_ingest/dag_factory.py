@@ -69,16 +69,41 @@ def default_args() -> dict[str, Any]:
 START_DATE = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
 
 
-#: Set (to anything) in the environment of Airflow's services, every landing and validation task of the
-#: ingestion DAGs does nothing: the same DAGs, task ids, mapping, pools and outlets, so a run measures
-#: what Airflow itself costs on the machine (``make bench``'s ``airflow_floor``; bench/README.md).
+#: Set (to anything) in the environment of Airflow's services, every task that works on data does none:
+#: the same DAGs, task ids, mapping, pools and outlets, so a run measures what Airflow itself costs on the
+#: machine for the shape a real run has (``make bench``'s ``airflow_floor``; bench/README.md).
 NOOP_TASKS_ENV = "CHAT_INGEST_NOOP_TASKS"
 
 
+def noop_tasks() -> bool:
+    """Whether this process runs the floor's tasks (see :data:`NOOP_TASKS_ENV`)."""
+    return bool(os.environ.get(NOOP_TASKS_ENV))
+
+
 def noop_twin(operator: type[BaseOperator]) -> type[BaseOperator]:
-    """``operator`` whose ``execute`` does nothing (see :data:`NOOP_TASKS_ENV`)."""
-    return type(operator.__name__, (operator,), {"execute": lambda self, context: None,
-                                                 "__module__": operator.__module__})
+    """``operator`` doing no work (see :data:`NOOP_TASKS_ENV`).  A validation does nothing.  A landing
+    reads nothing and lands nothing, but notes its window's days as changed for each tenant and table,
+    as a first load of the window does: the reporting runs it triggers then map a ``rebuild`` per
+    partition, as a real run's do (no-ops too, ``dags/reporting.py``), so the floor has a real run's
+    shape, reporting included."""
+    work = {"land": _note_window_days} if issubclass(operator, LandingOperator) else \
+        {"execute": lambda self, context: None}
+    return type(operator.__name__, (operator,), {**work, "__module__": operator.__module__})
+
+
+def _note_window_days(self: LandingOperator, context) -> dict[str, Any]:
+    """The no-op landing of :func:`noop_twin`: ``audit.changed_days`` of ``self.tenant``'s window, every
+    table this task lands."""
+    from chat_ingest.warehouse import connect, ensure_schema
+    from chat_ingest.windows import parse_window, window_days
+
+    days = window_days(*parse_window(self.window))
+    with connect(self.warehouse_conn_id) as conn:
+        ensure_schema(conn)
+        conn.cursor().executemany(
+            "INSERT INTO audit.changed_days (run_id, source, table_name, tenant, day) VALUES (%s, %s, %s, %s, %s)",
+            [(context["run_id"], spec.source, spec.name, self.tenant, day) for spec in self.landed_specs for day in days])
+    return {"changed_days": [day.isoformat() for day in days]}
 
 
 def staging_asset(spec: TableSpec) -> Asset:
@@ -151,7 +176,7 @@ def ingest_dag(*, dag_id: str, source: str, doc_md: str, tenant_label: str, tena
                operator_kwargs: dict[str, Any] | None = None) -> DAG:
     """Build the daily ingestion DAG of one source."""
     validate_operator: type[BaseOperator] = ValidateStagingOperator
-    if os.environ.get(NOOP_TASKS_ENV):
+    if noop_tasks():
         load_operator, validate_operator = noop_twin(load_operator), noop_twin(validate_operator)
     with DAG(
         dag_id=dag_id,

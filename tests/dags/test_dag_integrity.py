@@ -181,10 +181,12 @@ def test_a_deadline_alert_only_when_landed_by_and_a_target_are_set(tmp_path, mon
 
 def test_the_floor_runs_the_same_shapes_with_tasks_that_do_nothing(dagbag, tmp_path, monkeypatch):
     """``make bench``'s airflow_floor (CHAT_INGEST_NOOP_TASKS): the same task ids, dependencies, mapping,
-    pools and outlets, and landing and validation tasks whose ``execute`` does nothing."""
+    pools and outlets; validations that do nothing, loads that only note their window's days (the
+    integration test of reporting runs one), and reporting rebuilds that do nothing."""
     from airflow.dag_processing.dagbag import DagBag
+    from airflow.sdk.execution_time.context import set_current_context
 
-    from chat_ingest.dag_factory import NOOP_TASKS_ENV
+    from chat_ingest.dag_factory import NOOP_TASKS_ENV, _note_window_days
 
     monkeypatch.setenv(NOOP_TASKS_ENV, "1")
     for key, value in STUB_CONNECTIONS.items():
@@ -203,9 +205,14 @@ def test_the_floor_runs_the_same_shapes_with_tasks_that_do_nothing(dagbag, tmp_p
     for dag_id, dag in dagbag.dags.items():
         assert shape(floor.dags[dag_id]) == shape(dag), dag_id
         for task in floor.dags[dag_id].tasks:
-            if task.task_id.startswith(("load", "validate")):
-                cls = operator_class(task)
+            cls = operator_class(task)
+            if task.task_id.startswith("validate"):
                 assert cls.execute is not cls.__mro__[1].execute and cls.execute(task, {}) is None, task.task_id
+            elif task.task_id.startswith("load"):
+                assert cls.land is _note_window_days, task.task_id
+    rebuild = floor.dags["reporting"].get_task("rebuild")
+    with set_current_context({}):  # with the stub warehouse, a real rebuild would fail to connect
+        assert rebuild.python_callable({"source": "a8", "day": "2026-01-01"}) == 0
 
 
 def test_every_task_backs_off_exponentially_between_retries_as_the_scheduler_computes_it(dagbag):

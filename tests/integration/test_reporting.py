@@ -595,3 +595,36 @@ def test_a_late_ultimate_file_changes_the_earlier_day_and_nothing_else(clean_war
     changed = {k for k in set(before) | set(after) if before.get(k) != after.get(k)}
     assert changed and changed <= {(d, "ultimate", b) for d in (day_x, day_next)
                                    for b in sandbox.manifest["ultimate"]["bots"]}
+
+
+def test_the_floors_loads_note_their_days_so_its_reporting_maps_a_real_runs_rebuilds(clean_warehouse):
+    """``make bench``'s floor (CHAT_INGEST_NOOP_TASKS) lands nothing, but each of its loads notes its
+    window's days for each tenant and table, as a first load of the window does: the reporting run it
+    triggers plans the partitions a real run's would, so the floor has a real run's shape."""
+    from chat_ingest.dag_factory import noop_twin
+    from chat_ingest.operators.botslovers import BotsloversToStagingOperator
+    from chat_ingest.operators.unless import UnlessToStagingOperator
+    from chat_ingest.reporting import pending_changes
+    from chat_ingest.sources import unless
+    from tests.conftest import load_window
+
+    sandbox = clean_warehouse
+    day = sandbox.days[0]
+    companies, websites = sandbox.manifest["botslovers"]["companies"], sandbox.manifest["unless"]["websites"][:1]
+    loads = noop_twin(BotsloversToStagingOperator)(task_id="load_messages", tenants=companies, table="messages",
+                                                    window=load_window(day, days=2))
+    assert loads.execute({"run_id": "floor"}) == {
+        company: {"changed_days": [day.isoformat(), (day + dt.timedelta(days=1)).isoformat()]} for company in companies}
+    noop_twin(UnlessToStagingOperator)(task_id="load", tenants=websites, window=load_window(day),
+                                       bucket=sandbox.env["SANDBOX_UNLESS_BUCKET"],
+                                       account=sandbox.manifest["unless"]["account"]).execute({"run_id": "floor"})
+    with sandbox.warehouse() as conn:
+        noted = conn.execute("SELECT source, table_name, tenant, day FROM audit.changed_days WHERE run_id = 'floor'").fetchall()
+        landed = conn.execute("SELECT count(*) FROM audit.load_log").fetchone()[0]
+        _, partitions = pending_changes(conn)
+    assert sorted(noted) == sorted(
+        [("botslovers", "messages", company, day + dt.timedelta(days=i)) for company in companies for i in (0, 1)]
+        + [("unless", table, website, day) for table in unless.TABLES for website in websites])
+    assert landed == 0  # nothing was read or landed
+    assert partitions == sorted({("botslovers", day + dt.timedelta(days=i)) for i in (-1, 0, 1, 2)}
+                                | {("unless", day + dt.timedelta(days=i)) for i in (-1, 0, 1)})
