@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
 from airflow.providers.clickhousedb.hooks.clickhouse import ClickHouseHook
@@ -22,7 +22,7 @@ class ClickHouseHttpHook(ClickHouseHook):
 
     Connection handling (host, port, basic auth, ``secure``/``verify`` for HTTPS on
     443, session settings) is the provider's.  This hook adds an allow-listed
-    table lookup against ``system.tables`` and an Arrow stream whose values are
+    table lookup against ``system.columns`` and an Arrow stream whose values are
     bound server-side (``{name:Type}`` placeholders), so a day is never held whole
     in memory and no value is ever spliced into SQL.
     """
@@ -57,22 +57,10 @@ class ClickHouseHttpHook(ClickHouseHook):
             return False, str(exc)
         return True, f"Connection successfully tested (ClickHouse {version})"
 
-    def existing_tables(self, names: Sequence[str]) -> set[str]:
-        """Which of ``names`` exist in the connection's database (checked before any data query)."""
-        for name in names:
-            check_identifier(name, "table name")
-        client = self.get_client()
-        try:
-            result = client.query(
-                "SELECT name FROM system.tables WHERE database = currentDatabase() AND name IN {names:Array(String)}",
-                parameters={"names": list(names)},
-            )
-            return {row[0] for row in result.result_rows}
-        finally:
-            client.close()
-
     def table_columns(self, table: str) -> dict[str, str]:
-        """Column name → ClickHouse type of ``table``, as the server describes it now."""
+        """Column name → ClickHouse type of ``table``, as the server describes it now; empty when
+        the table does not exist (or the login may not see it), as no ClickHouse table lacks columns.
+        One query answers both (each query here opens a client: a round trip or two of its own)."""
         check_identifier(table, "table name")
         client = self.get_client()
         try:
