@@ -58,16 +58,11 @@ def _note_conversation_days(batch: Batch, extraction: Extraction) -> None:
 
     The days table stands in for an index on the conversation column, which every load would
     maintain row by row: such an index, filled in the order of the key, took 7-10 s of a 3M-row
-    Botslovers load (bench/README.md); this is an entry per conversation and day.  The planner has
-    no statistics for rows just landed (it expects a few dozen) and sorted all of them to find the
-    distinct ones, on disk at 3M rows (6.4 s); hashing them takes 2.6 s, so sorting is discouraged
-    for this statement (its ORDER BY still sorts the distinct entries).
+    Botslovers load (bench/README.md); this is an entry per conversation and day, found by hashing
+    the rows just landed (:meth:`~chat_ingest.landing.batch.Batch.hashing`).
     """
-    conn = batch.conn
-    sorting = conn.execute("SELECT current_setting('enable_sort')").fetchone()[0]
-    conn.execute("SET LOCAL enable_sort = off")
-    conn.execute(note_conversation_days(batch.spec, batch.in_range(extraction.start, extraction.end)))
-    conn.execute(sql.SQL("SET LOCAL enable_sort = {}").format(sql.Literal(sorting)))
+    with batch.hashing():
+        batch.conn.execute(note_conversation_days(batch.spec, batch.in_range(extraction.start, extraction.end)))
 
 
 def _create_incoming(batch: Batch) -> None:
