@@ -16,6 +16,10 @@ from dataclasses import dataclass
 LINEAGE_COLUMNS = ("_run_id", "_loaded_at")
 #: No chat analytics value is larger: a bigger one is an accident or an attack, and is quarantined.
 MAX_VALUE_BYTES = 8 << 20
+#: The most a row's values of one B-tree key may hold together (its key, its conversation and tenant in
+#: the days table): PostgreSQL refuses an index entry over 2704 bytes, which would fail the whole load
+#: (headroom left for the entry's header and a tenant from the configuration; quarantined).
+INDEX_ENTRY_MAX_BYTES = 2600
 #: Timestamps before this are a default or a corrupt value, not an event of a chat (quarantined).
 EARLIEST_TIMESTAMP = "2000-01-01"
 #: Timestamps later than the load time plus this are a clock or parsing error (quarantined).
@@ -141,6 +145,13 @@ class TableSpec:
     def days_table(self) -> str | None:
         """The staging table of the conversation days (see ``conversation_column``), if any."""
         return f"{self.staging_table}_days" if self.conversation_column else None
+
+    @property
+    def indexed_keys(self) -> tuple[tuple[str, ...], ...]:
+        """The spec's columns of each B-tree key the loader keeps on a row: the staging key and the
+        days table's (conversation, tenant); each key's values must fit one index entry together."""
+        keys = (self.staging_key, (self.conversation_column, self.tenant_column) if self.days_table else ())
+        return tuple(key for key in (tuple(c for c in k if c in self.column_names) for k in keys) if key)
 
     @property
     def reporting_day_column(self) -> str:

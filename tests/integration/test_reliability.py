@@ -310,6 +310,38 @@ def test_a_50_mb_message_text_is_quarantined_with_its_size_and_a_short_payload(c
     assert payload_bytes < 10_000  # the audit row keeps the start of the value and its size, not 50 MB
 
 
+def test_a_key_or_conversation_too_large_for_an_index_entry_is_quarantined_not_the_whole_day(clean_warehouse, edgeco):
+    """An id or a session of 9,000 bytes is far under the value limit (8 MiB) but over what one B-tree
+    entry holds (2,704 bytes): it used to fail the whole day's load ("index row requires 9024 bytes"),
+    on the staging key (COPY refused, then the checked road's merge) or on the days table's key (the
+    straight road's scan).  Each row is quarantined with its reason instead; the day's other rows land
+    by the road they would take, and a rerun changes nothing."""
+    import secrets
+
+    long_id_day, long_session_day = dt.date(2026, 11, 10), dt.date(2026, 11, 12)
+    at = {day: dt.datetime.combine(day, dt.time(9), dt.timezone.utc) for day in (long_id_day, long_session_day)}
+    long_id, long_session = secrets.token_hex(4500), secrets.token_hex(4500)  # incompressible: no TOAST rescue
+    insert_messages(edgeco, [{"id": "i-1", "created_at": at[long_id_day]},
+                             {"id": long_id, "created_at": at[long_id_day]},
+                             {"id": "c-1", "created_at": at[long_session_day], "session": "ok"},
+                             {"id": "c-2", "created_at": at[long_session_day], "session": long_session}])
+    by_id, by_session = load_edge(long_id_day, rid="run-long-id"), load_edge(long_session_day, rid="run-long-session")
+    assert [(s["rows_landed"], s["rows_rejected"], s["landed_straight"]) for s in (by_id, by_session)] == [
+        (1, 1, False), (1, 1, True)]
+    with clean_warehouse.warehouse() as conn:
+        rejected = conn.execute("SELECT run_id, reason, payload->>'id' FROM audit.rejected_records "
+                                "WHERE run_id LIKE 'run-long-%' ORDER BY run_id").fetchall()
+        days = conn.execute("SELECT conversation_id, day FROM staging.botslovers_messages_days WHERE tenant = %s "
+                            "ORDER BY 1, 2", (EDGE,)).fetchall()
+    assert rejected == [("run-long-id", "id: 9000 bytes, over the 2600 one index entry holds", long_id),
+                        ("run-long-session", "session: 9000 bytes, over the 2600 one index entry holds", "c-2")]
+    assert [i for i, _ in staged_ids(clean_warehouse)] == ["i-1", "c-1"]
+    assert days == [("ok", long_session_day), ("s1", long_id_day)]
+    for day in (long_id_day, long_session_day):
+        again = load_edge(day)
+        assert (again["rows_landed"], again["rows_deleted"]) == (0, 0)
+
+
 #: Every character a COPY format escapes or quotes, and look-alikes of its markers.
 ESCAPES = "tab\there\nnew line\r\"double\" 'single' back\\slash \\N \\0 ,;| \x08\x0c\x0b é 😀"
 

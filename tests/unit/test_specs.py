@@ -45,6 +45,24 @@ def test_every_staging_key_leads_with_the_source_key_not_the_tenant():
             assert spec.staging_key[-1] == spec.tenant_column, spec.qualified_name
 
 
+def test_every_b_tree_key_a_row_fills_is_checked_for_what_one_index_entry_holds():
+    """The staging key and the days table's key are each one size check of a row's text values
+    together (a source's tenant counted, a configured one not: it is no value of the row)."""
+    from chat_ingest.landing.checks import index_entry_check
+    from chat_ingest.sources import TABLES_BY_SOURCE, unless
+
+    assert botslovers.MESSAGES.indexed_keys == (("id",), ("session",))
+    assert unless.LOGS.indexed_keys == (("website", "session", "conversation_id", "position"),)
+    assert a8.TABLES["messages"].indexed_keys == (("chat_id", "bot_handle"),)
+    condition, message = index_entry_check(unless.LOGS, unless.LOGS.indexed_keys[0])
+    rendered = lambda composed: composed.as_string(None)  # noqa: E731
+    assert rendered(condition) == ('(coalesce(octet_length("website"), 0) + coalesce(octet_length("session"), 0) '
+                                   '+ coalesce(octet_length("conversation_id"), 0)) > 2600')  # position: an integer
+    assert "bytes together, over the 2600 one index entry holds" in rendered(message)
+    for spec in (spec for tables in TABLES_BY_SOURCE.values() for spec in tables.values()):
+        assert all(key and set(key) <= set(spec.column_names) for key in spec.indexed_keys), spec.qualified_name
+
+
 def test_a8_has_the_seeds_eleven_tables():
     assert len(a8.TABLES) == 11
     assert {"time", "chat_id", "mid", "msg_type", "reply_to_id", "bot_handle", "msg_from", "resp_time", "msg"} == set(

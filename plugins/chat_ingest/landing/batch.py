@@ -213,13 +213,13 @@ class Batch:
 
         They read rows this transaction just landed, of which the planner has no statistics: it
         expects a few dozen and sorts them all, on disk at 3M rows (6.4 s, where hashing took 2.6 s;
-        bench/README.md)."""
+        bench/README.md).  The setting is put back after them; if one fails, the rollback of its
+        transaction or savepoint puts it back (a statement sent to an aborted transaction would
+        replace the error that aborted it)."""
         sorting = self.conn.execute("SELECT current_setting('enable_sort')").fetchone()[0]
         self.conn.execute("SET LOCAL enable_sort = off")
-        try:
-            yield
-        finally:
-            self.conn.execute(sql.SQL("SET LOCAL enable_sort = {}").format(sql.Literal(sorting)))
+        yield
+        self.conn.execute(sql.SQL("SET LOCAL enable_sort = {}").format(sql.Literal(sorting)))
 
     def record_changed_days(self) -> tuple[str, ...]:
         """Write the days noted in ``_changed`` to ``audit.changed_days``; the ISO dates, sorted."""
