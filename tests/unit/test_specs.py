@@ -55,10 +55,9 @@ def test_every_b_tree_key_a_row_fills_is_checked_for_what_one_index_entry_holds(
     assert unless.LOGS.indexed_keys == (("website", "session", "conversation_id", "position"),)
     assert a8.TABLES["messages"].indexed_keys == (("chat_id", "bot_handle"),)
     condition, message = index_entry_check(unless.LOGS, unless.LOGS.indexed_keys[0])
-    rendered = lambda composed: composed.as_string(None)  # noqa: E731
-    assert rendered(condition) == ('(coalesce(octet_length("website"), 0) + coalesce(octet_length("session"), 0) '
+    assert condition.as_string(None) == ('(coalesce(octet_length("website"), 0) + coalesce(octet_length("session"), 0) '
                                    '+ coalesce(octet_length("conversation_id"), 0)) > 2600')  # position: an integer
-    assert "bytes together, over the 2600 one index entry holds" in rendered(message)
+    assert "bytes together, over the 2600 one index entry holds" in message.as_string(None)
     for spec in (spec for tables in TABLES_BY_SOURCE.values() for spec in tables.values()):
         assert all(key and set(key) <= set(spec.column_names) for key in spec.indexed_keys), spec.qualified_name
 

@@ -107,10 +107,10 @@ def _grouped_with_conversation_days(batch: Batch, rows: sql.Composable) -> sql.C
     counts and the changed days) and, added to the days table, the (tenant, conversation, day) triples.
 
     A conversation whose rows are all bad (its id may be what is wrong) gets no days: they are about
-    to be quarantined.  One scan of the rows just written instead of two, and one hash table: the reporting days are
-    the conversation's day, or a few more for a row with a period, so the groups are hardly more
-    than the conversation days (250k of a 3M-row Botslovers day).  ``GROUPING SETS`` of the two
-    hashed every row twice (0.5-0.7 s more of that day; bench/README.md)."""
+    to be quarantined.  One scan of the rows just written instead of two, and one hash table: the
+    reporting days are the conversation's day, or a few more for a row with a period, so the groups
+    are hardly more than the conversation days (250k of a 3M-row Botslovers day).  ``GROUPING SETS``
+    of the two hashed every row twice (0.5-0.7 s more of that day; bench/README.md)."""
     return sql.SQL(
         "grouped AS (SELECT tenant, day, last_day, conversation_id, conversation_day, count(*) AS n, "
         "count(*) FILTER (WHERE bad) AS bad FROM ({rows}) r "
