@@ -10,10 +10,13 @@ import re
 
 from airflow.sdk.exceptions import AirflowFailException
 
+from chat_ingest.tablespec import TENANT_MAX_BYTES
+
 #: Names that may become part of a SQL / ClickHouse identifier (``messages_<company>``).
 IDENTIFIER = re.compile(r"[a-z][a-z0-9_]{0,62}", re.ASCII)
-#: Tenants (companies, bots, websites) and accounts: vendor ids, also used in keys and headers.
-TENANT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}", re.ASCII)
+#: Tenants (companies, bots, websites) and accounts: vendor ids, also used in keys and headers (ASCII:
+#: characters are bytes, as many as the warehouse's index keys count on).
+TENANT = re.compile(rf"[A-Za-z0-9][A-Za-z0-9_-]{{0,{TENANT_MAX_BYTES - 1}}}", re.ASCII)
 
 
 class UnsafeIdentifierError(AirflowFailException, ValueError):

@@ -16,10 +16,20 @@ from dataclasses import dataclass
 LINEAGE_COLUMNS = ("_run_id", "_loaded_at")
 #: No chat analytics value is larger: a bigger one is an accident or an attack, and is quarantined.
 MAX_VALUE_BYTES = 8 << 20
-#: The most a row's values of one B-tree key may hold together (its key, its conversation and tenant in
-#: the days table): PostgreSQL refuses an index entry over 2704 bytes, which would fail the whole load
-#: (headroom left for the entry's header and a tenant from the configuration; quarantined).
+#: The most the values of one B-tree index entry may hold together: PostgreSQL refuses an entry over
+#: 2704 bytes, and with it the whole load or rebuild (headroom left for the entry's header).  The values
+#: of every key are bounded so that they fit (KEY_VALUE_MAX_BYTES, TENANT_MAX_BYTES).
 INDEX_ENTRY_MAX_BYTES = 2600
+#: The most a value the warehouse keys or indexes rows by (``Column.keyed``: an id, a conversation, an
+#: agent, an intent) may hold.  A reporting key holds up to two such values beside its source and tenant,
+#: e.g. ``reporting.messages``' (source, tenant, conversation_id, message_id), and values of different
+#: rows, even of different tables, meet in one entry there: only a bound on each value keeps every such
+#: entry under INDEX_ENTRY_MAX_BYTES, and with it every day's rebuild from failing
+#: (tests/integration/test_reporting_truth.py: ids of this size in every source, and every index's bound).
+KEY_VALUE_MAX_BYTES = 1024
+#: The most a tenant (a company, bot or website) may hold: a configured name (``names.TENANT``), or
+#: where the source names it in its rows, a value no larger.
+TENANT_MAX_BYTES = 128
 #: Timestamps before this are a default or a corrupt value, not an event of a chat (quarantined).
 EARLIEST_TIMESTAMP = "2000-01-01"
 #: Timestamps later than the load time plus this are a clock or parsing error (quarantined).
@@ -63,8 +73,15 @@ class Column:
     #: Inclusive sane range for numeric values, checked by the validation gate.
     value_range: tuple[float | None, float | None] | None = None
     description: str = ""
-    #: Largest value accepted, in bytes of its text.
-    max_bytes: int = MAX_VALUE_BYTES
+    #: The warehouse keys or indexes rows by this value: a staging key or lookup, a reporting key.
+    keyed: bool = False
+    #: Largest value accepted, in bytes of its text; by default KEY_VALUE_MAX_BYTES for a keyed value,
+    #: MAX_VALUE_BYTES for any other.
+    max_bytes: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_bytes is None:
+            object.__setattr__(self, "max_bytes", KEY_VALUE_MAX_BYTES if self.keyed else MAX_VALUE_BYTES)
 
 
 @dataclass(frozen=True)
@@ -122,6 +139,12 @@ class TableSpec:
             raise ValueError(f"{self.qualified_name}: conversation days are kept per tenant; it has none")
         if self.merge_rule in (MergeRule.UPSERT_BY_KEY, MergeRule.UPSERT_NEWEST) and not self.key:
             raise ValueError(f"{self.qualified_name}: an upsert needs a key")
+        if self.tenant_in_source and self.column(self.tenant_column).max_bytes > TENANT_MAX_BYTES:
+            raise ValueError(f"{self.qualified_name}: the tenant holds at most {TENANT_MAX_BYTES} bytes")
+        for key in self.indexed_keys:
+            if self.index_entry_bytes(key) > INDEX_ENTRY_MAX_BYTES:
+                raise ValueError(f"{self.qualified_name}: ({', '.join(key)}) may hold more than one index entry "
+                                 f"does ({INDEX_ENTRY_MAX_BYTES} bytes): declare its text columns keyed=True")
 
     @property
     def qualified_name(self) -> str:
@@ -148,10 +171,17 @@ class TableSpec:
 
     @property
     def indexed_keys(self) -> tuple[tuple[str, ...], ...]:
-        """The spec's columns of each B-tree key the loader keeps on a row: the staging key and the
-        days table's (conversation, tenant); each key's values must fit one index entry together."""
+        """The columns of each B-tree key the loader keeps on a row: the staging key and the days
+        table's (conversation, tenant); each key's values must fit one index entry together."""
         keys = (self.staging_key, (self.conversation_column, self.tenant_column) if self.days_table else ())
-        return tuple(key for key in (tuple(c for c in k if c in self.column_names) for k in keys) if key)
+        return tuple(key for key in keys if key)
+
+    def index_entry_bytes(self, key: tuple[str, ...]) -> int:
+        """The most the text values of ``key`` hold together (a tenant from the configuration counted
+        too; other types are a few bytes)."""
+        return sum(TENANT_MAX_BYTES if c == self.tenant_column and c not in self.column_names
+                   else self.column(c).max_bytes for c in key
+                   if c not in self.column_names or self.column(c).pg_type == "text")
 
     @property
     def reporting_day_column(self) -> str:

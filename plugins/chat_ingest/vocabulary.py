@@ -21,6 +21,7 @@ import re
 from collections.abc import Mapping
 
 from chat_ingest.config import load_config
+from chat_ingest.tablespec import KEY_VALUE_MAX_BYTES
 
 #: (source, column) → the meanings reporting understands, with the seeds' own names (and the
 #: names the vendors' consoles write) as defaults.  ``sources.yaml`` may add values or remap them.
@@ -62,6 +63,8 @@ def mapping(source: str, column: str, config: Mapping | None = None) -> dict[str
         if meaning not in MEANINGS[field]:
             raise ValueError(f"sources.yaml vocabulary.{source}.{column}.{value}: {meaning!r} is not a meaning "
                              f"reporting understands ({', '.join(sorted(MEANINGS[field]))})")
+        if len(value_key(str(value)).encode()) > KEY_VALUE_MAX_BYTES:  # reporting.vocabulary's key holds it
+            raise ValueError(f"sources.yaml vocabulary.{source}.{column}: a value over {KEY_VALUE_MAX_BYTES} bytes")
         merged[value_key(str(value))] = meaning
     return merged
 

@@ -314,8 +314,9 @@ def test_a_key_or_conversation_too_large_for_an_index_entry_is_quarantined_not_t
     """An id or a session of 9,000 bytes is far under the value limit (8 MiB) but over what one B-tree
     entry holds (2,704 bytes): it used to fail the whole day's load ("index row requires 9024 bytes"),
     on the staging key (COPY refused, then the checked road's merge) or on the days table's key (the
-    straight road's scan).  Each row is quarantined with its reason instead; the day's other rows land
-    by the road they would take, and a rerun changes nothing."""
+    straight road's scan).  Each row is quarantined with its reason instead, by the limit of a keyed
+    value (``KEY_VALUE_MAX_BYTES``); the day's other rows land by the road they would take, and a rerun
+    changes nothing."""
     import secrets
 
     long_id_day, long_session_day = dt.date(2026, 11, 10), dt.date(2026, 11, 12)
@@ -333,8 +334,8 @@ def test_a_key_or_conversation_too_large_for_an_index_entry_is_quarantined_not_t
                                 "WHERE run_id LIKE 'run-long-%' ORDER BY run_id").fetchall()
         days = conn.execute("SELECT conversation_id, day FROM staging.botslovers_messages_days WHERE tenant = %s "
                             "ORDER BY 1, 2", (EDGE,)).fetchall()
-    assert rejected == [("run-long-id", "id: 9000 bytes, over the 2600 one index entry holds", long_id),
-                        ("run-long-session", "session: 9000 bytes, over the 2600 one index entry holds", "c-2")]
+    assert rejected == [("run-long-id", "id: 9000 bytes, over the limit of 1024", long_id),
+                        ("run-long-session", "session: 9000 bytes, over the limit of 1024", "c-2")]
     assert [i for i, _ in staged_ids(clean_warehouse)] == ["i-1", "c-1"]
     assert days == [("ok", long_session_day), ("s1", long_id_day)]
     for day in (long_id_day, long_session_day):

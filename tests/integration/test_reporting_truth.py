@@ -396,6 +396,162 @@ def test_an_unless_rerun_of_an_earlier_day_lands_a_later_rewrite(clean_warehouse
     assert items == len(doc["chatHistory"]) + 1 and WEBSITE in key_
 
 
+# -- ids as long as the loader lets through, in every key of every source ------------------------------
+
+
+def test_ids_as_long_as_the_loader_accepts_build_every_reporting_key_in_every_source(clean_warehouse, testco):  # noqa: F811
+    """Conversation, message, agent, participation and intent names of ``KEY_VALUE_MAX_BYTES`` each, in
+    every source, land and build every reporting key they reach, where two of them meet in one index
+    entry.  Each value passed its own landing check before, but a 1,400-byte session and message id
+    failed the whole day's rebuild ("index row size 2840 exceeds btree version 4 maximum 2704 for index
+    messages_pkey"); one byte more than the limit is quarantined with its reason."""
+    import secrets
+
+    from chat_ingest.operators.a8 import A8ToStagingOperator
+    from chat_ingest.operators.ultimate import UltimateToStagingOperator
+    from chat_ingest.sources import a8
+    from chat_ingest.tablespec import KEY_VALUE_MAX_BYTES as K
+    from tests.integration.test_unless import WEBSITE, load as load_unless, objects
+
+    def long_(tag: str, size: int = K) -> str:  # incompressible, so no index entry is saved by compression
+        return f"{tag}-{secrets.token_hex(size)}"[:size]
+
+    sandbox = clean_warehouse
+    day, m = sandbox.days[0], sandbox.manifest
+    at = lambda minutes: midnight(day) + dt.timedelta(hours=10, minutes=minutes)  # noqa: E731
+    one_day = {"start": midnight(day).isoformat(), "end": midnight(day + dt.timedelta(days=1)).isoformat()}
+    # Botslovers: a conversation with a user and an agent message, the agent's open participation, a status
+    session, user_mid, agent_mid, agent, participation, too_long = (
+        long_("session"), long_("mid"), long_("agent-mid"), long_("agent"), long_("join"), long_("over", K + 1))
+    ch_rows(sandbox, f"messages_{TEST_COMPANY}", [
+        message(user_mid, at(0), session=session), message(too_long, at(0), session=session),
+        message(agent_mid, at(2), session=session, sender_type="human", sender_id=agent, direction="outbound",
+                type="outbound")])
+    ch_rows(sandbox, f"chat_agent_log_{TEST_COMPANY}", [
+        agent_log(participation, at(1), chat_id=session, agent_id=agent)])
+    ch_rows(sandbox, f"agent_status_logs_{TEST_COMPANY}", [{
+        "id": long_("status"), "agent_id": agent, "old_status": "online", "new_status": "break",
+        "status_changed_at": at(60), "duration_seconds": 3600, "created_at": at(60)}])
+    for table in ("messages", "chat_agent_log", "agent_status_logs"):
+        load_botslovers(TEST_COMPANY, table, day, run_id=f"long-{table}")
+    # A8: a chat a human picks up after a transfer, its user message and NLP intent, the agent's status
+    bot, chat, a8_mid, a8_agent, pickup, intent, a8_status = (
+        m["a8"]["bots"][0], long_("chat"), long_("a8-mid"), long_("a8-agent"), long_("pickup"), long_("intent"),
+        long_("status"))
+    states = [("newChat", 0, None, "s0"), ("assignedChat", 0, "bot-1", "s1"), ("TransferChat", 2, "bot-1", "s2"),
+              ("assignedChat", 5, a8_agent, pickup)]
+    ultimate_bot, ultimate_conversation, ultimate_intent = m["ultimate"]["bots"][0], long_("conv"), long_("u-intent")
+    base = next(r for r in ultimate_records(sandbox) if r["bot_id"] == ultimate_bot)
+    ultimate_record = dict(base, conversation_id=ultimate_conversation, bot_messages_count="2",
+                           conversation_start_time=f"{day}T10:00:00Z", conversation_end_time=f"{day}T10:05:00Z",
+                           triggered_intent_replies=[{"intent_name": ultimate_intent, "not_meaningful": False,
+                                                      "intent_timestamp": f"{day}T10:01:00Z", "reply_id": "r-1"}])
+    # Unless: ids in the object key are at most 128 characters (KEY_PATTERN); a log item's uuid and topic
+    unless_session, unless_conversation, item_uuid, topic = "s" * 128, "c" * 128, long_("uuid"), long_("topic")
+    unless_key = f"{m['unless']['account']}/conversations/{WEBSITE}/{unless_session}/{unless_conversation}.json"
+    unless_doc = {"createdAt": int(at(0).timestamp() * 1000), "sessionId": unless_session, "websiteId": WEBSITE,
+                  "chatHistory": [{"type": "message", "sender": "user", "timestamp": int(at(1).timestamp() * 1000),
+                                   "uuid": item_uuid, "segmentId": topic, "content": "where is my order?"}]}
+    with a8_conn(sandbox) as source:
+        for state, minute, agent_id, state_id in states:
+            source.execute("INSERT INTO chat_state (time, chat_id, agent_id, state, bot_handle, id) "
+                           "VALUES (%s, %s, %s, %s, %s, %s)", (at(minute), chat, agent_id, state, bot, state_id))
+        source.execute("INSERT INTO messages (time, chat_id, mid, msg_type, bot_handle, msg_from, msg) "
+                       "VALUES (%s, %s, %s, 'text', %s, 'user', '{\"text\": \"hi\"}')", (at(1), chat, a8_mid, bot))
+        source.execute("INSERT INTO user_message_details (time, chat_id, mid, is_handeled) VALUES (%s, %s, %s, true)",
+                       (at(1), chat, a8_mid))
+        source.execute("INSERT INTO a8bot_nlp (mid, time, intent, bot_handle) VALUES (%s, %s, %s, %s)",
+                       (a8_mid, at(1), intent, bot))
+        source.execute("INSERT INTO agent_activities (time, agent_id, session_id, event_name) VALUES "
+                       "(%s, %s, 'console', %s), (%s, %s, 'console', 'loggedOut')",
+                       (at(0), a8_agent, a8_status, at(30), a8_agent))
+    try:
+        for table in ("chat_state", "messages", "user_message_details", "a8bot_nlp", "agent_activities"):
+            A8ToStagingOperator(task_id="l", tenant=bot if a8.TABLES[table].tenant_column else None, table=table,
+                                window=one_day).execute({"run_id": f"long-{table}"})
+        with ultimate_part(sandbox, ultimate_bot, day, [ultimate_record]):
+            UltimateToStagingOperator(task_id="l", tenant=ultimate_bot, window=one_day).execute({"run_id": "long-u"})
+        with objects(sandbox, {unless_key: json.dumps(unless_doc).encode()}):
+            load_unless(sandbox, day, run_id="long-unless")
+        build(sandbox)
+    finally:
+        with a8_conn(sandbox) as source:
+            for table in ("chat_state", "messages", "user_message_details"):
+                source.execute(f"DELETE FROM {table} WHERE chat_id = %s", (chat,))
+            source.execute("DELETE FROM a8bot_nlp WHERE mid = %s", (a8_mid,))
+            source.execute("DELETE FROM agent_activities WHERE agent_id = %s", (a8_agent,))
+    with sandbox.warehouse() as conn:
+        def rows(query: str) -> set[tuple]:
+            return set(conn.execute(query).fetchall())
+
+        messages = rows("SELECT source, conversation_id, message_id FROM reporting.messages")
+        intents = rows("SELECT source, conversation_id, first_meaningful_intent FROM reporting.conversations")
+        per_intent = rows("SELECT source, tenant, first_meaningful_intent FROM reporting.intent_metrics")
+        agents = rows("SELECT source, tenant, agent_id, chats_joined FROM reporting.agent_daily_kpis")
+        statuses = rows("SELECT source, agent_id, status FROM reporting.agent_status_daily")
+        open_ = rows("SELECT source, participation_id FROM audit.open_participations")
+        rejected = conn.execute("SELECT run_id, reason FROM audit.rejected_records WHERE run_id LIKE 'long-%'").fetchall()
+    assert {("botslovers", session, user_mid), ("botslovers", session, agent_mid), ("a8", chat, a8_mid),
+            ("unless", unless_conversation, f"0:{item_uuid}")} <= messages
+    assert {("a8", chat, intent), ("ultimate", ultimate_conversation, ultimate_intent),
+            ("unless", unless_conversation, topic)} <= intents
+    assert {("a8", bot, intent), ("ultimate", ultimate_bot, ultimate_intent), ("unless", WEBSITE, topic)} <= per_intent
+    assert {("botslovers", TEST_COMPANY, agent, 1), ("a8", bot, a8_agent, 1)} <= agents
+    assert {("botslovers", agent, "online"), ("a8", a8_agent, a8_status)} <= statuses
+    assert {("botslovers", participation), ("a8", f"{chat} {pickup}")} <= open_
+    assert rejected == [("long-messages", f"id: {K + 1} bytes, over the limit of {K}")]
+
+
+def test_every_index_of_the_warehouse_fits_one_entry_by_what_its_values_may_hold(clean_warehouse):
+    """Every B-tree index of staging, audit and reporting: the most its text values hold together is
+    under what one index entry may (PostgreSQL refuses an entry over 2,704 bytes, and with it the whole
+    load or rebuild).  A staging column is bounded by its spec (``Column.max_bytes``), a reporting or
+    audit column by what fills it, named here: an index added on a column nobody bounded fails this."""
+    from chat_ingest.reporting import SOURCES, ensure_reporting_schema
+    from chat_ingest.sources import TABLES_BY_SOURCE
+    from chat_ingest.tablespec import INDEX_ENTRY_MAX_BYTES, KEY_VALUE_MAX_BYTES as K, TENANT_MAX_BYTES
+    from chat_ingest.warehouse import connect
+
+    filled_by = {  # reporting and audit text columns in an index: what fills them, and so their bound
+        "source": max(map(len, SOURCES)), "tenant": TENANT_MAX_BYTES,  # a spec's tenant column, or a configured one
+        "conversation_id": K, "agent_id": K, "status": K, "first_meaningful_intent": K,  # keyed staging values
+        "message_id": K + len(":2147483647"),  # Unless: a log item's position ':' its uuid
+        "participation_id": 2 * K + 1,  # A8: a chat id ' ' its state's id
+        "table_name": 63, "column_name": 63,  # names of specs' tables and columns: PostgreSQL identifiers
+        "run_id": 250,  # an Airflow run id (its column is a String(250)), or a test's
+        "value_key": K,  # a configured vocabulary value (vocabulary.mapping refuses a longer one)
+        "scope": 2 * TENANT_MAX_BYTES + len("/conversations//"),  # an Unless prefix: account, website
+        "fingerprint": 64,  # the sha256 hex of the schema's statements
+    }
+    specs = {spec.staging_table: spec for tables in TABLES_BY_SOURCE.values() for spec in tables.values()}
+    specs |= {spec.days_table: spec for spec in specs.values() if spec.days_table}
+
+    def bound(schema: str, table: str, column: str) -> int:
+        if schema != "staging":
+            return filled_by[column]
+        spec = specs[table]
+        if table == spec.days_table:
+            return {"conversation_id": spec.column(spec.conversation_column).max_bytes,
+                    "tenant": TENANT_MAX_BYTES}[column]
+        return TENANT_MAX_BYTES if column == spec.tenant_column else spec.column(column).max_bytes
+
+    with connect() as conn:
+        ensure_reporting_schema(conn)
+        indexes = conn.execute(
+            "SELECT n.nspname, t.relname, i.relname, array_agg(a.attname ORDER BY k.n) "
+            "FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid "
+            "JOIN pg_am am ON am.oid = i.relam AND am.amname = 'btree' "
+            "JOIN pg_class t ON t.oid = x.indrelid JOIN pg_namespace n ON n.oid = t.relnamespace "
+            "CROSS JOIN LATERAL unnest(x.indkey) WITH ORDINALITY k (attnum, n) "
+            "JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = k.attnum AND a.atttypid = 'text'::regtype "
+            "WHERE n.nspname IN ('staging', 'audit', 'reporting') GROUP BY 1, 2, 3").fetchall()
+    sizes = {f"{schema}.{index}": sum(bound(schema, table, c) for c in columns)
+             for schema, table, index, columns in indexes}
+    assert {"reporting.messages_pkey", "audit.open_participations_pkey", "staging.unless_logs_pkey",
+            "staging.a8_user_client_lookup_idx", "staging.botslovers_messages_days_pkey"} <= set(sizes)
+    assert {index: size for index, size in sizes.items() if size > INDEX_ENTRY_MAX_BYTES} == {}
+
+
 def test_weekly_and_monthly_kpis_re_aggregate_the_daily_counts(clean_warehouse):
     sandbox = clean_warehouse
     land_everything(sandbox)

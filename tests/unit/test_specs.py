@@ -45,21 +45,32 @@ def test_every_staging_key_leads_with_the_source_key_not_the_tenant():
             assert spec.staging_key[-1] == spec.tenant_column, spec.qualified_name
 
 
-def test_every_b_tree_key_a_row_fills_is_checked_for_what_one_index_entry_holds():
-    """The staging key and the days table's key are each one size check of a row's text values
-    together (a source's tenant counted, a configured one not: it is no value of the row)."""
-    from chat_ingest.landing.checks import index_entry_check
+def test_every_b_tree_key_a_row_fills_fits_one_index_entry_by_the_limits_of_its_values():
+    """The staging key and the days table's key fit one index entry by the limits of their values alone
+    (a keyed value, a tenant), so no row needs a check of its key's size; a spec whose key could hold
+    more, or whose tenant could be larger than a configured one, is refused where it is declared."""
+    from chat_ingest.landing.checks import value_checks
     from chat_ingest.sources import TABLES_BY_SOURCE, unless
+    from chat_ingest.tablespec import INDEX_ENTRY_MAX_BYTES, KEY_VALUE_MAX_BYTES, TENANT_MAX_BYTES
 
-    assert botslovers.MESSAGES.indexed_keys == (("id",), ("session",))
-    assert unless.LOGS.indexed_keys == (("website", "session", "conversation_id", "position"),)
+    assert botslovers.MESSAGES.indexed_keys == (("id", "company"), ("session", "company"))
     assert a8.TABLES["messages"].indexed_keys == (("chat_id", "bot_handle"),)
-    condition, message = index_entry_check(unless.LOGS, unless.LOGS.indexed_keys[0])
-    assert condition.as_string(None) == ('(coalesce(octet_length("website"), 0) + coalesce(octet_length("session"), 0) '
-                                   '+ coalesce(octet_length("conversation_id"), 0)) > 2600')  # position: an integer
-    assert "bytes together, over the 2600 one index entry holds" in message.as_string(None)
+    assert unless.LOGS.index_entry_bytes(unless.LOGS.indexed_keys[0]) == TENANT_MAX_BYTES + 2 * KEY_VALUE_MAX_BYTES
     for spec in (spec for tables in TABLES_BY_SOURCE.values() for spec in tables.values()):
-        assert all(key and set(key) <= set(spec.column_names) for key in spec.indexed_keys), spec.qualified_name
+        assert all(spec.index_entry_bytes(key) <= INDEX_ENTRY_MAX_BYTES for key in spec.indexed_keys), spec.name
+    _, message = value_checks(botslovers.MESSAGES, botslovers.MESSAGES.column("session"), typed=False)[-1]
+    assert f"over the limit of {KEY_VALUE_MAX_BYTES}" in message.as_string(None)
+
+    def spec(*columns: Column, **kw) -> TableSpec:
+        return TableSpec(source="x", name="t", merge_rule=MergeRule.UPSERT_BY_KEY, cursor="at",
+                         columns=(*columns, Column("at", "timestamptz")), **kw)
+
+    assert spec(Column("id", "text", keyed=True), key=("id",), tenant_column=None)
+    with pytest.raises(ValueError, match=r"\(id\) may hold more than one index entry does"):
+        spec(Column("id", "text"), key=("id",), tenant_column=None)
+    with pytest.raises(ValueError, match="the tenant holds at most 128 bytes"):
+        spec(Column("id", "text", keyed=True), Column("bot", "text", keyed=True), key=("id",), tenant_column="bot",
+             tenant_in_source=True)
 
 
 def test_a8_has_the_seeds_eleven_tables():

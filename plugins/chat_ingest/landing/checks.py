@@ -12,7 +12,6 @@ from chat_ingest.landing.batch import Batch
 from chat_ingest.tablespec import (
     EARLIEST_TIMESTAMP,
     FUTURE_TOLERANCE,
-    INDEX_ENTRY_MAX_BYTES,
     MAX_VALUE_BYTES,
     Column,
     MergeRule,
@@ -61,21 +60,6 @@ def value_checks(spec: TableSpec, col: Column, typed: bool) -> list[Check]:
     return checks
 
 
-def index_entry_check(spec: TableSpec, key: tuple[str, ...]) -> Check | None:
-    """Whether a row's text values of ``key`` together exceed what one index entry holds
-    (:data:`~chat_ingest.tablespec.INDEX_ENTRY_MAX_BYTES`; other types are a few bytes), and its
-    message.  Each value may be far under its own limit and the entry still refused."""
-    texts = [sql.SQL("coalesce(octet_length({}), 0)").format(sql.Identifier(c)) for c in key
-             if spec.column(c).pg_type == "text"]
-    if not texts:
-        return None
-    size = sql.SQL("({})").format(sql.SQL(" + ").join(texts))
-    return (sql.SQL("{} > {}").format(size, sql.Literal(INDEX_ENTRY_MAX_BYTES)),
-            sql.SQL("{} || {} || {}").format(sql.Literal(f"{', '.join(key)}: "), size, sql.Literal(
-                f" bytes{' together' if len(texts) > 1 else ''}, over the {INDEX_ENTRY_MAX_BYTES} "
-                "one index entry holds")))
-
-
 def _first_failing(checks: list[Check]) -> sql.Composable:
     """The message of the first failing check, or NULL when all pass."""
     if not checks:  # a typed, optional value that has no range to respect
@@ -85,11 +69,9 @@ def _first_failing(checks: list[Check]) -> sql.Composable:
 
 
 def row_checks(batch: Batch, typed: bool) -> list[list[Check]]:
-    """Every check of a row, per column (see :func:`value_checks`), then each index key's size
-    (:func:`index_entry_check`), plus the window's own."""
+    """Every check of a row, per column (see :func:`value_checks`), plus the window's own."""
     spec = batch.spec
     checks = [value_checks(spec, c, typed) for c in spec.columns]
-    checks += [[check] for check in (index_entry_check(spec, key) for key in spec.indexed_keys) if check]
     if spec.merge_rule is MergeRule.REPLACE_WINDOW:
         # A replaced window must only receive rows inside it, or a rerun could not remove them.
         cursor = sql.Identifier(spec.cursor)

@@ -7,7 +7,7 @@ tables (user message details, agent activities, agent sessions, agent message
 details) carry no bot and are replaced per window for the whole database.
 """
 
-from chat_ingest.tablespec import Column, MergeRule, TableSpec
+from chat_ingest.tablespec import TENANT_MAX_BYTES, Column, MergeRule, TableSpec
 
 SOURCE = "a8"
 
@@ -22,7 +22,7 @@ def _time() -> Column:
 
 
 def _bot_handle() -> Column:
-    return Column("bot_handle", "text", "text", nullable=False)
+    return Column("bot_handle", "text", "text", nullable=False, keyed=True, max_bytes=TENANT_MAX_BYTES)
 
 
 def _spec(name: str, columns: tuple[Column, ...], *, description: str, conversation_column: str | None = None
@@ -45,6 +45,11 @@ def _text(name: str, **kw) -> Column:
     return Column(name, "text", "text", **kw)
 
 
+def _id(name: str, **kw) -> Column:
+    """A value the warehouse keys or indexes rows by (a chat, message, agent or user id, an intent)."""
+    return _text(name, keyed=True, **kw)
+
+
 def _bool(name: str) -> Column:
     return Column(name, "boolean", "boolean")
 
@@ -62,7 +67,7 @@ def _num(name: str, pg_type: str = "double precision", value_range=None) -> Colu
 
 
 USER = _spec("user", description="Users who interacted with a bot; one row when a user first connects.", columns=(
-    _time(), _text("client_id", nullable=False), _text("org_id"), _text("channel"), _text("timezone"),
+    _time(), _id("client_id", nullable=False), _text("org_id"), _text("channel"), _text("timezone"),
     _text("os"), _text("lang"), _text("url"), _text("browser_name"), _text("browser_version"),
     _text("ip_address", description="Personal data."), _num("latitude", "numeric(9,6)", (-90, 90)),
     _num("longitude", "numeric(9,6)", (-180, 180)), _text("device_name"), _int("screen_size_width"),
@@ -71,16 +76,16 @@ USER = _spec("user", description="Users who interacted with a bot; one row when 
 ))
 CHAT_STATE = _spec("chat_state", description="Stages of a conversation; the latest is the chat's current state.",
                    conversation_column="chat_id", columns=(
-    _time(), _text("chat_id", nullable=False), _text("agent_id"),
+    _time(), _id("chat_id", nullable=False), _id("agent_id"),
     _text("state", nullable=False, vocabulary=True), _json("custom_fields"), _bot_handle(),
-    _text("id"), _text("group_id"),
+    _id("id"), _text("group_id"),
 ))
 BOT_MESSAGES = _spec("bot_messages", description="Bot replies.", columns=(
-    _time(), _text("chat_id", nullable=False), _text("mid", nullable=False), _bool("is_flow_response"),
+    _time(), _id("chat_id", nullable=False), _id("mid", nullable=False), _bool("is_flow_response"),
     _bool("is_qna_response"), _text("from_id"), _text("flow_name"), _text("node_name"), _bot_handle(),
 ))
 USER_MESSAGE_DETAILS = _spec("user_message_details", description="User messages and who handled them.", columns=(
-    _time(), _text("chat_id", nullable=False), _text("mid", nullable=False), _bool("is_handeled"),
+    _time(), _id("chat_id", nullable=False), _id("mid", nullable=False), _bool("is_handeled"),
     _text("handling_agent"), _bool("from_suggestion"),
 ))
 USER_ACTIVITIES = _spec("user_activities", description="Widget events of users (maximise, minimise, ...).", columns=(
@@ -88,33 +93,33 @@ USER_ACTIVITIES = _spec("user_activities", description="Widget events of users (
     _bot_handle(),
 ))
 EVENT_METRICS = _spec("event_metrics", description="Bot events with JSON payloads.", columns=(
-    _time(), _text("user_id"), _text("chat_id"), _bot_handle(), _json("event_name"), _json("error"),
+    _time(), _text("user_id"), _id("chat_id"), _bot_handle(), _json("event_name"), _json("error"),
 ))
 AGENT_ACTIVITIES = _spec("agent_activities", description="Agent log-ins, log-outs and status changes.", columns=(
-    _time(), _text("agent_id", nullable=False), _text("session_id"), _text("event_name"),
-    _json("custom_fields"), _text("chat_id"),
+    _time(), _id("agent_id", nullable=False), _text("session_id"), _id("event_name"),
+    _json("custom_fields"), _id("chat_id"),
 ))
 A8BOT_NLP = _spec("a8bot_nlp", description="NLP metrics per user message.", columns=(
-    _text("mid", nullable=False), _time(), _bool("basic_nlp_handled"), _text("nlp_provider"), _text("intent"),
+    _id("mid", nullable=False), _time(), _bool("basic_nlp_handled"), _text("nlp_provider"), _id("intent"),
     _num("intent_score", value_range=(0, 1)), _json("entities"), _bool("is_spellcheck_hit"), _text("spellcheck_status"),
     _num("spellcheck_resp_time"), _bool("is_nlp_hit"), _int("nlp_status"), _num("nlp_resp_time"),
     _text("error"), _bool("altered_query"), _bot_handle(), _text("event_triggered"),
 ))
 AGENT_SESSIONS = _spec("agent_sessions", description="Live-chat console log-in sessions of agents.", columns=(
-    _time(), _text("name", description="Personal data."), _text("agent_id", nullable=False),
+    _time(), _text("name", description="Personal data."), _id("agent_id", nullable=False),
     _text("session_id"), _json("groups"), _text("timezone"), _text("os"), _text("lang"),
     _text("browser_name"), _text("browser_version"), _text("device_name"), _int("screen_size_width"),
     _int("screen_size_height"), _json("custom_fields"), _text("ip_address", description="Personal data."),
     _text("email", description="Personal data."),
 ))
 AGENT_MESSAGE_DETAILS = _spec("agent_message_details", description="Agent messages and assist/pilot usage.", columns=(
-    _time(), _text("mid", nullable=False), _text("agent_id"), _text("session_id"), _text("chat_id"),
+    _time(), _id("mid", nullable=False), _id("agent_id"), _text("session_id"), _id("chat_id"),
     _bool("assist"), _bool("assist_passed"), _bool("assist_edited"), _bool("pilot_mode"),
     _bool("pilot_passed"), _bool("is_faq"), _text("faq_id"), _int("word_count"),
 ))
 MESSAGES = _spec("messages", description="The messages of every participant; the body is JSON.",
                  conversation_column="chat_id", columns=(
-    _time(), _text("chat_id", nullable=False), _text("mid", nullable=False),
+    _time(), _id("chat_id", nullable=False), _id("mid", nullable=False),
     _text("msg_type", allowed=MSG_TYPES), _text("reply_to_id"), _bot_handle(),
     _text("msg_from", nullable=False, allowed=MSG_FROM), _num("resp_time"), _json("msg"),
 ))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from chat_ingest.tablespec import MARK_COLUMNS, Column, MergeRule, TableSpec
+from chat_ingest.tablespec import MARK_COLUMNS, TENANT_MAX_BYTES, Column, MergeRule, TableSpec
 
 if TYPE_CHECKING:
     from psycopg import sql
@@ -34,9 +34,9 @@ def _spec(name: str, columns: tuple[Column, ...], description: str, **kw) -> Tab
 CONVERSATIONS = _spec("conversations", description="One row per conversation, in the file of the day it ended.",
                       day_column="conversation_start_time", ordered_pairs=(("conversation_end_time", "conversation_start_time"),), columns=(
     Column("export_date", "date", "date", nullable=False),
-    Column("bot_id", "text", nullable=False),
+    Column("bot_id", "text", nullable=False, keyed=True, max_bytes=TENANT_MAX_BYTES),
     Column("bot_name", "text"),
-    Column("conversation_id", "text", nullable=False),
+    Column("conversation_id", "text", nullable=False, keyed=True),
     Column("platform_conversation_id", "text"),
     Column("conversation_start_time", "timestamptz", nullable=False),
     Column("conversation_end_time", "timestamptz", nullable=False),
@@ -56,10 +56,10 @@ CONVERSATIONS = _spec("conversations", description="One row per conversation, in
 INTENTS = _spec("intents", description="One row per triggered intent of a conversation, in order.",
                 day_column="intent_timestamp", columns=(
     Column("export_date", "date", "date", nullable=False),
-    Column("bot_id", "text", nullable=False),
-    Column("conversation_id", "text", nullable=False),
+    Column("bot_id", "text", nullable=False, keyed=True, max_bytes=TENANT_MAX_BYTES),
+    Column("conversation_id", "text", nullable=False, keyed=True),
     Column("position", "integer", nullable=False, value_range=(0, None)),
-    Column("intent_name", "text"),
+    Column("intent_name", "text", keyed=True),
     Column("intent_timestamp", "timestamptz"),
     Column("not_meaningful", "boolean"),
 ))

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from chat_ingest.sources.values import as_text
-from chat_ingest.tablespec import Column, MergeRule, TableSpec
+from chat_ingest.tablespec import TENANT_MAX_BYTES, Column, MergeRule, TableSpec
 
 SOURCE = "unless"
 SENDERS = ("bot", "user", "support")
@@ -36,9 +36,10 @@ KEY_PATTERN = re.compile(
     rf"^(?P<account>{ID})/conversations/(?P<website>{ID})/(?P<session>{ID})/(?P<conversation>{ID})\.json$")
 
 _OBJECT = (
-    Column("website", "text", nullable=False, description="From the object key: the tenant."),
-    Column("session", "text", nullable=False, description="From the object key."),
-    Column("conversation_id", "text", nullable=False, description="From the object key."),
+    Column("website", "text", nullable=False, description="From the object key: the tenant.", keyed=True,
+           max_bytes=TENANT_MAX_BYTES),
+    Column("session", "text", nullable=False, description="From the object key.", keyed=True),
+    Column("conversation_id", "text", nullable=False, description="From the object key.", keyed=True),
 )
 
 CONVERSATIONS = TableSpec(
@@ -78,14 +79,14 @@ LOGS = TableSpec(
         *_OBJECT,
         Column("position", "integer", nullable=False, value_range=(0, None)),
         Column("last_modified", "timestamptz", nullable=False, description="The object's LastModified."),
-        Column("uuid", "text", nullable=False),
+        Column("uuid", "text", nullable=False, keyed=True),
         Column("type", "text", allowed=LOG_TYPES),
         Column("sender", "text", allowed=SENDERS),
         Column("logged_at", "timestamptz", description="timestamp (epoch ms)."),
         Column("hidden", "boolean"),
         Column("historical", "boolean"),
         Column("local", "boolean"),
-        Column("segment_id", "text"),
+        Column("segment_id", "text", keyed=True),
         Column("message_format", "text", allowed=MESSAGE_FORMATS),
         Column("parent_id", "text"),
         Column("is_live_chat", "boolean"),
