@@ -59,9 +59,9 @@ class StagingLoader:
         * **Straight**: staging holds no row of the range yet (a new day): the rows are
           copied straight into the staging table and checked there in one scan, the bad ones
           moved to quarantine.  Anything COPY refuses (a malformed or missing value, a key
-          landed before or repeated, a record the source could not parse, a NUL byte) or a
-          row outside the range rolls the attempt back to a savepoint, and the range is
-          extracted again for the checked road.
+          landed before or repeated, a record the source could not parse, a NUL byte, bytes
+          that are not UTF-8) or a row outside the range rolls the attempt back to a
+          savepoint, and the range is extracted again for the checked road.
         * **Checked**: everything else: COPY into a temp table, quarantine, merge by the rule.
         """
         batch = self.batch

@@ -382,6 +382,32 @@ def test_a_new_day_lands_straight_and_what_copy_refuses_lands_through_the_checke
         assert (again["rows_landed"], again["rows_deleted"], again["landed_straight"]) == (0, 0, False)
 
 
+def test_clickhouse_strings_that_are_not_utf8_are_quarantined_with_the_byte_and_the_rest_of_the_day_lands(
+        clean_warehouse, edgeco):
+    """A ClickHouse ``String`` is bytes, not text: a message whose text (or id) is not UTF-8, which the
+    warehouse cannot store, is quarantined with the bad byte and its position, shown escaped in the
+    payload; COPY's refusal of the straight road rolls back to the checked one, and the day's good
+    rows land.  A rerun rewrites nothing."""
+    day = dt.date(2026, 11, 12)
+    insert_messages(edgeco, [{"id": "u-1", "created_at": dt.datetime.combine(day, dt.time(9), dt.timezone.utc)}])
+    columns = "sender_id, sender_type, id, created_at, channel, session, direction, type, text, language"
+    for message_id, text, at in (("'latin1'", "unhex('65737061f16f6c')", "09:30:00"),  # 'espa\xf1ol'
+                                 ("unhex('6964ff')", "'fine'", "09:40:00")):
+        edgeco.command(f"INSERT INTO messages_{EDGE} ({columns}) SELECT 'u1', 'user', {message_id}, "
+                       f"toDateTime('{day} {at}', 'UTC'), 'web', 's1', 'inbound', 'inbound', {text}, 'en'")
+    summary = load_edge(day, rid="run-bytes")
+    assert (summary["rows_extracted"], summary["rows_landed"], summary["rows_rejected"],
+            summary["landed_straight"]) == (3, 1, 2, False)
+    with clean_warehouse.warehouse() as conn:
+        rejected = conn.execute("SELECT reason, payload->>'id', payload->>'text' FROM audit.rejected_records "
+                                "WHERE run_id = 'run-bytes' ORDER BY 1").fetchall()
+    assert rejected == [("id: not valid UTF-8: byte 0xff at position 2", "id\\xff", "fine"),
+                        ("text: not valid UTF-8: byte 0xf1 at position 4", "latin1", "espa\\xf1ol")]
+    assert [i for i, _ in staged_ids(clean_warehouse)] == ["u-1"]
+    again = load_edge(day)
+    assert (again["rows_landed"], again["rows_deleted"], again["rows_rejected"]) == (0, 0, 2)
+
+
 def test_malformed_empty_invalid_utf8_and_future_ultimate_records_are_quarantined(clean_warehouse):
     sandbox = clean_warehouse
     day = sandbox.days[0]

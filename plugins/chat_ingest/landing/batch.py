@@ -57,7 +57,7 @@ class Extraction:
       the text format's; A8's own ``COPY … TO STDOUT``): PostgreSQL reads the text format faster;
     * ``arrow`` yields Arrow batches (columns by name, plus ``_pre_reason`` / ``_raw`` for a
       record already known bad); a source offering both has ``arrow`` read for the checked
-      path, which can mark what COPY data cannot carry (a NUL byte);
+      path, which can mark what COPY data cannot carry (a NUL byte, bytes that are not UTF-8);
     * ``query`` is a SELECT over tables of the loader's transaction (documents a source copied
       into the warehouse to be projected there: Ultimate's records as ``jsonb``) that yields the
       spec's columns as text, then ``_pre_reason`` / ``_raw``; it is read where it lies.

@@ -1,5 +1,5 @@
 """Rows into PostgreSQL by COPY: a source's own COPY data as it arrives, or Arrow batches encoded as
-CSV (each NUL byte marked, the first batch's columns checked against the spec), written while the
+CSV (each value COPY would refuse marked, the first batch's columns checked against the spec), written while the
 next piece is read."""
 
 from __future__ import annotations
@@ -90,14 +90,14 @@ def prefetch(items: Iterable, depth: int = 2) -> Iterator:
         worker.join(timeout=5)
 
 
-def mark_nul_bytes(spec: TableSpec, batch: pa.RecordBatch) -> pa.RecordBatch:
+def mark_uncopyable_values(spec: TableSpec, batch: pa.RecordBatch) -> pa.RecordBatch:
     """The batch in spec order plus ``_pre_reason`` and ``_raw``.
 
-    A source that could not even parse a record (a truncated JSON line) hands it
-    over as a row with ``_pre_reason`` and its raw text in ``_raw``.  A NUL byte,
-    which would make COPY fail the whole batch, marks its row the same way (the
-    byte escaped so the payload still shows it).  Marked rows are quarantined
-    like any other bad row.
+    A source that could not even parse a record (a truncated JSON line) hands it over as a row
+    with ``_pre_reason`` and its raw text in ``_raw``.  A text value COPY would refuse, failing
+    the whole batch, marks its row the same way: a NUL byte (escaped, so the payload still shows
+    it) or bytes that are not UTF-8 (a ClickHouse ``String`` holds any bytes; they are shown
+    backslash-escaped).  Marked rows are quarantined like any other bad row.
     """
     names = batch.schema.names
     reasons = batch.column("_pre_reason") if "_pre_reason" in names else pa.nulls(batch.num_rows, pa.string())
@@ -107,17 +107,45 @@ def mark_nul_bytes(spec: TableSpec, batch: pa.RecordBatch) -> pa.RecordBatch:
     for name in spec.column_names:
         col = batch.column(name)
         if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+            col, reasons = _mark_invalid_utf8(name, col, reasons)
             # The check is Arrow's alone; only a batch with a NUL byte builds Arrow values from
             # Python ones below (pa.scalar makes pyarrow import pandas: 35 MB a good day does not pay).
             matches = pc.match_substring(col, "\x00")
             if pc.any(matches).as_py():
-                has_nul = pc.fill_null(matches, False)
                 col = pc.replace_substring(col, "\x00", "\\u0000")
-                msg = pa.scalar(f"{name}: contains a NUL byte")
-                joined = pc.binary_join_element_wise(reasons, msg, "; ")  # null where no reason yet
-                reasons = pc.if_else(has_nul, pc.coalesce(joined, msg), reasons)
+                reasons = _add_reason(reasons, pc.fill_null(matches, False), pa.scalar(f"{name}: contains a NUL byte"))
         columns.append(col)
     return pa.RecordBatch.from_arrays([*columns, reasons, raw], names=[*spec.column_names, *MARK_COLUMNS])
+
+
+def _mark_invalid_utf8(name: str, col: pa.Array, reasons: pa.Array) -> tuple[pa.Array, pa.Array]:
+    """``col`` with every value that is not UTF-8 backslash-escaped, and ``reasons`` with its rows
+    marked (the first bad byte and where it is, as Ultimate's lines are).
+
+    One validation of the whole column (SIMD, in Arrow) for a good batch; only a batch that fails
+    it is walked value by value.
+    """
+    try:
+        col.validate(full=True)
+        return col, reasons
+    except pa.ArrowInvalid:
+        pass
+    values, why = [], []
+    for value in col.cast(pa.binary() if pa.types.is_string(col.type) else pa.large_binary()).to_pylist():
+        try:
+            values.append(None if value is None else value.decode("utf-8"))
+            why.append(None)
+        except UnicodeDecodeError as exc:
+            values.append(value.decode("utf-8", errors="backslashreplace"))
+            why.append(f"{name}: not valid UTF-8: byte 0x{value[exc.start]:02x} at position {exc.start}")
+    marked = pa.array(why, pa.string())
+    return pa.array(values, col.type), _add_reason(reasons, pc.is_valid(marked), marked)
+
+
+def _add_reason(reasons: pa.Array, where: pa.Array, reason: pa.Array | pa.Scalar) -> pa.Array:
+    """``reasons`` with ``reason`` appended (after ``; ``) on the rows ``where`` is true."""
+    joined = pc.binary_join_element_wise(reasons, reason, "; ")  # null where no reason yet
+    return pc.if_else(where, pc.coalesce(joined, reason), reasons)
 
 
 class ArrowToCsv:
@@ -149,7 +177,7 @@ class ArrowToCsv:
                     self.spec, [n for n in batch.schema.names if n not in MARK_COLUMNS], "the extracted batch")
                 checked = True
             if batch.num_rows:
-                prepared = mark_nul_bytes(self.spec, batch)
+                prepared = mark_uncopyable_values(self.spec, batch)
                 if self.straight:
                     marked = pc.drop_null(prepared.column("_pre_reason"))
                     if len(marked):
