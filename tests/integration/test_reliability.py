@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 import psycopg
 import pytest
 import requests
+from psycopg import sql
 
 from bench.volumes import fill_a8, fill_botslovers, fill_ultimate, fill_unless
 from chat_ingest.hooks.clickhouse import UnsafeIdentifierError
@@ -291,6 +292,88 @@ def test_a_changed_type_and_impossible_timestamps_are_quarantined_with_reasons(c
         "future": "joined_at: 2099-01-01 00:00:00 is after the load time plus 1 day",
         "ancient": "left_at: 1999-12-31 23:59:00 is before 2000-01-01",
     }
+
+
+#: Each Botslovers table as a real ClickHouse may type it (the seed documents ``String`` and
+#: ``DateTime``): enums, ``LowCardinality``, ``UUID`` ids, ``DateTime64`` and unsigned integers; two rows
+#: each, then the column one of them has changed.
+VENDOR_TYPED = {
+    "messages": (
+        "sender_id String, sender_type LowCardinality(String), id UUID, created_at DateTime64(3, 'UTC'), "
+        "channel LowCardinality(String), session String, direction Enum8('inbound' = 1, 'outbound' = 2), "
+        "type Enum8('inbound' = 1, 'outbound' = 2), text String, language LowCardinality(Nullable(String))",
+        "('u1', 'user', '00000000-0000-4000-8000-000000000001', '2026-11-10 09:30:00.125', 'web', 's1', 'inbound', "
+        "'inbound', 'hi', NULL), ('b1', 'bot', '00000000-0000-4000-8000-000000000002', '2026-11-10 09:31:00', "
+        "'whatsapp', 's1', 'outbound', 'outbound', '', 'en')",
+        "text = 'changed'",
+        [("u1", "user", "00000000-0000-4000-8000-000000000001", "2026-11-10 09:30:00.125+00", "web", "s1", "inbound",
+          "inbound", "hi", None),
+         ("b1", "bot", "00000000-0000-4000-8000-000000000002", "2026-11-10 09:31:00+00", "whatsapp", "s1", "outbound",
+          "outbound", "changed", "en")]),
+    "chat_agent_log": (
+        "id UUID, chat_id String, agent_id LowCardinality(String), joined_at DateTime('UTC'), "
+        "left_at Nullable(DateTime64(6, 'UTC')), event Enum8('agent_joined' = 4, 'resolved' = 7), "
+        "response_rating Nullable(UInt8), created_at DateTime, updated_at DateTime('UTC'), deleted_at Nullable(DateTime)",
+        "('00000000-0000-4000-8000-000000000001', 'c1', 'a1', '2026-11-10 09:00:00', '2026-11-10 09:05:00.000001', "
+        "'resolved', 5, '2026-11-10 09:00:00', '2026-11-10 09:05:00', NULL), "
+        "('00000000-0000-4000-8000-000000000002', 'c2', 'a1', '2026-11-10 10:00:00', NULL, 'agent_joined', NULL, "
+        "'2026-11-10 10:00:00', '2026-11-10 10:00:00', NULL)",
+        "response_rating = 4",
+        [("00000000-0000-4000-8000-000000000001", "c1", "a1", "2026-11-10 09:00:00+00", "2026-11-10 09:05:00.000001+00",
+          "resolved", "5", "2026-11-10 09:00:00+00", "2026-11-10 09:05:00+00", None),
+         ("00000000-0000-4000-8000-000000000002", "c2", "a1", "2026-11-10 10:00:00+00", None, "agent_joined", "4",
+          "2026-11-10 10:00:00+00", "2026-11-10 10:00:00+00", None)]),
+    "agent_status_logs": (
+        "id UUID, agent_id LowCardinality(String), old_status Enum8('offline' = 0, 'online' = 1, 'break' = 2), "
+        "new_status Enum8('offline' = 0, 'online' = 1, 'break' = 2), status_changed_at DateTime('UTC'), "
+        "duration_seconds Nullable(UInt32), created_at DateTime",
+        "('00000000-0000-4000-8000-000000000001', 'a1', 'offline', 'online', '2026-11-10 08:00:00', NULL, "
+        "'2026-11-10 08:00:00'), ('00000000-0000-4000-8000-000000000002', 'a1', 'online', 'break', "
+        "'2026-11-10 12:00:00', 14400, '2026-11-10 12:00:00')",
+        "duration_seconds = 14401",
+        [("00000000-0000-4000-8000-000000000001", "a1", "offline", "online", "2026-11-10 08:00:00+00", None,
+          "2026-11-10 08:00:00+00"),
+         ("00000000-0000-4000-8000-000000000002", "a1", "online", "break", "2026-11-10 12:00:00+00", "14401",
+          "2026-11-10 12:00:00+00")]),
+}
+
+
+@pytest.mark.parametrize("table", VENDOR_TYPED)
+def test_column_types_a_real_clickhouse_may_use_land_the_same_values_by_both_roads(clean_warehouse, edgeco, table):
+    """The straight road reads a day as TabSeparated, the checked road as Arrow: whatever the company's
+    table types a column as, both must land the text ClickHouse prints.  Arrow handed an ``Enum8`` over
+    as its number, so a changed day landed ``direction = '1'`` over the straight road's ``inbound``
+    (and a ``UUID`` as 16 raw bytes).  The day lands straight, then one row changes at the source and
+    the checked road lands that row alone, every other value as the straight road landed it."""
+    spec = botslovers.TABLES[table]
+    ddl, rows, change, expected = VENDOR_TYPED[table]
+    source_table = f"{table}_{EDGE}"
+    edgeco.command(f"DROP TABLE {source_table}")
+    edgeco.command(f"CREATE TABLE {source_table} ({ddl}) ENGINE = MergeTree ORDER BY tuple()")
+    edgeco.command(f"INSERT INTO {source_table} VALUES {rows}")
+    day = dt.date(2026, 11, 10)
+
+    def land() -> dict:
+        op = BotsloversToStagingOperator(task_id="t", tenant=EDGE, table=table, window=load_window(day))
+        return op.execute({"run_id": run_id()})
+
+    def staged() -> list[tuple]:
+        with clean_warehouse.warehouse() as conn:
+            conn.execute("SET TIME ZONE 'UTC'")
+            return conn.execute(sql.SQL("SELECT {} FROM {} WHERE company = %s ORDER BY id").format(
+                sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(c)) for c in spec.column_names),
+                sql.Identifier("staging", spec.staging_table)), (EDGE,)).fetchall()
+
+    first = land()
+    assert (first["landed_straight"], first["rows_landed"], first["rows_rejected"]) == (True, 2, 0)
+    edgeco.command(f"ALTER TABLE {source_table} UPDATE {change} WHERE id = '00000000-0000-4000-8000-000000000002' "
+                   "SETTINGS mutations_sync = 1")
+    changed = land()
+    assert (changed["landed_straight"], changed["rows_landed"], changed["rows_unchanged"],
+            changed["rows_rejected"]) == (False, 1, 1, 0)
+    assert staged() == expected
+    again = land()
+    assert (again["rows_landed"], again["rows_deleted"], again["rows_rejected"]) == (0, 0, 0)
 
 
 # 6. -- bad payloads ---------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
 
 from chat_ingest.operators.load import ExtractLoadOperator
@@ -19,9 +19,9 @@ if TYPE_CHECKING:
 SORT_SLICE_HOURS = 6
 
 
-def extraction_query(spec: TableSpec, source_table: str) -> str:
-    """SELECT of the spec's columns (as :func:`_value` renders them) over ``[start, end)`` on its
-    cursor; values bound server-side.
+def extraction_query(spec: TableSpec, source_table: str, source_types: Mapping[str, str]) -> str:
+    """SELECT of the spec's columns (as :func:`_value` renders them from the table's own
+    ``source_types``) over ``[start, end)`` on its cursor; values bound server-side.
 
     Ordered by slice of the cursor (:data:`SORT_SLICE_HOURS`), then by key: staging's primary key
     then grows in a few ascending runs instead of at random places, and ClickHouse sorts one slice
@@ -33,29 +33,35 @@ def extraction_query(spec: TableSpec, source_table: str) -> str:
     from chat_ingest.hooks.clickhouse import check_identifier
 
     check_identifier(source_table, "table name")
-    select = ", ".join(f"{_value(c)} AS `{c.name}`" for c in spec.columns)
+    select = ", ".join(f"{_value(c, source_types[c.name])} AS `{c.name}`" for c in spec.columns)
     order = ", ".join([f"toStartOfInterval(src.`{spec.cursor}`, INTERVAL {SORT_SLICE_HOURS} HOUR)",
                        *(f"src.`{k}`" for k in spec.key)])
     return f"SELECT {select} FROM `{source_table}` AS src {_window_filter(spec)} ORDER BY {order}"
 
 
-def digest_query(spec: TableSpec, source_table: str) -> str:
+def digest_query(spec: TableSpec, source_table: str, source_types: Mapping[str, str]) -> str:
     """The rows of the window digested the way :class:`~chat_ingest.landing.batch.Extraction` defines it,
     so the loader can compare them with staging's without extracting them."""
     from chat_ingest.hooks.clickhouse import check_identifier
 
     check_identifier(source_table, "table name")
-    fields = ", ".join(f"ifNull(toString({_value(c)}), char(30))" for c in spec.columns)
+    fields = ", ".join(f"ifNull(toString({_value(c, source_types[c.name])}), char(30))" for c in spec.columns)
     return (f"SELECT count(), sum(reinterpretAsUInt64(reverse(substring(MD5(concatWithSeparator(char(31), "
             f"{fields})), 1, 8)))) FROM `{source_table}` AS src {_window_filter(spec)}")
 
 
-def _value(column: Column) -> str:
-    """A column as extracted and digested: DateTime values as UTC text, so no time zone (the
-    server's or ours) can shift them on the way into staging's ``timestamptz``."""
-    if "DateTime" in column.source_type:
+def _value(column: Column, source_type: str) -> str:
+    """A column as extracted and digested, by the type the company's table has (which need not be
+    the documented one): text, so that both formats a load reads (TabSeparated and Arrow) carry the
+    same value.  Arrow would hand over an ``Enum8`` as its number, a ``UUID`` as 16 raw bytes and a
+    ``DateTime64`` as an integer; ``toString`` renders each as ClickHouse prints it.  DateTime
+    values are rendered in UTC, so no time zone (the server's or ours) can shift them on the way
+    into staging's ``timestamptz``.  A ``String`` is taken as it is (the common case costs nothing)."""
+    if "DateTime" in source_type:
         return f"toString(src.`{column.name}`, 'UTC')"
-    return f"src.`{column.name}`"
+    if source_type in ("String", "Nullable(String)"):
+        return f"src.`{column.name}`"
+    return f"toString(src.`{column.name}`)"
 
 
 def _window_filter(spec: TableSpec) -> str:
@@ -102,7 +108,7 @@ class BotsloversToStagingOperator(ExtractLoadOperator):
         ignored = check_source_columns(spec, columns, source_table)
         if spec.version_column:  # rows that change after creation are re-read a lookback back
             start -= self.agent_log_lookback
-        query, bounds = extraction_query(spec, source_table), _bounds(start, end)
+        query, bounds = extraction_query(spec, source_table, columns), _bounds(start, end)
         settings = {"max_block_size": self.max_block_size}
 
         def read(fmt: str) -> Iterator:
@@ -112,7 +118,7 @@ class BotsloversToStagingOperator(ExtractLoadOperator):
             return hook.stream_arrow(query, parameters=bounds, settings=settings)
 
         def digest() -> tuple[int, int]:
-            rows, hash_sum = hook.first_row(digest_query(spec, source_table), bounds)
+            rows, hash_sum = hook.first_row(digest_query(spec, source_table, columns), bounds)
             return int(rows), int(hash_sum or 0)
 
         return Extraction(start, end, copy=lambda: read("TabSeparated"), copy_format="text",
