@@ -67,6 +67,9 @@ class Column:
     nullable: bool = True
     #: The closed set of values the seed lists ("Possible values:"): anything else fails the gate.
     allowed: tuple[str, ...] | None = None
+    #: Values the seed gives as examples only ("e.g.", "'md' | 'html' | string"), where reporting gives
+    #: no value a meaning of its own: another value is a gate warning with its count, never a failure.
+    examples: tuple[str, ...] = ()
     #: The seed only gives examples: values are mapped to meanings by ``vocabulary:`` in sources.yaml
     #: (``chat_ingest.vocabulary``); an unmapped value is a gate warning, never a failure.
     vocabulary: bool = False
@@ -80,6 +83,9 @@ class Column:
     max_bytes: int | None = None
 
     def __post_init__(self) -> None:
+        if sum(map(bool, (self.allowed, self.examples, self.vocabulary))) > 1:
+            raise ValueError(f"column {self.name}: a closed set (allowed), examples and a vocabulary exclude "
+                             "each other: the seed either lists every value or gives examples")
         if self.max_bytes is None:
             object.__setattr__(self, "max_bytes", KEY_VALUE_MAX_BYTES if self.keyed else MAX_VALUE_BYTES)
 

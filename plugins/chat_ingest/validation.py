@@ -75,7 +75,8 @@ class ExpectationOutcome:
     unexpected_count: int | None
     unexpected_values: list = field(default_factory=list)
     mostly: float | None = None
-    #: ``critical`` fails the gate; ``warning`` (a vocabulary column's unmapped values) is reported only.
+    #: ``critical`` fails the gate; ``warning`` (a vocabulary column's unmapped values, a value beyond a
+    #: column's examples) is reported only.
     severity: str = "critical"
 
     @property
@@ -112,7 +113,8 @@ def build_expectations(spec: TableSpec, now: dt.datetime | None = None,
 
     A vocabulary column (``Column.vocabulary``) gets a *warning* in-set expectation whose set is its
     mapped values as the batch spells them (``vocabulary_seen``: column → value → count) plus the
-    mapping's own names, so GX reports exactly the unmapped values without failing the gate.
+    mapping's own names, so GX reports exactly the unmapped values without failing the gate.  A
+    column with examples (``Column.examples``) gets a warning in-set expectation of them.
     """
     import great_expectations.expectations as gxe
     from great_expectations.expectations.metadata_types import FailureSeverity
@@ -138,6 +140,11 @@ def build_expectations(spec: TableSpec, now: dt.datetime | None = None,
                 severity=FailureSeverity.WARNING,
                 notes=f"Unmapped values of {spec.source}.{col.name} (vocabulary in sources.yaml) report as "
                       "outcome 'unknown'; a warning, not a gate failure."))
+        if col.examples:
+            suite.append(gxe.ExpectColumnValuesToBeInSet(
+                column=col.name, value_set=list(col.examples), severity=FailureSeverity.WARNING,
+                notes=f"The seed gives these values of {spec.source}.{col.name} as examples, not as every "
+                      "value: another one is reported, a warning, not a gate failure."))
         if not col.nullable:
             suite.append(gxe.ExpectColumnValuesToNotBeNull(column=col.name, mostly=mostly(col.name, "not_null")))
         if col.pg_type == "timestamptz":
@@ -290,6 +297,8 @@ def run_gate(conn, sqlalchemy_dsn: str, spec: TableSpec, *, run_id: str, start: 
             docs_page, outcomes,
         )
     warnings = [o for o in outcomes if not o.success]
+    for warning in warnings:
+        log.warning("staging.%s: %s (a warning, not a gate failure)", spec.staging_table, warning.describe())
     log.info("staging.%s passed %d expectations (%d warning(s))", spec.staging_table, len(outcomes), len(warnings))
     return GateResult(outcomes, docs_page)
 

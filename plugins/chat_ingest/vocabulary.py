@@ -9,7 +9,9 @@ spell a known one differently (the Ultimate seed itself says ``bot_handled`` in 
 only -- so ``bot_handled``, ``botHandled`` and ``BOT-HANDLED`` are one value.  A value whose key is
 not mapped means ``unknown``: the gate warns (it does not fail), the value and its count land in
 ``audit.unmapped_values`` and in the task log, and reporting counts the conversation as outcome
-``unknown``.
+``unknown``.  Where the seed's examples are of a value reporting gives no meaning (A8 ``msg_type``,
+Unless' log ``type`` and ``messageFormat``), the column lists them as ``Column.examples``: another value
+is a gate warning with its count, and lands.
 
 The mapping is written to ``reporting.vocabulary`` before each reporting build, and the SQL
 transforms read meanings from there (``reporting.vocabulary_key`` is the same key function in SQL).

@@ -180,6 +180,36 @@ def test_an_unknown_msg_from_fails_the_gate_naming_it(clean_warehouse):
             source.execute("DELETE FROM messages WHERE mid = 'm-x'")
 
 
+def test_msg_types_as_the_seed_spells_them_and_ones_it_never_named_pass_the_gate_with_a_warning(clean_warehouse):
+    """The seed gives ``msg_type`` as examples ("a text/HyperLink/Attachments"), in a spelling the
+    generator never wrote: the seed's own spellings pass, a type nobody listed lands and is a warning
+    naming it and its count (in the results, as the validate task logs it), not a failed gate."""
+    sandbox = clean_warehouse
+    day = sandbox.days[2]
+    at = day_window(day)[0] + dt.timedelta(hours=9)
+    bot = sandbox.manifest["a8"]["bots"][0]
+    odd = [("m-hyper", "HyperLink"), ("m-attach", "Attachments"), ("m-carousel", "carousel")]
+    with a8_conn(sandbox) as source:
+        for mid, msg_type in odd:
+            source.execute("INSERT INTO messages (time, chat_id, mid, msg_type, bot_handle, msg_from, msg) "
+                           "VALUES (%s, 'c-x', %s, %s, %s, 'user', '{}')", (at, mid, msg_type, bot))
+    try:
+        assert load("messages", day, bot, run_id="a8-types")["rows_rejected"] == 0
+        start, end = day_window(day)
+        with connect() as conn:
+            result = run_gate(conn, sandbox.warehouse_dsn.replace("postgresql://", "postgresql+psycopg2://"),
+                              a8.MESSAGES, run_id="a8-types", start=start, end=end, tenants=[bot])
+            recorded = conn.execute("SELECT severity, unexpected_values FROM audit.validation_results "
+                                    "WHERE run_id = 'a8-types' AND column_name = 'msg_type' AND NOT success").fetchall()
+        warned = [o for o in result.outcomes if not o.success]
+        assert [(o.column, o.severity, o.unexpected_values) for o in warned] == [
+            ("msg_type", "warning", [{"value": "carousel", "count": 1}])]
+        assert recorded == [("warning", [{"value": "carousel", "count": 1}])]
+    finally:
+        with a8_conn(sandbox) as source:
+            source.execute("DELETE FROM messages WHERE mid = ANY(%s)", ([mid for mid, _ in odd],))
+
+
 def test_an_unparseable_value_is_quarantined(clean_warehouse):
     """The vendor changes a column's type (coordinates become text): bad values are refused with a reason."""
     sandbox = clean_warehouse

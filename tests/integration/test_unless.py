@@ -201,6 +201,33 @@ def test_the_gate_refuses_an_unknown_sender(clean_warehouse):
                  run_id="unless-gate", start=start, end=end, tenants=[WEBSITE])
 
 
+def test_log_types_and_formats_the_seed_leaves_open_pass_the_gate_with_a_warning(clean_warehouse):
+    """The seed gives a log's ``type`` by example ("e.g. 'message', 'error', 'input'") and its
+    ``messageFormat`` as "'md' | 'html' | string": a value nobody listed lands and is a gate warning
+    naming it and its count, not a failed gate (``sender``, a closed list, still fails: the test above)."""
+    from chat_ingest.sources import unless
+    from chat_ingest.validation import run_gate
+    from chat_ingest.warehouse import connect
+
+    sandbox = clean_warehouse
+    key, doc = sorted(documents(sandbox).items())[1]
+    first = doc["chatHistory"][0]
+    odd = dict(doc, chatHistory=[dict(first, type="button", messageFormat="markdown"), *doc["chatHistory"][1:]])
+    with objects(sandbox, {key: json.dumps(odd).encode()}):
+        summary = load(sandbox, run_id="unless-open")
+    assert summary["logs"]["rows_rejected"] == 0
+    with sandbox.warehouse() as conn:
+        assert conn.execute("SELECT count(*) FROM staging.unless_logs WHERE type = 'button' "
+                            "AND message_format = 'markdown'").fetchone() == (1,)
+    start, end = day_window(TODAY)
+    with connect() as conn:
+        result = run_gate(conn, sandbox.warehouse_dsn.replace("postgresql://", "postgresql+psycopg2://"), unless.LOGS,
+                          run_id="unless-open", start=start, end=end, tenants=[WEBSITE])
+    warned = sorted((o.column, o.severity, o.unexpected_values) for o in result.outcomes if not o.success)
+    assert warned == [("message_format", "warning", [{"value": "markdown", "count": 1}]),
+                      ("type", "warning", [{"value": "button", "count": 1}])]
+
+
 def test_dag_run_lands_every_website_and_passes_the_gate(clean_warehouse, airflow, tmp_path):
     import psycopg
 

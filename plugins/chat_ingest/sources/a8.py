@@ -12,8 +12,9 @@ from chat_ingest.tablespec import TENANT_MAX_BYTES, Column, MergeRule, TableSpec
 SOURCE = "a8"
 
 MSG_FROM = ("user", "bot", "agent")
-#: "text/HyperLink/Attachments" in the seed, as the values appear in the data.
-MSG_TYPES = ("text", "hyperlink", "attachment", "image", "quickReply")
+#: "whether it is a text/HyperLink/Attachments" in the seed: examples, in its spelling and as the
+#: values appear in data.
+MSG_TYPES = ("text", "HyperLink", "Attachments", "hyperlink", "attachment", "image", "quickReply")
 CHANNELS = ("web", "facebook", "whatsapp")
 
 
@@ -120,7 +121,7 @@ AGENT_MESSAGE_DETAILS = _spec("agent_message_details", description="Agent messag
 MESSAGES = _spec("messages", description="The messages of every participant; the body is JSON.",
                  conversation_column="chat_id", columns=(
     _time(), _id("chat_id", nullable=False), _id("mid", nullable=False),
-    _text("msg_type", allowed=MSG_TYPES), _text("reply_to_id"), _bot_handle(),
+    _text("msg_type", examples=MSG_TYPES), _text("reply_to_id"), _bot_handle(),
     _text("msg_from", nullable=False, allowed=MSG_FROM), _num("resp_time"), _json("msg"),
 ))
 

@@ -20,10 +20,11 @@ from chat_ingest.tablespec import TENANT_MAX_BYTES, Column, MergeRule, TableSpec
 
 SOURCE = "unless"
 SENDERS = ("bot", "user", "support")
-#: The seed names message, error and input as examples; event and system cover the widget's
-#: status items.  A new type fails the gate (or passes under a configured ``mostly``).
+#: The seed names message, error and input as examples ("e.g."); event and system are the widget's
+#: status items.  Another type is a gate warning; reporting counts it as a message unless it is an error.
 LOG_TYPES = ("message", "error", "input", "event", "system")
-#: The seed: 'md' | 'html' | string | null.  These are the values seen in the vendor's widget.
+#: The seed: 'md' | 'html' | string | null: any string.  These are the values seen in the vendor's
+#: widget; another is a gate warning (reporting does not read the format).
 MESSAGE_FORMATS = ("md", "html", "text", "plain")
 #: Log item fields the seed documents; anything else lands in ``extra`` (schema drift is reported, not lost).
 LOG_FIELDS = ("uuid", "type", "sender", "timestamp", "hidden", "historical", "local", "segmentId",
@@ -80,14 +81,14 @@ LOGS = TableSpec(
         Column("position", "integer", nullable=False, value_range=(0, None)),
         Column("last_modified", "timestamptz", nullable=False, description="The object's LastModified."),
         Column("uuid", "text", nullable=False, keyed=True),
-        Column("type", "text", allowed=LOG_TYPES),
+        Column("type", "text", examples=LOG_TYPES),
         Column("sender", "text", allowed=SENDERS),
         Column("logged_at", "timestamptz", description="timestamp (epoch ms)."),
         Column("hidden", "boolean"),
         Column("historical", "boolean"),
         Column("local", "boolean"),
         Column("segment_id", "text", keyed=True),
-        Column("message_format", "text", allowed=MESSAGE_FORMATS),
+        Column("message_format", "text", examples=MESSAGE_FORMATS),
         Column("parent_id", "text"),
         Column("is_live_chat", "boolean"),
         Column("content", "text"),
