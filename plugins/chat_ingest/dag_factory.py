@@ -21,7 +21,7 @@ from typing import Any
 
 from airflow.sdk import DAG, Asset, BaseOperator, Param, get_current_context, task
 
-from chat_ingest.alerts import failure_alerts, landing_deadline
+from chat_ingest.alerts import failure_alerts, landed_by_offset, landing_deadline
 from chat_ingest.config import config_path, load_config
 from chat_ingest.operators.load import DocumentLoadOperator, LandingOperator
 from chat_ingest.operators.validate import ValidateStagingOperator
@@ -67,6 +67,24 @@ def default_args() -> dict[str, Any]:
 
 
 START_DATE = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+#: How long after its day ends a scheduled run starts, unless sources.yaml says otherwise (``settle_minutes``).
+DEFAULT_SETTLE_MINUTES = 60
+
+
+def daily_schedule() -> DayNamedDataIntervalTimetable:
+    """Each UTC day, loaded ``settle_minutes`` after it ends: the rows a vendor writes a little late
+    (a pipeline's batches, a replica's lag) are then in the run's window instead of missed for good.
+    A late-data deadline (``alerts.landed_by``) before the run may even start is refused: it would
+    alert every day."""
+    config = load_config()
+    settle = config.get("settle_minutes", DEFAULT_SETTLE_MINUTES)
+    if isinstance(settle, bool) or not isinstance(settle, int) or not 0 <= settle < 24 * 60:
+        raise ValueError(f"{config_path()}: settle_minutes: expected whole minutes from 0 to 1439, got {settle!r}")
+    landed_by = (config.get("alerts") or {}).get("landed_by")
+    if landed_by and landed_by_offset(landed_by) < dt.timedelta(minutes=settle):
+        raise ValueError(f"{config_path()}: alerts.landed_by {landed_by} is before the scheduled runs start "
+                         f"({settle} min after midnight UTC, settle_minutes): every day would raise the alert")
+    return DayNamedDataIntervalTimetable("@daily", timezone="UTC", settle=dt.timedelta(minutes=settle))
 
 
 #: Set (to anything) in the environment of Airflow's services, every task that works on data does none:
@@ -180,7 +198,7 @@ def ingest_dag(*, dag_id: str, source: str, doc_md: str, tenant_label: str, tena
         load_operator, validate_operator = noop_twin(load_operator), noop_twin(validate_operator)
     with DAG(
         dag_id=dag_id,
-        schedule=DayNamedDataIntervalTimetable("@daily", timezone="UTC"),
+        schedule=daily_schedule(),
         start_date=START_DATE,
         catchup=False,
         max_active_runs=1,

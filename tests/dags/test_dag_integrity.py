@@ -61,6 +61,9 @@ def test_ingestion_dags_cover_the_previous_utc_day_and_name_their_runs_after_it(
     from airflow.serialization.serialized_objects import DagSerialization
     from airflow.utils.types import DagRunType
 
+    from airflow.timetables.base import DataInterval, TimeRestriction
+
+    from chat_ingest.dag_factory import START_DATE
     from chat_ingest.timetables import DayNamedDataIntervalTimetable
 
     for dag_id, dag in dagbag.dags.items():
@@ -78,6 +81,11 @@ def test_ingestion_dags_cover_the_previous_utc_day_and_name_their_runs_after_it(
                 == f"{run_type.value}__2026-11-19"
         assert {"date", "tenants"} <= set(dag.params), dag_id
         assert dag.catchup is False
+        # the day 2026-11-19 is loaded once it has settled: at 01:00 the next day (settle_minutes 60)
+        restriction = TimeRestriction(earliest=START_DATE, latest=None, catchup=True)
+        previous = DataInterval(interval.start - dt.timedelta(days=1), interval.start)
+        scheduled = timetable.next_dagrun_info(last_automated_data_interval=previous, restriction=restriction)
+        assert (scheduled.data_interval, scheduled.run_after) == (interval, interval.end + dt.timedelta(hours=1))
 
 
 def test_the_tenants_param_is_an_optional_pick_list_of_the_configured_tenants(dagbag):

@@ -168,6 +168,45 @@ def test_suite_is_generated_from_the_spec(tmp_path, monkeypatch):
     assert future[0].max_value <= now + dt.timedelta(hours=1)
 
 
+def test_values_the_seed_gives_by_example_are_a_warning_and_a_closed_list_a_failure():
+    """Where a seed lists every value the gate fails on another; where it gives examples (A8 ``msg_type``:
+    "a text/HyperLink/Attachments", Unless' log ``type`` and ``messageFormat``) another value is a warning."""
+    from chat_ingest.sources import unless
+
+    def in_set(spec, column):
+        return [e for e in build_expectations(spec) if type(e).__name__ == "ExpectColumnValuesToBeInSet"
+                and e.column == column]
+
+    for spec, column in ((a8.MESSAGES, "msg_type"), (unless.LOGS, "type"), (unless.LOGS, "message_format")):
+        [expectation] = in_set(spec, column)
+        assert expectation.severity.value == "warning" and set(expectation.value_set) == set(spec.column(column).examples)
+    assert {"text", "HyperLink", "Attachments"} <= set(a8.MESSAGES.column("msg_type").examples)
+    for spec, column in ((a8.MESSAGES, "msg_from"), (unless.LOGS, "sender"), (botslovers.MESSAGES, "sender_type")):
+        [expectation] = in_set(spec, column)
+        assert expectation.severity.value == "critical"
+    with pytest.raises(ValueError, match="exclude each other"):
+        Column("kind", "text", allowed=("a",), examples=("b",))
+
+
+def test_a_scheduled_run_waits_the_configured_settling_time_and_a_deadline_before_it_is_refused(tmp_path,
+                                                                                                   monkeypatch):
+    from chat_ingest.dag_factory import daily_schedule
+
+    config = tmp_path / "sources.yaml"
+    monkeypatch.setenv("CHAT_INGEST_CONFIG", str(config))
+    for text, settle in (("{}\n", dt.timedelta(hours=1)), ("settle_minutes: 0\n", dt.timedelta(0)),
+                         ("settle_minutes: 90\nalerts: {landed_by: '06:00'}\n", dt.timedelta(minutes=90))):
+        config.write_text(text)
+        assert daily_schedule().settle == settle
+    for text, message in (("settle_minutes: -5\n", "expected whole minutes"),
+                          ("settle_minutes: 1440\n", "expected whole minutes"),
+                          ("settle_minutes: '1h'\n", "expected whole minutes"),
+                          ("settle_minutes: 120\nalerts: {landed_by: '01:30'}\n", "every day would raise the alert")):
+        config.write_text(text)
+        with pytest.raises(ValueError, match=message):
+            daily_schedule()
+
+
 def test_the_configuration_is_read_again_once_the_file_changes_and_a_caller_cannot_alter_it(tmp_path, monkeypatch):
     from chat_ingest.config import load_config, mostly_for
 
