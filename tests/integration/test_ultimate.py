@@ -81,11 +81,17 @@ def test_truncated_record_and_bad_count_are_quarantined_the_rest_lands(clean_war
 
 
 def test_records_jsonb_cannot_store_and_intents_that_are_not_objects_are_quarantined(clean_warehouse):
+    """The seed types ``triggered_intent_replies`` as ``string[]`` and reads ``intent_name`` from its items:
+    an item that is an object lands, and so does one that is a string holding an object (the way
+    ``conversations_data`` comes); a name alone or a number is quarantined with its text."""
     sandbox = clean_warehouse
     day = sandbox.days[0]
     good = json.loads((sandbox.dataset / "ultimate" / "ult-telco" / f"{day}.json").read_text())[0]
+    as_string = {"intent_name": "Order status", "intent_timestamp": good["conversation_start_time"],
+                 "not_meaningful": False}
     odd_intents = dict(good, conversation_id="odd-intents",
-                       triggered_intent_replies=[good["triggered_intent_replies"][0], "Greeting", 7])
+                       triggered_intent_replies=[good["triggered_intent_replies"][0], json.dumps(as_string),
+                                                 "Greeting", 7])
     path = sandbox.dataset / "ultimate" / "ult-telco" / f"{day}.json"
     original = path.read_bytes()
     path.write_text("[" + ", ".join([json.dumps(good), json.dumps(odd_intents),
@@ -98,13 +104,16 @@ def test_records_jsonb_cannot_store_and_intents_that_are_not_objects_are_quarant
     # rows the source marked bad cannot be kept by a straight landing: both tables went the checked way
     assert not conversations["landed_straight"] and not intents["landed_straight"]
     assert (conversations["rows_landed"], conversations["rows_rejected"]) == (2, 1)
-    assert (intents["rows_landed"], intents["rows_rejected"]) == (len(good["triggered_intent_replies"]) + 1, 2)
+    assert (intents["rows_landed"], intents["rows_rejected"]) == (len(good["triggered_intent_replies"]) + 2, 2)
     with sandbox.warehouse() as conn:
         rejected = conn.execute("SELECT table_name, reason, payload->>'raw' FROM audit.rejected_records "
                                 "WHERE run_id = 'ult-odd' ORDER BY table_name, payload->>'raw'").fetchall()
-        positions = [p for (p,) in conn.execute("SELECT position FROM staging.ultimate_intents WHERE "
-                                                "conversation_id = 'odd-intents' ORDER BY position")]
-    assert positions == [0]
+        positions = conn.execute("SELECT position, intent_name, intent_timestamp IS NOT NULL, not_meaningful "
+                                 "FROM staging.ultimate_intents WHERE conversation_id = 'odd-intents' "
+                                 "ORDER BY position").fetchall()
+    first = good["triggered_intent_replies"][0]
+    assert positions == [(0, first["intent_name"], first.get("intent_timestamp") is not None, first.get("not_meaningful")),
+                         (1, "Order status", True, False)]
     assert rejected[0][0] == "conversations" and rejected[0][1].startswith("contains a NUL character")
     assert [(t, r.split(";")[0], raw) for t, r, raw in rejected[1:]] == [
         ("intents", "triggered_intent_replies: an item is not an object", "7"),

@@ -84,7 +84,9 @@ def projection(spec: TableSpec, bot: str) -> sql.Composed:
     ``conversations_data`` (a JSON document inside a string) is that string, parsed when it is
     cast to ``jsonb``.  Intents are the items of
     ``triggered_intent_replies`` in order (a value that is not a list is a list of that one
-    value); an item that is not an object is quarantined with its text.
+    value).  The seed types the field ``string[]`` and reads ``intent.intent_name`` from each item:
+    an item is an object, or a string holding one (as ``conversations_data`` holds its document);
+    any other item is quarantined with its text.
     """
     from psycopg import sql
 
@@ -99,17 +101,19 @@ def projection(spec: TableSpec, bot: str) -> sql.Composed:
             sql.Literal(bot))
         rows = sql.SQL("_ultimate_documents d")
     elif spec is INTENTS:
-        item = sql.SQL("CASE WHEN jsonb_typeof(i.item) = 'object' THEN i.item ->> {} END").format
+        item = sql.SQL("CASE WHEN jsonb_typeof(o.intent) = 'object' THEN o.intent ->> {} END").format
         columns = {"bot_id": field(sql.Literal("bot_id")), "conversation_id": field(sql.Literal("conversation_id")),
                    "position": sql.SQL("(i.n - 1)::text"),
                    **{name: item(sql.Literal(name)) for name in ("intent_name", "intent_timestamp", "not_meaningful")}}
-        bad_item = sql.SQL("jsonb_typeof(i.item) <> 'object'")
+        bad_item = sql.SQL("jsonb_typeof(o.intent) <> 'object'")
         marks = [sql.SQL("CASE WHEN {} THEN 'triggered_intent_replies: an item is not an object' END").format(bad_item),
                  sql.SQL("CASE WHEN {} THEN i.item #>> '{{}}' END").format(bad_item)]
         rows = sql.SQL(
             "_ultimate_documents d CROSS JOIN LATERAL jsonb_array_elements(CASE WHEN jsonb_typeof(d.doc -> {f}) "
             "= 'array' THEN d.doc -> {f} WHEN jsonb_typeof(d.doc -> {f}) <> 'null' THEN jsonb_build_array(d.doc -> {f}) "
-            "END) WITH ORDINALITY i(item, n)").format(f=sql.Literal("triggered_intent_replies"))
+            "END) WITH ORDINALITY i(item, n) CROSS JOIN LATERAL (SELECT CASE WHEN jsonb_typeof(i.item) = 'string' "
+            "AND pg_input_is_valid(i.item #>> '{{}}', 'jsonb') THEN (i.item #>> '{{}}')::jsonb ELSE i.item END AS intent) o"
+        ).format(f=sql.Literal("triggered_intent_replies"))
     else:
         raise ValueError(f"no projection for {spec.qualified_name}")
     columns["export_date"] = sql.SQL("d.export_date::text")
