@@ -9,6 +9,7 @@ import datetime as dt
 import json
 import logging
 import uuid
+from decimal import Decimal
 from pathlib import Path
 from collections import defaultdict
 from collections.abc import Collection
@@ -372,6 +373,34 @@ def test_a8_seed_state_names_pass_the_gate_and_yield_the_expected_outcomes(clean
                    "seed-bot": ("bot_handled", 0), "seed-parked": ("unknown", 0)}
     # the human pick-up is still open: it lasts until now, cut at the day's end
     assert picked[0] == 1 and float(picked[1]) == (midnight(day + dt.timedelta(days=1)) - at(5)).total_seconds()
+
+
+def test_a8_agent_status_names_the_seed_gives_by_example_count_as_the_statuses_they_mean(clean_warehouse):
+    """The seed names agent activities "such as loggedIn and loggedOut" and "changing statuses from
+    available to unavailable": a vendor spelling ``LoggedIn`` or ``logged_out`` logs the agent in or out,
+    ``available`` is online, ``unavailable`` is logged in but not online (the generator writes only
+    ``loggedIn`` / ``loggedOut``)."""
+    sandbox = clean_warehouse
+    day = sandbox.days[1]
+    at = lambda hour: midnight(day) + dt.timedelta(hours=hour)  # noqa: E731
+    activities = [("LoggedIn", 8), ("unavailable", 9), ("available", 10), ("logged_out", 11), ("loggedIn", 12)]
+    with a8_conn(sandbox) as source:
+        for n, (event, hour) in enumerate(activities):
+            source.execute("INSERT INTO agent_activities (time, agent_id, session_id, event_name) "
+                           "VALUES (%s, 'seed-agent', %s, %s)", (at(hour), f"seed-{n}", event))
+    try:
+        land_day(sandbox, day, ("a8",))
+        build(sandbox)
+        with sandbox.warehouse() as conn:
+            statuses = conn.execute("SELECT status, seconds, round(online_share, 4) FROM reporting.agent_status_daily "
+                                    "WHERE source = 'a8' AND agent_id = 'seed-agent' AND status_date = %s "
+                                    "ORDER BY status", (day,)).fetchall()
+    finally:
+        with a8_conn(sandbox) as source:
+            source.execute("DELETE FROM agent_activities WHERE agent_id = 'seed-agent'")
+    share = round(Decimal(2) / 3, 4)  # online 2 h of the 3 h logged in; the last log-in is still open
+    assert [(s, float(sec), r) for s, sec, r in statuses] == [
+        ("offline", 3600.0, share), ("online", 7200.0, share), ("unavailable", 3600.0, share)]
 
 
 # -- Unless: a rerun of an earlier day reads what changed since ---------------------------------------

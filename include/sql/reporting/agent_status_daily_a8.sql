@@ -1,6 +1,9 @@
 -- Seconds per A8 agent and status on one UTC day, from agent_activities: an activity without a chat_id
 -- (log-in, log-out, a status change) starts the agent's status until their next such activity —
--- `loggedIn` starts `online`, `loggedOut` starts `offline`, any other event the status it names.  The
+-- `loggedIn` and `available` start `online`, `loggedOut` starts `offline`, any other event the status it
+-- names.  The seed gives these names as examples ("such as loggedIn and loggedOut", "changing statuses
+-- from available to unavailable"): they match by vocabulary key, so `LoggedIn` and `logged_in` are
+-- `loggedIn`, and an agent who is `available` counts as online (`unavailable` stays logged in, not online).  The
 -- last activity's interval is still open and not counted yet (its end arrives with the next load, which
 -- rebuilds this day too).  Intervals are cut at midnight.  Activities carry no bot: an agent's day is
 -- reported under each bot whose chats they handled that day (chat_state rows naming the agent), or under
@@ -9,7 +12,8 @@
 -- online_share = online seconds / seconds logged in (every status but offline) that day.
 WITH events AS (
     SELECT agent_id, time AS began,
-           CASE event_name WHEN 'loggedIn' THEN 'online' WHEN 'loggedOut' THEN 'offline' ELSE event_name END
+           CASE reporting.vocabulary_key(event_name) WHEN 'loggedin' THEN 'online' WHEN 'available' THEN 'online'
+                WHEN 'loggedout' THEN 'offline' ELSE event_name END
                AS status,
            lead(time) OVER (PARTITION BY agent_id ORDER BY time, session_id) AS ended
     FROM staging.a8_agent_activities
