@@ -77,8 +77,8 @@ def _extract_into_incoming(batch: Batch, extraction: Extraction) -> tuple[int, t
     """Read the extraction into ``_incoming`` (text, with the marks of rows known bad): the number of
     rows read, and the columns the rows held that the spec does not know.
 
-    Arrow is preferred (it can mark what COPY data cannot carry: a NUL byte, bytes that are not UTF-8), then COPY data; a
-    query's rows are moved by one INSERT.
+    Arrow is preferred (it can mark what COPY data cannot carry: a NUL byte, bytes that are not
+    UTF-8), then COPY data; a query's rows are moved by one INSERT.
     """
     columns = list(batch.spec.column_names)
     if extraction.query is not None:

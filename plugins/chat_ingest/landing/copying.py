@@ -1,6 +1,6 @@
 """Rows into PostgreSQL by COPY: a source's own COPY data as it arrives, or Arrow batches encoded as
-CSV (each value COPY would refuse marked, the first batch's columns checked against the spec), written while the
-next piece is read."""
+CSV (each value COPY would refuse marked, the first batch's columns checked against the spec),
+written while the next piece is read."""
 
 from __future__ import annotations
 

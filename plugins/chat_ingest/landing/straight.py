@@ -18,8 +18,9 @@ from chat_ingest.tablespec import MergeRule
 from chat_ingest.warehouse import conversation_day_items, keep_conversation_days
 
 #: What makes the loader give up copying a range straight into staging and land it the checked way:
-#: COPY refusing a value (malformed, missing, a NUL byte or bytes that are not UTF-8, a key landed before or repeated, a value
-#: too large for the key's index) or the rows themselves (marked bad, outside the range).
+#: COPY refusing a value (malformed, missing, a NUL byte or bytes that are not UTF-8, a key landed
+#: before or repeated, a value too large for the key's index) or the rows themselves (marked bad,
+#: outside the range).
 REFUSALS = (StraightLandingRefused, psycopg.errors.DataError, psycopg.errors.IntegrityError,
             psycopg.errors.ProgramLimitExceeded)
 

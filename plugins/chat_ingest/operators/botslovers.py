@@ -45,7 +45,7 @@ def digest_query(spec: TableSpec, source_table: str, source_types: Mapping[str, 
     from chat_ingest.hooks.clickhouse import check_identifier
 
     check_identifier(source_table, "table name")
-    fields = ", ".join(f"ifNull(toString({_value(c, source_types[c.name])}), char(30))" for c in spec.columns)
+    fields = ", ".join(f"ifNull({_value(c, source_types[c.name])}, char(30))" for c in spec.columns)  # text already
     return (f"SELECT count(), sum(reinterpretAsUInt64(reverse(substring(MD5(concatWithSeparator(char(31), "
             f"{fields})), 1, 8)))) FROM `{source_table}` AS src {_window_filter(spec)}")
 
