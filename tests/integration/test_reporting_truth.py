@@ -425,6 +425,33 @@ def test_an_unless_rerun_of_an_earlier_day_lands_a_later_rewrite(clean_warehouse
     assert items == len(doc["chatHistory"]) + 1 and WEBSITE in key_
 
 
+def test_an_unless_error_item_spelled_otherwise_is_still_an_error_not_a_message(clean_warehouse):
+    """The seed names the log type 'error' by example; a widget writing ``Error`` or ``ERROR`` logs
+    the same thing: not a message, a failed hand-off when no agent wrote, a system item in
+    ``reporting.messages`` (before, it counted as the user's message and the conversation as
+    bot-handled)."""
+    from tests.integration.test_unless import documents, load, objects
+
+    sandbox = clean_warehouse
+    key_, doc = sorted(documents(sandbox).items())[3]
+    first = doc["chatHistory"][0]["timestamp"]
+    spelled = ["message", "Error", "message", "ERROR"]
+    senders = ["user", "user", "bot", "bot"]
+    items = [{"type": kind, "sender": who, "uuid": str(uuid.uuid4()), "hidden": False, "content": f"item {n}",
+              "timestamp": first + 1000 * n} for n, (kind, who) in enumerate(zip(spelled, senders))]
+    conversation = key_.rsplit("/", 1)[1].removesuffix(".json")
+    with objects(sandbox, {key_: json.dumps(dict(doc, chatHistory=items)).encode()}):
+        load(sandbox, run_id="unless-error-spelling")
+    build(sandbox)
+    with sandbox.warehouse() as conn:
+        counted = conn.execute("SELECT user_messages, bot_messages, agent_messages, outcome FROM reporting.conversations "
+                               "WHERE source = 'unless' AND conversation_id = %s", (conversation,)).fetchone()
+        roles = conn.execute("SELECT sender_role FROM reporting.messages WHERE source = 'unless' AND "
+                             "conversation_id = %s ORDER BY sent_at", (conversation,)).fetchall()
+    assert counted == (1, 1, 0, "failed_escalation")
+    assert [r for (r,) in roles] == ["user", "system", "bot", "system"]
+
+
 # -- ids as long as the loader lets through, in every key of every source ------------------------------
 
 

@@ -228,6 +228,39 @@ def test_log_types_and_formats_the_seed_leaves_open_pass_the_gate_with_a_warning
                       ("type", "warning", [{"value": "button", "count": 1}])]
 
 
+def test_timestamps_in_seconds_as_numeric_strings_or_iso_land_at_their_time_and_a_bad_one_alone_is_quarantined(
+        clean_warehouse):
+    """The seed types ``timestamp`` and ``createdAt`` "number" and names no unit: seconds land as
+    seconds (as milliseconds they would be 1970), a number sent as a string and an ISO 8601 string
+    land as the time they say.  A log item whose timestamp is no time (``now``, which PostgreSQL
+    would read as the load time, or ``12 o'clock``) is quarantined alone with its reason; before, a
+    numeric string became the conversation's start and quarantined the whole conversation."""
+    sandbox = clean_warehouse
+    key, doc = sorted(documents(sandbox).items())[2]
+    start = dt.datetime.fromtimestamp(doc["chatHistory"][0]["timestamp"] // 1000, dt.timezone.utc)
+    at = [start + dt.timedelta(seconds=n) for n in (0, 7, 15)]
+    sent = [int(at[0].timestamp()), str(int(at[1].timestamp() * 1000)),
+            at[2].strftime("%Y-%m-%dT%H:%M:%SZ"), "now", "12 o'clock"]
+    items = [{"type": "message", "sender": "user", "uuid": str(uuid.uuid4()), "hidden": False,
+              "content": f"item {n}", "timestamp": stamp} for n, stamp in enumerate(sent)]
+    odd = {k: v for k, v in doc.items() if k != "createdAt"} | {"chatHistory": items}
+    with objects(sandbox, {key: json.dumps(odd).encode()}):
+        summary = load(sandbox, run_id="unless-times")
+    assert summary["conversations"]["rows_rejected"] == 0 and summary["logs"]["rows_rejected"] == 2
+    with sandbox.warehouse() as conn:
+        started = conn.execute("SELECT started_at, created_at FROM staging.unless_conversations "
+                               "WHERE object_key = %s", (key,)).fetchone()
+        logged = conn.execute("SELECT l.position, l.logged_at FROM staging.unless_logs l "
+                              "JOIN staging.unless_conversations c USING (website, session, conversation_id) "
+                              "WHERE c.object_key = %s ORDER BY l.position", (key,)).fetchall()
+        reasons = sorted(r for (r,) in conn.execute(
+            "SELECT reason FROM audit.rejected_records WHERE run_id = 'unless-times'"))
+    assert started == (at[0], None)
+    assert logged == list(enumerate(at))
+    assert reasons == ["logged_at: '12 o''clock' is not a valid timestamptz",
+                       "logged_at: 'now (no date in it)' is not a valid timestamptz"]
+
+
 def test_dag_run_lands_every_website_and_passes_the_gate(clean_warehouse, airflow, tmp_path):
     import psycopg
 

@@ -1,17 +1,18 @@
 -- Unless: one row per conversation object, dated by createdAt (or its first log item when createdAt is
--- absent).  Error log items are not messages.  outcome: a support agent wrote (sender = 'support') →
--- escalated; live chat was entered (isLiveChat) or the widget logged an error, and no agent wrote →
--- failed_escalation; otherwise bot_handled.  Intents are the topics (segmentId) of the user's log items
--- in time order; user_key is the HMAC of personalizationId.
+-- absent).  Error log items (type 'error' by reporting.vocabulary_key, so 'Error' too) are not
+-- messages.  outcome: a support agent wrote (sender = 'support') → escalated; live chat was entered
+-- (isLiveChat) or the widget logged an error, and no agent wrote → failed_escalation; otherwise
+-- bot_handled.  Intents are the topics (segmentId) of the user's log items in time order; user_key is
+-- the HMAC of personalizationId.
 WITH convs AS (
     SELECT * FROM staging.unless_conversations
     WHERE started_at >= %(day_start)s AND started_at < %(day_end)s
 ), logs AS (
     SELECT l.website, l.session, l.conversation_id, max(l.logged_at) AS ended_at,
-           count(*) FILTER (WHERE l.sender = 'user' AND l.type IS DISTINCT FROM 'error') AS user_messages,
-           count(*) FILTER (WHERE l.sender = 'bot' AND l.type IS DISTINCT FROM 'error') AS bot_messages,
-           count(*) FILTER (WHERE l.sender = 'support' AND l.type IS DISTINCT FROM 'error') AS agent_messages,
-           bool_or(l.is_live_chat IS TRUE OR l.type = 'error') AS handoff_attempted,
+           count(*) FILTER (WHERE l.sender = 'user' AND NOT l.is_error) AS user_messages,
+           count(*) FILTER (WHERE l.sender = 'bot' AND NOT l.is_error) AS bot_messages,
+           count(*) FILTER (WHERE l.sender = 'support' AND NOT l.is_error) AS agent_messages,
+           bool_or(l.is_live_chat IS TRUE OR l.is_error) AS handoff_attempted,
            (array_agg(l.segment_id ORDER BY l.logged_at, l.position)
                 FILTER (WHERE l.sender = 'user' AND l.segment_id IS NOT NULL))[1] AS first_intent,
            (array_agg(l.segment_id ORDER BY l.logged_at DESC, l.position DESC)
@@ -19,7 +20,8 @@ WITH convs AS (
            (array_agg(l.segment_id ORDER BY l.logged_at, l.position)
                 FILTER (WHERE l.sender = 'user' AND l.segment_id <> ALL (%(excluded_intents)s)))[1]
                AS first_meaningful_intent
-    FROM staging.unless_logs l JOIN convs USING (website, session, conversation_id)
+    FROM (SELECT *, coalesce(reporting.vocabulary_key(type) = 'error', false) AS is_error
+          FROM staging.unless_logs) l JOIN convs USING (website, session, conversation_id)
     GROUP BY l.website, l.session, l.conversation_id
 )
 INSERT INTO day_conversations (source, tenant, conversation_id, started_at, ended_at, conversation_date,

@@ -55,9 +55,10 @@ CONVERSATIONS = TableSpec(
         Column("last_modified", "timestamptz", nullable=False, description="The object's LastModified."),
         Column("etag", "text"),
         Column("conversation_name", "text"),
-        Column("created_at", "timestamptz", description="createdAt (epoch ms); absent on old data, says the seed."),
+        Column("created_at", "timestamptz",
+               description="createdAt (epoch ms or s); absent on old data, says the seed."),
         Column("started_at", "timestamptz",
-               description="createdAt, or the first log item's timestamp when createdAt is absent."),
+               description="createdAt, or the first log item's time when createdAt is absent."),
         Column("metadata", "jsonb"),
         Column("personalization_id", "text"),
         Column("session_id", "text", description="sessionId as the document states it."),
@@ -83,7 +84,7 @@ LOGS = TableSpec(
         Column("uuid", "text", nullable=False, keyed=True),
         Column("type", "text", examples=LOG_TYPES),
         Column("sender", "text", allowed=SENDERS),
-        Column("logged_at", "timestamptz", description="timestamp (epoch ms)."),
+        Column("logged_at", "timestamptz", description="timestamp (epoch ms or s)."),
         Column("hidden", "boolean"),
         Column("historical", "boolean"),
         Column("local", "boolean"),
@@ -115,16 +116,42 @@ def parse_key(key: str) -> dict[str, str] | None:
     return match.groupdict() if match else None
 
 
-def epoch_ms(value: Any) -> str | None:
-    """An epoch-milliseconds number as an ISO timestamp; anything else as its text (so it is rejected)."""
+#: The seed types ``timestamp`` and ``createdAt`` "number" and names no unit.  The widget writes epoch
+#: milliseconds; a number below this one is read as seconds.  Either reading of a number is the only
+#: one that can land: below it, milliseconds fall before 1973, and from it on, seconds fall after the
+#: year 5138 (both quarantined, before 2000-01-01 or in the future).
+EPOCH_SECONDS_BELOW = 100_000_000_000
+_EPOCH_TEXT = re.compile(r"\s*-?[0-9]+(\.[0-9]+)?\s*")
+_DIGIT = re.compile("[0-9]")
+
+
+def epoch_time(value: Any) -> dt.datetime | str | None:
+    """An epoch number (milliseconds, or seconds: :data:`EPOCH_SECONDS_BELOW`), a string of one or
+    an ISO 8601 string (UTC when it names no offset) as a UTC time; any other value as its text,
+    which the loader quarantines with its reason unless PostgreSQL reads it as a timestamp.  A text
+    without a digit is marked so that it cannot be read: PostgreSQL reads ``now`` or ``today`` as
+    the time of the load."""
     if value is None:
         return None
+    if isinstance(value, str):
+        if not _EPOCH_TEXT.fullmatch(value):
+            try:
+                parsed = dt.datetime.fromisoformat(value.strip())
+            except ValueError:
+                return value if _DIGIT.search(value) else f"{value} (no date in it)"
+            return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
+        value = float(value)
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         try:
-            return dt.datetime.fromtimestamp(value / 1000, dt.timezone.utc).isoformat()
-        except (OverflowError, OSError, ValueError):
-            return f"epoch ms {value!r} (out of range)"
+            seconds = value if abs(value) < EPOCH_SECONDS_BELOW else value / 1000
+            return dt.datetime.fromtimestamp(seconds, dt.timezone.utc)
+        except (OverflowError, OSError, ValueError):  # NaN, or beyond the calendar
+            return f"epoch {value!r} (out of range)"
     return str(value)
+
+
+def _iso(value: dt.datetime | str | None) -> str | None:
+    return value.isoformat() if isinstance(value, dt.datetime) else value
 
 
 class BadDocument(ValueError):
@@ -149,6 +176,7 @@ def document_rows(ref: ObjectRef, ids: dict[str, str], doc: Any) -> tuple[dict, 
     common = {"website": ids["website"], "session": ids["session"], "conversation_id": ids["conversation"],
               "last_modified": last_modified}
     logs = []
+    first_log = None
     for position, item in enumerate(items):
         row = {**common, "position": str(position)}
         if not isinstance(item, dict):
@@ -157,9 +185,12 @@ def document_rows(ref: ObjectRef, ids: dict[str, str], doc: Any) -> tuple[dict, 
         else:
             extra = {k: v for k, v in item.items() if k not in LOG_FIELDS}
             content = item.get("content")
+            logged_at = epoch_time(item.get("timestamp"))
+            if isinstance(logged_at, dt.datetime) and (first_log is None or logged_at < first_log):
+                first_log = logged_at
             row.update(
                 uuid=as_text(item.get("uuid")), type=as_text(item.get("type")), sender=as_text(item.get("sender")),
-                logged_at=epoch_ms(item.get("timestamp")), hidden=as_text(item.get("hidden")),
+                logged_at=_iso(logged_at), hidden=as_text(item.get("hidden")),
                 historical=as_text(item.get("historical")), local=as_text(item.get("local")),
                 segment_id=as_text(item.get("segmentId")), message_format=as_text(item.get("messageFormat")),
                 parent_id=as_text(item.get("parentId")), is_live_chat=as_text(item.get("isLiveChat")),
@@ -167,13 +198,11 @@ def document_rows(ref: ObjectRef, ids: dict[str, str], doc: Any) -> tuple[dict, 
                 extra=json.dumps(extra, ensure_ascii=False) if extra else None,
             )
         logs.append(row)
-    first_log = min((r["logged_at"] for r in logs if r.get("logged_at") and not r["logged_at"].startswith("epoch")),
-                    default=None)
-    created = epoch_ms(doc.get("createdAt"))
+    created = _iso(epoch_time(doc.get("createdAt")))
     conversation = {
         **common, "account": ids["account"], "object_key": ref.key, "etag": ref.etag,
         "conversation_name": as_text(doc.get("conversationName")), "created_at": created,
-        "started_at": created or first_log, "metadata": as_text(doc.get("metadata")),
+        "started_at": created or _iso(first_log), "metadata": as_text(doc.get("metadata")),
         "personalization_id": as_text(doc.get("personalizationId")), "session_id": as_text(doc.get("sessionId")),
         "starting_message_sent": as_text(doc.get("startingMessageSent")), "website_id": as_text(doc.get("websiteId")),
         "history_field": field, "log_items": str(len(items)),
