@@ -120,6 +120,36 @@ def test_records_jsonb_cannot_store_and_intents_that_are_not_objects_are_quarant
         ("intents", "triggered_intent_replies: an item is not an object", "Greeting")]
 
 
+def test_a_time_with_no_date_in_it_is_quarantined_not_read_as_the_load_time(clean_warehouse):
+    """PostgreSQL reads ``now``, ``today`` or ``yesterday`` as a time of the load: an export string
+    like that would have landed as if the vendor had said it (it passes every range check).  Such a
+    conversation, or intent, is quarantined with its reason; the rest of the file lands."""
+    sandbox = clean_warehouse
+    day = sandbox.days[0]
+    path = sandbox.dataset / "ultimate" / "ult-telco" / f"{day}.json"
+    original = path.read_bytes()
+    good = json.loads(original)[:2]
+    intents = [{"intent_name": "Order status", "intent_timestamp": "today", "not_meaningful": False}]
+    records = [good[0], dict(good[1], conversation_id="said-now", conversation_start_time="now"),
+               dict(good[1], conversation_id="intent-today", triggered_intent_replies=intents)]
+    path.write_text(json.dumps(records))
+    try:
+        summary = load(day, bot="ult-telco", run_id="ult-now")
+    finally:
+        path.write_bytes(original)
+    assert (summary["conversations"]["rows_landed"], summary["conversations"]["rows_rejected"]) == (2, 1)
+    assert summary["intents"]["rows_rejected"] == 1
+    with sandbox.warehouse() as conn:
+        rejected = conn.execute("SELECT table_name, payload->>'conversation_id', reason FROM audit.rejected_records "
+                                "WHERE run_id = 'ult-now' ORDER BY table_name").fetchall()
+        landed = conn.execute("SELECT count(*) FROM staging.ultimate_intents WHERE conversation_id = "
+                              "'intent-today'").fetchone()
+    assert rejected == [
+        ("conversations", "said-now", "conversation_start_time: 'now (no date in it)' is not a valid timestamptz"),
+        ("intents", "intent-today", "intent_timestamp: 'today (no date in it)' is not a valid timestamptz")]
+    assert landed == (0,)
+
+
 def test_a_date_outside_the_vendors_window_fails_before_any_work(clean_warehouse):
     old = dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=40)
     with pytest.raises(Exception, match="keeps exports for 30 days"):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from chat_ingest.sources.values import NO_DATE_MARK
 from chat_ingest.tablespec import MARK_COLUMNS, TENANT_MAX_BYTES, Column, MergeRule, TableSpec
 
 if TYPE_CHECKING:
@@ -79,7 +80,8 @@ def projection(spec: TableSpec, bot: str) -> sql.Composed:
     """The rows of ``spec``'s table in ``_ultimate_documents``, as text (see ``Extraction.query``).
 
     A field lands as ``->>`` gives it: a string as is, ``true`` / ``false``, a number or a
-    container as its JSON text -- but a ``jsonb`` column takes the value as ``jsonb`` (``->``,
+    container as its JSON text (a time without a digit marked unreadable: ``now`` is no vendor's
+    time, see :data:`~chat_ingest.sources.values.NO_DATE_MARK`) -- but a ``jsonb`` column takes the value as ``jsonb`` (``->``,
     the same text when cast), so a landing that types it does not print and parse it again;
     ``conversations_data`` (a JSON document inside a string) is that string, parsed when it is
     cast to ``jsonb``.  Intents are the items of
@@ -116,6 +118,10 @@ def projection(spec: TableSpec, bot: str) -> sql.Composed:
         ).format(f=sql.Literal("triggered_intent_replies"))
     else:
         raise ValueError(f"no projection for {spec.qualified_name}")
+    for column in spec.columns:
+        if column.pg_type == "timestamptz":  # the seed's times are strings: see NO_DATE_MARK
+            columns[column.name] = sql.SQL("CASE WHEN {t} !~ '[0-9]' THEN {t} || {mark} ELSE {t} END").format(
+                t=columns[column.name], mark=sql.Literal(NO_DATE_MARK))
     columns["export_date"] = sql.SQL("d.export_date::text")
     return sql.SQL("SELECT {} FROM {}").format(sql.SQL(", ").join(
         [sql.SQL("{} AS {}").format(columns[name], sql.Identifier(name)) for name in spec.column_names]

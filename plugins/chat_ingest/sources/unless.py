@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from chat_ingest.sources.values import as_text
+from chat_ingest.sources.values import NO_DATE_MARK, as_text
 from chat_ingest.tablespec import TENANT_MAX_BYTES, Column, MergeRule, TableSpec
 
 SOURCE = "unless"
@@ -128,9 +128,8 @@ _DIGIT = re.compile("[0-9]")
 def epoch_time(value: Any) -> dt.datetime | str | None:
     """An epoch number (milliseconds, or seconds: :data:`EPOCH_SECONDS_BELOW`), a string of one or
     an ISO 8601 string (UTC when it names no offset) as a UTC time; any other value as its text,
-    which the loader quarantines with its reason unless PostgreSQL reads it as a timestamp.  A text
-    without a digit is marked so that it cannot be read: PostgreSQL reads ``now`` or ``today`` as
-    the time of the load."""
+    which the loader quarantines with its reason unless PostgreSQL reads it as a timestamp (a text
+    without a digit is marked unreadable: :data:`~chat_ingest.sources.values.NO_DATE_MARK`)."""
     if value is None:
         return None
     if isinstance(value, str):
@@ -138,7 +137,7 @@ def epoch_time(value: Any) -> dt.datetime | str | None:
             try:
                 parsed = dt.datetime.fromisoformat(value.strip())
             except ValueError:
-                return value if _DIGIT.search(value) else f"{value} (no date in it)"
+                return value if _DIGIT.search(value) else value + NO_DATE_MARK
             return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
         value = float(value)
     if isinstance(value, (int, float)) and not isinstance(value, bool):

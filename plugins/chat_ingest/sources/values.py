@@ -6,6 +6,11 @@ from typing import Any
 
 import orjson
 
+#: Appended to a time given as text without a digit, so that the loader's cast refuses it and the
+#: row is quarantined: PostgreSQL reads ``now``, ``today``, ``tomorrow`` and ``yesterday`` as times
+#: of the load, which would land as if the vendor had said them.
+NO_DATE_MARK = " (no date in it)"
+
 
 def as_text(value: Any) -> str | None:
     """JSON for containers, lower-case for booleans, ``str`` otherwise; None stays NULL.
