@@ -41,8 +41,13 @@ def window_days(start: dt.datetime, end: dt.datetime) -> list[dt.date]:
 
 
 def resolve_window(params: dict[str, Any], data_interval_start, data_interval_end,
-                   run_type: str | None = None) -> dict[str, Any]:
-    """The window as ISO strings (XCom-friendly) from the run's params or data interval."""
+                   run_type: str | None = None, now: dt.datetime | None = None) -> dict[str, Any]:
+    """The window as ISO strings (XCom-friendly) from the run's params or data interval.
+
+    A window whose last day has not begun (``now``: the clock) is refused: nothing can be loaded for
+    it, and a run that "loaded" 2062-11-30 for a mistyped 2026 would succeed with 0 rows.  Today
+    itself may be loaded, as far as it has come; its scheduled run loads it whole.
+    """
     if run_type == "backfill" and any(params.get(name) for name in DAY_PARAMS):
         log.warning("a backfill run loads its own interval: ignoring %s",
                     ", ".join(f"{name}={params[name]}" for name in DAY_PARAMS if params.get(name)))
@@ -60,13 +65,24 @@ def resolve_window(params: dict[str, Any], data_interval_start, data_interval_en
         if end <= start:
             raise WindowParamsError(f"end_date {last} is before start_date {first}")
     elif data_interval_start is not None and data_interval_end is not None:
-        start, end = data_interval_start.astimezone(UTC), data_interval_end.astimezone(UTC)
+        start, end = _utc(data_interval_start), _utc(data_interval_end)
     else:
         raise WindowParamsError("no window: pass the 'date' param (YYYY-MM-DD) or run on a schedule")
     if end <= start:
         raise WindowParamsError(f"empty window [{start}, {end}): a bare cron schedule has no data interval; "
                          "use a data-interval timetable or pass 'date'")
+    now = now or dt.datetime.now(UTC)
+    last_day_starts = end - dt.timedelta(days=1)
+    if last_day_starts > now:
+        raise WindowParamsError(f"{last_day_starts.date()} has not begun yet (it is {now:%Y-%m-%d %H:%M} UTC): "
+                                "nothing can be loaded for it")
     return {"start": start.isoformat(), "end": end.isoformat(), "full_refresh": bool(params.get("full_refresh"))}
+
+
+def _utc(moment: dt.datetime) -> dt.datetime:
+    """A data interval's bound (a pendulum ``DateTime`` in a task) as a plain UTC datetime: pendulum's
+    arithmetic drops a ``datetime.timezone`` it did not make (``bound - timedelta`` came out naive)."""
+    return dt.datetime.fromisoformat(moment.isoformat()).astimezone(UTC)
 
 
 def parse_window(window: dict[str, str]) -> tuple[dt.datetime, dt.datetime]:

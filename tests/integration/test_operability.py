@@ -28,7 +28,7 @@ LOOPBACK = {"127.0.0.1", "::1"}
 
 
 def api(services, method: str, path: str, **kwargs) -> requests.Response:
-    headers = {"Authorization": f"Bearer {services.token()}"}
+    headers = {"Authorization": f"Bearer {services.token()}", **kwargs.pop("headers", {})}
     return requests.request(method, f"{services.url}/api/v2{path}", headers=headers, timeout=60, **kwargs)
 
 
@@ -120,6 +120,41 @@ def test_a_scheduler_killed_mid_run_is_replaced_and_every_run_completes_unaided(
     assert states == {run_id: "success" for run_id in run_ids}, supervisor.log_of("scheduler").read_text()[-3000:]
     assert supervisor.restarts("scheduler") == restarts + 1
     assert session_processes(killed) == []  # nothing the killed scheduler started outlived it
+
+
+def test_a_run_asked_for_a_day_not_begun_or_for_two_windows_fails_at_once_and_says_why(sandbox, airflow,
+                                                                                        airflow_services):
+    """A user's mistyped year (2062 for 2026) passed the form's date check and ran: every load
+    "succeeded" with 0 rows and the run was green.  Now such a run, like one naming a day and a
+    range at once, fails in ``resolve_window`` on its first try, loads nothing, and the task's log
+    (read as the UI reads it, through the REST API) says why."""
+    services = airflow_services
+    dag_id, day = "botslovers_ingest", sandbox.days[0].isoformat()
+    asked = {"2062-11-30 has not begun yet": {"date": "2062-11-30"},
+             "pass either 'date' or 'start_date' / 'end_date', not both": {"date": day, "start_date": day}}
+    assert api(services, "PATCH", f"/dags/{dag_id}", json={"is_paused": False}).ok
+    try:
+        run_ids = {}
+        for message, conf in asked.items():
+            answer = api(services, "POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf})
+            assert answer.ok, answer.text  # the form's own checks pass: both are dates
+            run_ids[message] = answer.json()["dag_run_id"]
+        states = wait_for_runs(airflow, dag_id, list(run_ids.values()), timeout=900)
+    finally:
+        api(services, "PATCH", f"/dags/{dag_id}", json={"is_paused": True})
+    assert set(states.values()) == {"failed"}
+    for message, run_id in run_ids.items():
+        tasks = {t["task_id"]: (t["state"], t["try_number"]) for t in api(
+            services, "GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances").json()["task_instances"]}
+        assert tasks["resolve_window"] == ("failed", 1)  # no retry can fix the params
+        assert {state for task, (state, _) in tasks.items() if task.startswith("load_")} == {"upstream_failed"}
+        log = api(services, "GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/resolve_window/logs/1",
+                  headers={"Accept": "application/json"}).json()
+        assert message in json.dumps(log["content"])
+    with sandbox.warehouse() as conn:  # no audit schema at all: nothing was ever loaded
+        if conn.execute("SELECT to_regclass('audit.load_log')").fetchone()[0]:
+            assert conn.execute("SELECT count(*) FROM audit.load_log WHERE window_start >= '2062-11-30'"
+                                ).fetchone() == (0,)
 
 
 def test_each_validate_task_links_to_its_own_page_of_the_one_data_docs_site(sandbox, airflow, airflow_services):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pendulum
 import pytest
 
 from chat_ingest.hooks.clickhouse import UnsafeIdentifierError, check_identifier
@@ -113,6 +114,16 @@ def test_identifier_allow_list_accepts_plain_names():
     assert check_identifier("acme_2", "company") == "acme_2"
 
 
+def test_a_day_that_has_not_begun_is_refused_and_today_may_be_loaded():
+    """A manual run for 2030-01-01 (a mistyped year) used to succeed with 0 rows in every table."""
+    now = dt.datetime(2026, 12, 2, 0, 53, tzinfo=UTC)
+    for params in ({"date": "2030-01-01"}, {"date": "2026-12-03"}, {"start_date": "2026-11-30", "end_date": "2026-12-03"}):
+        with pytest.raises(ValueError, match=r"2\d{3}-\d\d-\d\d has not begun yet \(it is 2026-12-02 00:53 UTC\)"):
+            resolve_window(params, None, None, now=now)
+    assert resolve_window({"date": "2026-12-02"}, None, None, now=now)["end"] == "2026-12-03T00:00:00+00:00"
+    assert resolve_window({"start_date": "2026-11-30", "end_date": "2026-12-02"}, None, None, now=now)
+
+
 def test_window_from_the_date_param_or_the_data_interval():
     assert resolve_window({"date": "2026-11-18"}, None, None) == {
         "start": "2026-11-18T00:00:00+00:00", "end": "2026-11-19T00:00:00+00:00", "full_refresh": False}
@@ -124,6 +135,10 @@ def test_window_from_the_date_param_or_the_data_interval():
         resolve_window({"date": "2026-11-18", "start_date": "2026-11-16"}, None, None)
     start = dt.datetime(2026, 11, 18, tzinfo=UTC)
     assert resolve_window({}, start, start + dt.timedelta(days=1))["end"] == "2026-11-19T00:00:00+00:00"
+    # as a task's context hands them over: pendulum, whose arithmetic once made a bound naive
+    first, after = pendulum.datetime(2026, 11, 18, tz="UTC"), pendulum.datetime(2026, 11, 19, tz="Europe/Berlin")
+    assert resolve_window({}, first, after) == {
+        "start": "2026-11-18T00:00:00+00:00", "end": "2026-11-18T23:00:00+00:00", "full_refresh": False}
     with pytest.raises(ValueError, match="empty window"):
         resolve_window({}, start, start)
     with pytest.raises(ValueError, match="no window"):
