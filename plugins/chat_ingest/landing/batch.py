@@ -65,8 +65,8 @@ class Extraction:
     ``digest``, for a source that can compute one, returns the number of rows and the sum,
     modulo 2**64, of each row's MD5 (first 8 bytes, big-endian) over its canonical text: its
     columns in spec order joined by ``chr(31)``; text as is, integers in decimal, timestamps as
-    ``YYYY-MM-DD HH:MM:SS`` in UTC (whole seconds, as the sources that offer a digest store
-    them), NULL as ``chr(30)``.  When staging's rows of the range hash to the same digest, a
+    ``YYYY-MM-DD HH:MM:SS`` in UTC, followed by their fraction of a second without its trailing
+    zeros when they have one (``…:00.125``), NULL as ``chr(30)``.  When staging's rows of the range hash to the same digest, a
     load would change nothing, so the loader skips it.  Anything else (a changed, new or
     quarantined row, a duplicate, a tampered staging row) makes the digests differ and the
     range load in full.  ``digest_exact``: the source is PostgreSQL too and digests with

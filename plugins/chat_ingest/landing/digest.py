@@ -44,8 +44,11 @@ def digest_sql(spec: TableSpec, relation: sql.Composable, where: sql.Composable,
 
     def canonical(col: Column) -> sql.Composable:
         value = sql.Identifier(col.name)
-        if col.pg_type == "timestamptz":
-            value = sql.SQL("to_char(({})::timestamptz AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS')").format(value)
+        if col.pg_type == "timestamptz":  # whole seconds, or the fraction's digits up to its last non-zero one
+            value = sql.SQL(
+                "CASE WHEN date_trunc('second', {v}) = {v} THEN to_char({v} AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') "
+                "ELSE rtrim(to_char({v} AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US'), '0') END"
+            ).format(v=sql.SQL("({})::timestamptz").format(value))
         return sql.SQL("coalesce(({})::text, chr(30))").format(value)
 
     return sql.SQL(

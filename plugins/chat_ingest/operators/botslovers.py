@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
 
@@ -45,7 +46,7 @@ def digest_query(spec: TableSpec, source_table: str, source_types: Mapping[str, 
     from chat_ingest.hooks.clickhouse import check_identifier
 
     check_identifier(source_table, "table name")
-    fields = ", ".join(f"ifNull({_value(c, source_types[c.name])}, char(30))" for c in spec.columns)  # text already
+    fields = ", ".join(f"ifNull({_digested(c, source_types[c.name])}, char(30))" for c in spec.columns)
     return (f"SELECT count(), sum(reinterpretAsUInt64(reverse(substring(MD5(concatWithSeparator(char(31), "
             f"{fields})), 1, 8)))) FROM `{source_table}` AS src {_window_filter(spec)}")
 
@@ -62,6 +63,19 @@ def _value(column: Column, source_type: str) -> str:
     if source_type in ("String", "Nullable(String)"):
         return f"src.`{column.name}`"
     return f"toString(src.`{column.name}`)"
+
+
+_DATETIME64_PRECISION = re.compile(r"DateTime64\((\d+)")
+
+
+def _digested(column: Column, source_type: str) -> str:
+    """A column's text in the digest: as extracted, but a ``DateTime64`` with a fraction of a second
+    without its trailing zeros, as staging's digest renders a timestamp (``…:00.125``, a whole second
+    ``…:00``); printed with all its digits (``…:00.000``), no such table's rerun ever matched staging."""
+    precision = _DATETIME64_PRECISION.search(source_type)
+    if precision and int(precision.group(1)) > 0:
+        return f"replaceRegexpOne({_value(column, source_type)}, '\\\\.?0+$', '')"
+    return _value(column, source_type)
 
 
 def _window_filter(spec: TableSpec) -> str:
