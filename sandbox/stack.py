@@ -342,7 +342,9 @@ def write_sources_config(path: Path, dataset: Path) -> None:
     config["ultimate"]["bots"] = _tenants(dataset, "ultimate")
     config["unless"].update(bucket=UNLESS_BUCKET, account=unless.get("account", ""),
                             websites=unless.get("websites", []))
-    config["settle_minutes"] = 0  # the stand-ins hold every row of a day before it ends: nothing comes late
+    # the stand-ins hold every row of a day before it ends: nothing comes late, nothing to recheck
+    config["settle_minutes"] = 0
+    config["recheck_days"] = 0
     path.write_text(yaml.safe_dump(config, sort_keys=False))
 
 

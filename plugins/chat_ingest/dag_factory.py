@@ -69,6 +69,9 @@ def default_args() -> dict[str, Any]:
 START_DATE = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
 #: How long after its day ends a scheduled run starts, unless sources.yaml says otherwise (``settle_minutes``).
 DEFAULT_SETTLE_MINUTES = 60
+#: Days before its own that a scheduled run of a table source lands again, unless sources.yaml says
+#: otherwise (``recheck_days``): rows a vendor writes later than ``settle_minutes`` land the next day.
+DEFAULT_RECHECK_DAYS = 1
 
 
 def daily_schedule() -> DayNamedDataIntervalTimetable:
@@ -150,14 +153,23 @@ def ingest_params(tenant_label: str, tenants: list[str], full_refresh: bool) -> 
 
 
 @task
-def resolve_window() -> dict[str, str]:
+def resolve_window(recheck_days: int = 0) -> dict[str, str]:
     """The run's ``[start, end)``: the ``date`` param, or the data interval (the previous UTC day; a
-    backfill run's own day, whatever the form said)."""
+    backfill run's own day, whatever the form said); a scheduled run also names the
+    ``recheck_days`` days before it (:func:`chat_ingest.windows.resolve_window`)."""
     from chat_ingest.windows import resolve_window as resolve
 
     ctx = get_current_context()
     return resolve(ctx["params"], ctx.get("data_interval_start"), ctx.get("data_interval_end"),
-                   run_type=ctx["dag_run"].run_type)
+                   run_type=ctx["dag_run"].run_type, recheck_days=recheck_days)
+
+
+def recheck_days() -> int:
+    """How many days before its own a scheduled run of a table source lands again (``recheck_days``)."""
+    days = load_config().get("recheck_days", DEFAULT_RECHECK_DAYS)
+    if isinstance(days, bool) or not isinstance(days, int) or not 0 <= days <= 7:
+        raise ValueError(f"{config_path()}: recheck_days: expected whole days from 0 to 7, got {days!r}")
+    return days
 
 
 #: Load task instances per table at most, unless sources.yaml says otherwise (``max_load_tasks_per_table``).
@@ -210,7 +222,9 @@ def ingest_dag(*, dag_id: str, source: str, doc_md: str, tenant_label: str, tena
         deadline=landing_deadline(),
         template_searchpath=[str(SQL_DIR)],
     ) as dag:
-        window = resolve_window()
+        # a document source's days come back by themselves (Unless: the objects rewritten since its
+        # watermark) or never change (Ultimate's files): only a table source lands days again
+        window = resolve_window(0 if issubclass(load_operator, DocumentLoadOperator) else recheck_days())
         selected = select_tenants(tenants)
         batches = batch_tenants(selected, load_config().get("max_load_tasks_per_table", MAX_LOAD_TASKS_PER_TABLE))
         common = {"window": window, "pool": pool, **(operator_kwargs or {})}

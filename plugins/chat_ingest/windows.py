@@ -41,8 +41,13 @@ def window_days(start: dt.datetime, end: dt.datetime) -> list[dt.date]:
 
 
 def resolve_window(params: dict[str, Any], data_interval_start, data_interval_end,
-                   run_type: str | None = None, now: dt.datetime | None = None) -> dict[str, Any]:
+                   run_type: str | None = None, now: dt.datetime | None = None,
+                   recheck_days: int = 0) -> dict[str, Any]:
     """The window as ISO strings (XCom-friendly) from the run's params or data interval.
+
+    A scheduled run also names the ``recheck_days`` days before its window (``recheck_start``): a
+    table source lands each of them again, so the rows a vendor wrote after their own run land now
+    (an unchanged day is a digest comparison), and the gate checks them with the run's day.
 
     A window whose last day has not begun (``now``: the clock) is refused: nothing can be loaded for
     it, and a run that "loaded" 2062-11-30 for a mistyped 2026 would succeed with 0 rows.  Today
@@ -76,7 +81,10 @@ def resolve_window(params: dict[str, Any], data_interval_start, data_interval_en
     if last_day_starts > now:
         raise WindowParamsError(f"{last_day_starts.date()} has not begun yet (it is {now:%Y-%m-%d %H:%M} UTC): "
                                 "nothing can be loaded for it")
-    return {"start": start.isoformat(), "end": end.isoformat(), "full_refresh": bool(params.get("full_refresh"))}
+    window = {"start": start.isoformat(), "end": end.isoformat(), "full_refresh": bool(params.get("full_refresh"))}
+    if run_type == "scheduled" and recheck_days > 0:
+        window["recheck_start"] = (start - dt.timedelta(days=recheck_days)).isoformat()
+    return window
 
 
 def _utc(moment: dt.datetime) -> dt.datetime:
@@ -87,3 +95,17 @@ def _utc(moment: dt.datetime) -> dt.datetime:
 
 def parse_window(window: dict[str, str]) -> tuple[dt.datetime, dt.datetime]:
     return dt.datetime.fromisoformat(window["start"]), dt.datetime.fromisoformat(window["end"])
+
+
+def rechecked_days(window: dict[str, str]) -> list[tuple[dt.datetime, dt.datetime]]:
+    """The days a scheduled run lands again before its window (see :func:`resolve_window`), in order."""
+    if not window.get("recheck_start"):
+        return []
+    start = dt.datetime.fromisoformat(window["recheck_start"])
+    return [day_window(day) for day in window_days(start, parse_window(window)[0])]
+
+
+def checked_window(window: dict[str, str]) -> tuple[dt.datetime, dt.datetime]:
+    """What the gate validates: the window and the days the run rechecked before it."""
+    start, end = parse_window(window)
+    return (dt.datetime.fromisoformat(window["recheck_start"]) if window.get("recheck_start") else start), end

@@ -139,6 +139,38 @@ def test_the_exact_digest_tells_any_one_changed_value_of_every_a8_column_apart(s
             assert len({digest(base), *changed.values()}) == len(changed) + 1, (spec.name, changed)
 
 
+def test_a_scheduled_run_lands_an_activity_the_vendor_wrote_late_into_the_day_before(clean_warehouse):
+    """A8 has no ids: a day is replaced whole when it changed.  An activity written into day X after
+    X's run lands with the next scheduled run, which rechecks X; a manual run of a day does not."""
+    from chat_ingest.windows import resolve_window
+
+    sandbox = clean_warehouse
+    day, next_day = sandbox.days[0], sandbox.days[1]
+
+    def run(d: dt.date, run_type: str) -> dict:
+        window = resolve_window({}, *day_window(d), run_type=run_type, recheck_days=1)
+        return A8ToStagingOperator(task_id="load_agent_activities", tenant=None, table="agent_activities",
+                                   window=window).execute({"run_id": f"test-{uuid.uuid4().hex[:8]}"})
+
+    first = run(day, "scheduled")
+    late = dt.datetime.combine(day, dt.time(23, 59), dt.timezone.utc)
+    with a8_conn(sandbox) as source:
+        source.execute("INSERT INTO agent_activities (time, agent_id, session_id, event_name) "
+                       "VALUES (%s, 'late-agent', 'late-session', 'loggedIn')", (late,))
+    try:
+        assert "rechecked" not in run(next_day, "manual")
+        summary = run(next_day, "scheduled")
+    finally:
+        with a8_conn(sandbox) as source:
+            source.execute("DELETE FROM agent_activities WHERE agent_id = 'late-agent'")
+    [again] = summary["rechecked"]
+    assert again["window_start"][:10] == day.isoformat()
+    assert (again["rows_deleted"], again["rows_landed"]) == (first["rows_landed"], first["rows_landed"] + 1)
+    with sandbox.warehouse() as conn:
+        assert conn.execute("SELECT time FROM staging.a8_agent_activities WHERE agent_id = 'late-agent'"
+                            ).fetchall() == [(late,)]
+
+
 def test_a_row_at_midnight_lands_once_in_the_day_it_starts(clean_warehouse):
     sandbox = clean_warehouse
     day = sandbox.days[0]

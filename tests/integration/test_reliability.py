@@ -230,6 +230,41 @@ def test_duplicates_empty_keys_and_rows_on_the_boundary_land_once_in_their_day(c
                             (EDGE,)).fetchall() == [("id: empty key",), ("id: empty key",)]
 
 
+
+def test_a_scheduled_run_lands_what_the_vendor_wrote_late_into_the_day_before_and_leaves_the_rest(
+        clean_warehouse, edgeco):
+    """A row the vendor writes into day X after X's run (later than ``settle_minutes``) used to wait
+    for someone to rerun X by hand.  The next scheduled run rechecks X (``recheck_days``): the late
+    row lands, X's other rows keep their lineage, X is noted for the reporting rebuild; the run after
+    finds X unchanged and reads nothing of it."""
+    from chat_ingest.windows import day_window, resolve_window
+
+    day, next_day = dt.date(2026, 11, 10), dt.date(2026, 11, 11)
+    at = lambda d, hour: dt.datetime.combine(d, dt.time(hour), dt.timezone.utc)  # noqa: E731
+
+    def scheduled(d: dt.date, rid: str) -> dict:
+        window = resolve_window({}, *day_window(d), run_type="scheduled", recheck_days=1)
+        return BotsloversToStagingOperator(task_id="t", tenant=EDGE, table="messages", window=window).execute(
+            {"run_id": rid})
+
+    insert_messages(edgeco, [{"id": "x-1", "created_at": at(day, 9)}, {"id": "x-2", "created_at": at(day, 10)}])
+    assert scheduled(day, "run-day")["rows_landed"] == 2
+    insert_messages(edgeco, [{"id": "x-late", "created_at": at(day, 23)},
+                             {"id": "next-1", "created_at": at(next_day, 8)}])
+    summary = scheduled(next_day, "run-next")
+    [again] = summary["rechecked"]
+    assert (summary["window_start"][:10], summary["rows_landed"]) == ("2026-11-11", 1)
+    assert (again["window_start"][:10], again["rows_landed"], again["rows_unchanged"]) == ("2026-11-10", 1, 2)
+    with clean_warehouse.warehouse() as conn:
+        lineage = conn.execute("SELECT id, _run_id FROM staging.botslovers_messages WHERE company = %s ORDER BY id",
+                               (EDGE,)).fetchall()
+        noted = conn.execute("SELECT DISTINCT day::text FROM audit.changed_days WHERE run_id = 'run-next' "
+                             "ORDER BY 1").fetchall()
+    assert lineage == [("next-1", "run-next"), ("x-1", "run-day"), ("x-2", "run-day"), ("x-late", "run-next")]
+    assert noted == [("2026-11-10",), ("2026-11-11",)]
+    [unchanged] = scheduled(dt.date(2026, 11, 12), "run-after")["rechecked"]
+    assert unchanged["identical_to_staging"] and unchanged["rows_unchanged"] == 1
+
 # 4. -- two runs of the same day at once -------------------------------------------------------------
 
 def test_two_loads_of_the_same_day_at_once_serialise_and_equal_one_run(large_days):

@@ -124,6 +124,32 @@ def test_a_day_that_has_not_begun_is_refused_and_today_may_be_loaded():
     assert resolve_window({"start_date": "2026-11-30", "end_date": "2026-12-02"}, None, None, now=now)
 
 
+def test_a_scheduled_run_rechecks_the_configured_days_before_its_own_and_its_gate_covers_them(tmp_path,
+                                                                                                monkeypatch):
+    from chat_ingest.dag_factory import recheck_days
+    from chat_ingest.windows import checked_window, rechecked_days
+
+    day = dt.datetime(2026, 11, 18, tzinfo=UTC)
+    interval = (day, day + dt.timedelta(days=1))
+    scheduled = resolve_window({}, *interval, run_type="scheduled", recheck_days=2)
+    assert scheduled["recheck_start"] == "2026-11-16T00:00:00+00:00"
+    assert rechecked_days(scheduled) == [(day - dt.timedelta(days=2), day - dt.timedelta(days=1)),
+                                         (day - dt.timedelta(days=1), day)]
+    assert checked_window(scheduled) == (day - dt.timedelta(days=2), interval[1])
+    for run_type, params in (("manual", {"date": "2026-11-18"}), ("backfill", {}), ("scheduled", {})):
+        window = resolve_window(params, *interval, run_type=run_type, recheck_days=2 if run_type != "scheduled" else 0)
+        assert "recheck_start" not in window and rechecked_days(window) == [] and checked_window(window) == interval
+    config = tmp_path / "sources.yaml"
+    monkeypatch.setenv("CHAT_INGEST_CONFIG", str(config))
+    for text, days in (("{}\n", 1), ("recheck_days: 0\n", 0), ("recheck_days: 3\n", 3)):
+        config.write_text(text)
+        assert recheck_days() == days
+    for text in ("recheck_days: -1\n", "recheck_days: 8\n", "recheck_days: '1'\n", "recheck_days: true\n"):
+        config.write_text(text)
+        with pytest.raises(ValueError, match="recheck_days: expected whole days from 0 to 7"):
+            recheck_days()
+
+
 def test_window_from_the_date_param_or_the_data_interval():
     assert resolve_window({"date": "2026-11-18"}, None, None) == {
         "start": "2026-11-18T00:00:00+00:00", "end": "2026-11-19T00:00:00+00:00", "full_refresh": False}

@@ -71,9 +71,9 @@ class ValidateStagingOperator(BaseOperator):
 
         from chat_ingest.validation import ValidationFailed, run_gate
         from chat_ingest.warehouse import connect, ensure_schema
-        from chat_ingest.windows import parse_window
+        from chat_ingest.windows import checked_window
 
-        start, end = parse_window(self.window)
+        start, end = checked_window(self.window)  # with the days a scheduled run landed again
         dsn = PostgresHook(postgres_conn_id=self.warehouse_conn_id).sqlalchemy_url.render_as_string(
             hide_password=False).replace("postgresql+psycopg://", "postgresql+psycopg2://", 1)
         with connect(self.warehouse_conn_id) as conn:
