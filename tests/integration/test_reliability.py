@@ -221,7 +221,7 @@ def test_duplicates_empty_keys_and_rows_on_the_boundary_land_once_in_their_day(c
         time.tzset()
     assert (first["rows_extracted"], first["rows_duplicate"], first["rows_rejected"], first["rows_landed"]) == \
         (4, 1, 1, 2)
-    assert second["rows_landed"] == 3 and second["changed_days"] == ("2026-11-11",)
+    assert second["rows_landed"] == 3 and second["changed_days"] == ["2026-11-11"]
     assert overlapping["rows_landed"] == 0 and overlapping["rows_unchanged"] == 5
     assert staged_ids(sandbox) == [("dup-1", last_second), ("late-1", last_second),
                                    ("edge-0", midnight), ("edge-1", midnight), ("edge-2", midnight)]
@@ -286,12 +286,12 @@ def test_a_new_source_column_is_reported_and_the_rest_lands(clean_warehouse, edg
     at = dt.datetime(2026, 11, 10, 9, tzinfo=dt.timezone.utc)
     insert_messages(edgeco, [{"id": "m1", "created_at": at, "mood": "happy"}])
     summary = load_edge(at.date(), rid="run-drift")
-    assert summary["rows_landed"] == 1 and summary["ignored_columns"] == ("mood",)
+    assert summary["rows_landed"] == 1 and summary["ignored_columns"] == ["mood"]
     with clean_warehouse.warehouse() as conn:
         assert conn.execute("SELECT ignored_columns FROM audit.load_log WHERE run_id = 'run-drift'"
                             ).fetchone() == (["mood"],)
     again = load_edge(at.date(), rid="run-drift-again")  # unchanged: found identical, nothing extracted
-    assert again["identical_to_staging"] and again["ignored_columns"] == ("mood",)
+    assert again["identical_to_staging"] and again["ignored_columns"] == ["mood"]
 
 
 def agent_log_rows(client, rows: list[dict]) -> None:

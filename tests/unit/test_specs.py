@@ -150,6 +150,19 @@ def test_a_scheduled_run_rechecks_the_configured_days_before_its_own_and_its_gat
             recheck_days()
 
 
+def test_a_load_summary_is_plain_json_as_the_xcom_tab_shows_it():
+    """Tuples in a task's return value reach the UI's XCom tab wrapped in Airflow's serializer's
+    ``__classname__`` / ``__data__``; the summary holds lists instead."""
+    import json
+
+    from chat_ingest.landing.batch import LoadResult
+
+    summary = LoadResult(run_id="r", source="botslovers", table="messages", tenant="acme", window_start="a",
+                         window_end="b", ignored_columns=("mood",), changed_days=("2026-11-10",)).as_dict()
+    assert json.loads(json.dumps(summary)) == summary
+    assert (summary["ignored_columns"], summary["changed_days"]) == (["mood"], ["2026-11-10"])
+
+
 def test_window_from_the_date_param_or_the_data_interval():
     assert resolve_window({"date": "2026-11-18"}, None, None) == {
         "start": "2026-11-18T00:00:00+00:00", "end": "2026-11-19T00:00:00+00:00", "full_refresh": False}

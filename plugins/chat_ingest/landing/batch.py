@@ -112,7 +112,9 @@ class LoadResult:
     landed_straight: bool = False
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        """The summary as plain JSON (the task's XCom): lists, not tuples, which Airflow would show in
+        the UI's XCom tab wrapped as ``{'__classname__': 'builtins.tuple', '__data__': [...]}``."""
+        return {name: list(value) if isinstance(value, tuple) else value for name, value in asdict(self).items()}
 
 
 @dataclass
