@@ -79,11 +79,8 @@ def daily_schedule() -> DayNamedDataIntervalTimetable:
     (a pipeline's batches, a replica's lag) are then in the run's window instead of missed for good.
     A late-data deadline (``alerts.landed_by``) before the run may even start is refused: it would
     alert every day."""
-    config = load_config()
-    settle = config.get("settle_minutes", DEFAULT_SETTLE_MINUTES)
-    if isinstance(settle, bool) or not isinstance(settle, int) or not 0 <= settle < 24 * 60:
-        raise ValueError(f"{config_path()}: settle_minutes: expected whole minutes from 0 to 1439, got {settle!r}")
-    landed_by = (config.get("alerts") or {}).get("landed_by")
+    settle = _configured_count("settle_minutes", DEFAULT_SETTLE_MINUTES, "minutes", 24 * 60 - 1)
+    landed_by = (load_config().get("alerts") or {}).get("landed_by")
     if landed_by and landed_by_offset(landed_by) < dt.timedelta(minutes=settle):
         raise ValueError(f"{config_path()}: alerts.landed_by {landed_by} is before the scheduled runs start "
                          f"({settle} min after midnight UTC, settle_minutes): every day would raise the alert")
@@ -166,10 +163,15 @@ def resolve_window(recheck_days: int = 0) -> dict[str, str]:
 
 def recheck_days() -> int:
     """How many days before its own a scheduled run of a table source lands again (``recheck_days``)."""
-    days = load_config().get("recheck_days", DEFAULT_RECHECK_DAYS)
-    if isinstance(days, bool) or not isinstance(days, int) or not 0 <= days <= 7:
-        raise ValueError(f"{config_path()}: recheck_days: expected whole days from 0 to 7, got {days!r}")
-    return days
+    return _configured_count("recheck_days", DEFAULT_RECHECK_DAYS, "days", 7)
+
+
+def _configured_count(name: str, default: int, unit: str, most: int) -> int:
+    """sources.yaml's whole number ``name`` (``default`` when unset), refused outside ``[0, most]``."""
+    value = load_config().get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= most:
+        raise ValueError(f"{config_path()}: {name}: expected whole {unit} from 0 to {most}, got {value!r}")
+    return value
 
 
 #: Load task instances per table at most, unless sources.yaml says otherwise (``max_load_tasks_per_table``).

@@ -170,30 +170,30 @@ class ExtractLoadOperator(LandingOperator):
     def land(self, context) -> dict[str, Any]:
         """Land the window; on a scheduled run, then each day it rechecks, in its own transaction (an
         unchanged day is a digest comparison): the window's summary, with theirs as ``rechecked``."""
+        from chat_ingest.staging import StagingLoader
+        from chat_ingest.warehouse import connect, ensure_schema
         from chat_ingest.windows import parse_window, rechecked_days
 
         self.refuse_unsafe_tenant()
         if self.table not in self.tables:
             raise ValueError(f"unknown table {self.table!r}; known: {', '.join(sorted(self.tables))}")
-        spec = self.tables[self.table]
-        summary = self._land_range(spec, *parse_window(self.window), context["run_id"])
-        again = rechecked_days(self.window) if self.rechecks(spec) else []
-        if again:
+        spec, run_id = self.tables[self.table], context["run_id"]
+        ranges = [parse_window(self.window), *(rechecked_days(self.window) if self.rechecks(spec) else [])]
+        if len(ranges) > 1:
             self.log.info("rechecking the %d day(s) before the window: rows the vendor wrote after their run "
-                          "land now", len(again))
-            summary["rechecked"] = [self._land_range(spec, start, end, context["run_id"]) for start, end in again]
-        return summary
-
-    def _land_range(self, spec: TableSpec, start: dt.datetime, end: dt.datetime, run_id: str) -> dict[str, Any]:
-        from chat_ingest.staging import StagingLoader
-        from chat_ingest.warehouse import connect, ensure_schema
-
-        extraction = self.extraction(spec, start, end)
+                          "land now", len(ranges) - 1)
+        extractions = [self.extraction(spec, start, end) for start, end in ranges]  # the source, before the warehouse
+        summaries = []
         with connect(self.warehouse_conn_id) as conn:
             ensure_schema(conn)
-            loader = StagingLoader(conn, spec, run_id=run_id, tenant=self.tenant, window_start=start, window_end=end)
-            result = loader.land(extraction)
-        return self.report(spec, result, run_id)
+            for (start, end), extraction in zip(ranges, extractions):
+                loader = StagingLoader(conn, spec, run_id=run_id, tenant=self.tenant, window_start=start,
+                                       window_end=end)
+                summaries.append(self.report(spec, loader.land(extraction), run_id))
+        summary, *rechecked = summaries
+        if rechecked:
+            summary["rechecked"] = rechecked
+        return summary
 
 
 class DocumentLoadOperator(LandingOperator):
