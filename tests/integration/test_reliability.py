@@ -464,6 +464,28 @@ def test_a_key_or_conversation_too_large_for_an_index_entry_is_quarantined_not_t
 
 
 #: Every character a COPY format escapes or quotes, and look-alikes of its markers.
+def test_the_grouping_statements_hash_in_memory_and_the_session_gets_its_settings_back(sandbox):
+    """``Batch.hashing``: inside it, no sort and at least ``HASH_WORK_MEM`` of work_mem (a larger one
+    configured is kept); after it, the transaction's own settings, whatever they were."""
+    from chat_ingest.landing.batch import Batch
+
+    def settings(conn) -> tuple[str, str]:
+        return conn.execute("SELECT current_setting('enable_sort'), current_setting('work_mem')").fetchone()
+
+    day = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    with psycopg.connect(sandbox.warehouse_dsn) as conn:
+        batch = Batch(conn, botslovers.MESSAGES, run_id="hashing", tenant="acme", window_start=day,
+                      window_end=day + dt.timedelta(days=1))
+        assert Batch.HASH_WORK_MEM == "64MB"
+        for sorting, configured, inside in (("on", "1MB", "64MB"), ("off", "256MB", "256MB")):
+            conn.execute(f"SET LOCAL work_mem = '{configured}'")
+            conn.execute(f"SET LOCAL enable_sort = {sorting}")
+            with batch.hashing():
+                assert settings(conn) == ("off", inside)
+            assert settings(conn) == (sorting, configured)
+        conn.rollback()
+
+
 ESCAPES = "tab\there\nnew line\r\"double\" 'single' back\\slash \\N \\0 ,;| \x08\x0c\x0b é 😀"
 
 

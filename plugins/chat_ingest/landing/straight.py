@@ -50,22 +50,17 @@ def land_straight(batch: Batch, extraction: Extraction) -> LoadResult:
     result.rows_extracted, found_ignored = _extract_into_staging(batch, extraction)
     result.ignored_columns += found_ignored
     in_range = batch.in_range(extraction.start, extraction.end)
-    # OFFSET 0 keeps the checks below the grouping: the day's rows are grouped as (tenant, day,
-    # bad) triples, hashed instead of sorted whole.  The same scan groups them by conversation and
-    # day for the days table, if the spec keeps one.
-    rows = sql.SQL("SELECT {changes}, {fails} AS bad{conversation} FROM {target} t WHERE {in_range} OFFSET 0").format(
-        changes=batch.changes(), fails=fails(batch), target=batch.target, in_range=in_range,
-        conversation=conversation_day_items(spec, "t") if spec.days_table else sql.SQL(""))
     with batch.hashing():
+        _group_landed_rows(batch, in_range)
         landed, bad = conn.execute(sql.SQL(
-            "WITH {grouped}, "
+            "WITH landed AS (SELECT tenant, day, last_day, sum(n) AS n, sum(bad) AS bad FROM _landed "
+            "GROUP BY tenant, day, last_day), {conversation_days}"
             "good AS (SELECT * FROM landed WHERE n > bad), "
             "noted AS (INSERT INTO _changed {noted}) "
             "SELECT coalesce(sum(n), 0)::bigint, coalesce(sum(bad), 0)::bigint FROM landed"
-        ).format(grouped=_grouped_with_conversation_days(batch, rows) if spec.days_table else sql.SQL(
-            "landed AS (SELECT tenant, day, last_day, count(*) AS n, count(*) FILTER (WHERE bad) AS bad "
-            "FROM ({rows}) r GROUP BY tenant, day, last_day)").format(rows=rows),
+        ).format(conversation_days=_conversation_days(spec) if spec.days_table else sql.SQL(""),
                  noted=batch.noted_days("good"))).fetchone()
+    conn.execute("DROP TABLE _landed")
     if landed != result.rows_extracted:
         raise StraightLandingRefused(f"{result.rows_extracted - landed} rows outside "
                                      f"[{extraction.start}, {extraction.end})")
@@ -102,23 +97,35 @@ def _extract_into_staging(batch: Batch, extraction: Extraction) -> tuple[int, tu
     return copy_arrow_into(batch, extraction.arrow(), batch.target, straight=True)
 
 
-def _grouped_with_conversation_days(batch: Batch, rows: sql.Composable) -> sql.Composed:
-    """CTEs over the checking scan (``rows``) that group it once, by tenant, conversation, its day and
-    the reporting days the row touches, and read that twice: ``landed`` (tenant, day, last_day: the
-    counts and the changed days) and, added to the days table, the (tenant, conversation, day) triples.
+def _group_landed_rows(batch: Batch, in_range: sql.Composable) -> None:
+    """The checking scan: every row of the range just landed, checked and grouped into the temp
+    table ``_landed`` as (tenant, day, last_day) with its row and bad-row counts, by conversation
+    and its day too if the spec keeps a days table.
 
-    A conversation whose rows are all bad (its id may be what is wrong) gets no days: they are about
-    to be quarantined.  One scan of the rows just written instead of two, and one hash table: the
-    reporting days are the conversation's day, or a few more for a row with a period, so the groups
-    are hardly more than the conversation days (250k of a 3M-row Botslovers day).  ``GROUPING SETS``
-    of the two hashed every row twice (0.5-0.7 s more of that day; bench/README.md)."""
+    A statement of its own, a read into a new table, so PostgreSQL may scan with parallel workers
+    (the INSERTs of the statement that reads it would forbid them): a 3M-row Botslovers day's scan
+    took 3.3-4.2 s in one process and 2.0-2.2 s with two workers (bench/README.md).  ``OFFSET 0``
+    keeps the checks below the grouping, so the rows are grouped as hashed triples, not sorted
+    whole.  A conversation's rows are counted together, so one whose rows are all bad (its id may
+    be what is wrong) can be left out of the days table: they are about to be quarantined."""
+    spec = batch.spec
+    grouping = sql.SQL("tenant, day, last_day{}").format(
+        sql.SQL(", conversation_id, conversation_day") if spec.days_table else sql.SQL(""))
+    rows = sql.SQL("SELECT {changes}, {fails} AS bad{conversation} FROM {target} t WHERE {in_range} OFFSET 0").format(
+        changes=batch.changes(), fails=fails(batch), target=batch.target, in_range=in_range,
+        conversation=conversation_day_items(spec, "t") if spec.days_table else sql.SQL(""))
+    batch.conn.execute(sql.SQL(
+        "CREATE TEMP TABLE _landed ON COMMIT DROP AS SELECT {grouping}, count(*) AS n, "
+        "count(*) FILTER (WHERE bad) AS bad FROM ({rows}) r GROUP BY {grouping}"
+    ).format(grouping=grouping, rows=rows))
+
+
+def _conversation_days(spec) -> sql.Composed:
+    """CTEs adding the (tenant, conversation, day) triples of ``_landed`` with a good row to the
+    spec's days table: the reporting days are the conversation's day, or a few more for a row with
+    a period, so ``_landed`` holds hardly more groups than conversation days (250k of a 3M-row
+    Botslovers day)."""
     return sql.SQL(
-        "grouped AS (SELECT tenant, day, last_day, conversation_id, conversation_day, count(*) AS n, "
-        "count(*) FILTER (WHERE bad) AS bad FROM ({rows}) r "
-        "GROUP BY tenant, conversation_id, conversation_day, day, last_day), "
-        "landed AS (SELECT tenant, day, last_day, sum(n) AS n, sum(bad) AS bad FROM grouped "
-        "GROUP BY tenant, day, last_day), "
-        "conversation_days AS (SELECT DISTINCT tenant, conversation_id, conversation_day FROM grouped "
-        "WHERE n > bad), "
-        "kept AS ({keep})"
-    ).format(rows=rows, keep=keep_conversation_days(batch.spec, "conversation_days"))
+        "conversation_days AS (SELECT DISTINCT tenant, conversation_id, conversation_day FROM _landed "
+        "WHERE n > bad), kept AS ({keep}), "
+    ).format(keep=keep_conversation_days(spec, "conversation_days"))
