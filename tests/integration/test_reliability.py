@@ -309,24 +309,30 @@ def agent_log_rows(client, rows: list[dict]) -> None:
 
 def test_a_changed_type_and_impossible_timestamps_are_quarantined_with_reasons(clean_warehouse, edgeco):
     edgeco.command(f"ALTER TABLE chat_agent_log_{EDGE} MODIFY COLUMN response_rating Nullable(String)")
+    # a time as text: PostgreSQL reads 'now' (and 'today', 'epoch', ...) as a time, so it is marked
+    edgeco.command(f"ALTER TABLE chat_agent_log_{EDGE} MODIFY COLUMN deleted_at Nullable(String)")
     agent_log_rows(edgeco, [
-        {"id": "ok", "response_rating": "4"},
+        {"id": "ok", "response_rating": "4", "deleted_at": "2026-11-10 09:30:00"},
         {"id": "stars", "response_rating": "five stars"},
         {"id": "future", "joined_at": dt.datetime(2099, 1, 1, tzinfo=dt.timezone.utc)},
         {"id": "ancient", "left_at": dt.datetime(1999, 12, 31, 23, 59, tzinfo=dt.timezone.utc)},
+        {"id": "said-now", "deleted_at": "now"},
     ])
     op = BotsloversToStagingOperator(task_id="t", tenant=EDGE, table="chat_agent_log",
                                      window=load_window(dt.date(2026, 11, 10)))
     summary = op.execute({"run_id": "run-types"})
-    assert (summary["rows_landed"], summary["rows_rejected"]) == (1, 3)
+    assert (summary["rows_landed"], summary["rows_rejected"]) == (1, 4)
     with clean_warehouse.warehouse() as conn:
         reasons = dict(conn.execute("SELECT payload->>'id', reason FROM audit.rejected_records "
                                     "WHERE run_id = 'run-types'").fetchall())
+        landed = conn.execute("SELECT id, deleted_at FROM staging.botslovers_chat_agent_log").fetchall()
     assert reasons == {
         "stars": "response_rating: 'five stars' is not a valid smallint",
         "future": "joined_at: 2099-01-01 00:00:00 is after the load time plus 1 day",
         "ancient": "left_at: 1999-12-31 23:59:00 is before 2000-01-01",
+        "said-now": "deleted_at: 'now (no date in it)' is not a valid timestamptz",
     }
+    assert landed == [("ok", dt.datetime(2026, 11, 10, 9, 30, tzinfo=dt.timezone.utc))]
 
 
 #: Each Botslovers table as a real ClickHouse may type it (the seed documents ``String`` and

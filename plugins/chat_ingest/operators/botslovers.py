@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from chat_ingest.operators.load import ExtractLoadOperator
 from chat_ingest.sources import botslovers
+from chat_ingest.sources.values import NO_DATE_MARK
 
 if TYPE_CHECKING:
     from chat_ingest.landing.batch import Extraction
@@ -57,12 +58,21 @@ def _value(column: Column, source_type: str) -> str:
     same value.  Arrow would hand over an ``Enum8`` as its number, a ``UUID`` as 16 raw bytes and a
     ``DateTime64`` as an integer; ``toString`` renders each as ClickHouse prints it.  DateTime
     values are rendered in UTC, so no time zone (the server's or ours) can shift them on the way
-    into staging's ``timestamptz``.  A ``String`` is taken as it is (the common case costs nothing)."""
+    into staging's ``timestamptz``.  A ``String`` is taken as it is (the common case costs nothing),
+    but one that lands in a ``timestamptz`` is marked unreadable when it holds no digit
+    (:data:`~chat_ingest.sources.values.NO_DATE_MARK`: PostgreSQL would read ``now`` as the load's
+    time), as the other sources mark their text times."""
+    name = f"src.`{column.name}`"
     if "DateTime" in source_type:
-        return f"toString(src.`{column.name}`, 'UTC')"
-    if source_type in ("String", "Nullable(String)"):
-        return f"src.`{column.name}`"
-    return f"toString(src.`{column.name}`)"
+        return f"toString({name}, 'UTC')"
+    text = name if source_type in ("String", "Nullable(String)") else f"toString({name})"
+    if column.pg_type == "timestamptz":
+        return f"if(match({text}, '[0-9]'), {text}, concat({text}, {_NO_DATE_MARK}))"
+    return text
+
+
+#: :data:`~chat_ingest.sources.values.NO_DATE_MARK` as a ClickHouse string literal.
+_NO_DATE_MARK = "'" + NO_DATE_MARK.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 _DATETIME64_PRECISION = re.compile(r"DateTime64\((\d+)")
