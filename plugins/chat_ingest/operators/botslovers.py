@@ -66,13 +66,9 @@ def _value(column: Column, source_type: str) -> str:
     if "DateTime" in source_type:
         return f"toString({name}, 'UTC')"
     text = name if source_type in ("String", "Nullable(String)") else f"toString({name})"
-    if column.pg_type == "timestamptz":
-        return f"if(match({text}, '[0-9]'), {text}, concat({text}, {_NO_DATE_MARK}))"
+    if column.pg_type == "timestamptz":  # the mark is bound server-side (see _parameters)
+        return f"if(match({text}, '[0-9]'), {text}, concat({text}, {{no_date_mark:String}}))"
     return text
-
-
-#: :data:`~chat_ingest.sources.values.NO_DATE_MARK` as a ClickHouse string literal.
-_NO_DATE_MARK = "'" + NO_DATE_MARK.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 _DATETIME64_PRECISION = re.compile(r"DateTime64\((\d+)")
@@ -132,17 +128,17 @@ class BotsloversToStagingOperator(ExtractLoadOperator):
         ignored = check_source_columns(spec, columns, source_table)
         if spec.version_column:  # rows that change after creation are re-read a lookback back
             start -= self.agent_log_lookback
-        query, bounds = extraction_query(spec, source_table, columns), _bounds(start, end)
+        query, parameters = extraction_query(spec, source_table, columns), _parameters(start, end)
         settings = {"max_block_size": self.max_block_size}
 
         def read(fmt: str) -> Iterator:
             self.log.info("extracting %s where %s in [%s, %s) as %s", source_table, spec.cursor, start, end, fmt)
             if fmt == "TabSeparated":  # NULL is \N both sides; a \0 (NUL) is refused by COPY
-                return hook.stream_raw(query, fmt, parameters=bounds, settings=settings)
-            return hook.stream_arrow(query, parameters=bounds, settings=settings)
+                return hook.stream_raw(query, fmt, parameters=parameters, settings=settings)
+            return hook.stream_arrow(query, parameters=parameters, settings=settings)
 
         def digest() -> tuple[int, int]:
-            rows, hash_sum = hook.first_row(digest_query(spec, source_table, columns), bounds)
+            rows, hash_sum = hook.first_row(digest_query(spec, source_table, columns), parameters)
             return int(rows), int(hash_sum or 0)
 
         return Extraction(start, end, copy=lambda: read("TabSeparated"), copy_format="text",
@@ -165,6 +161,8 @@ class BotsloversToStagingOperator(ExtractLoadOperator):
         return f"{spec.name}_{check_identifier(self.tenant, 'company')}"
 
 
-def _bounds(start: dt.datetime, end: dt.datetime) -> dict[str, str]:
+def _parameters(start: dt.datetime, end: dt.datetime) -> dict[str, str]:
+    """The values the extraction and digest queries bind server-side: the window, and the mark of a
+    text time without a digit (:func:`_value`)."""
     fmt = "%Y-%m-%d %H:%M:%S"
-    return {"start": start.strftime(fmt), "end": end.strftime(fmt)}
+    return {"start": start.strftime(fmt), "end": end.strftime(fmt), "no_date_mark": NO_DATE_MARK}
