@@ -256,7 +256,7 @@ def connections(state: SandboxState, server_dsn: str, warehouse: str) -> dict[st
         "ultimate_export": {
             "conn_type": "ultimate_export", "host": "127.0.0.1", "port": ports["ultimate"], "schema": "http",
             "password": sec["ultimate_token"],
-            "extra": {"organization_id": sec["ultimate_organization_id"], "bot_id": "ult-bank"},
+            "extra": {"organization_id": sec["ultimate_organization_id"], "bot_id": "ult-bank", "api_version": "v3"},
         },
         # port 0, not unset, on the two types without a port: the UI's Test button sends 0 for an unset
         # port, and the API then refuses to test with the stored (masked) secret, as if aimed elsewhere

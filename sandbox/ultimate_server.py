@@ -1,19 +1,22 @@
 """The Ultimate Data Export API stand-in (seed 002).
 
-``POST /data-export/v2/get-signed-urls`` with headers ``authorization`` (the API
-token, bare or as ``Bearer``), ``organizationid`` and ``botid`` and a JSON body
-``{"date": "YYYY-MM-DD", "ttl": minutes}`` answers
-``{"date": ..., "signedUrls": [...]}``: one HMAC-signed download URL per export
-file of that bot and day, valid for ``ttl`` minutes.  Like the vendor it keeps
-only the last ``retention_days`` days and refuses older dates.
+``POST /data-export/v3/get-signed-urls`` (the current, "enhanced Gen3" export) and
+``POST /data-export/v2/get-signed-urls`` (legacy), each also under the Zendesk base's prefix
+``/ai-agents/api``, with headers ``authorization`` (the API token, bare or as ``Bearer``),
+``organizationid`` and ``botid`` and a JSON body ``{"date": "YYYY-MM-DD", "ttl": minutes}``,
+answer one HMAC-signed download URL per export file of that bot and day, valid for ``ttl``
+minutes: v2 as ``{"date": ..., "signedUrls": [...]}``, v3 as ``{"date": ..., "urls": [...]}``,
+as the live v3 answers, and a day without an export as 404 (v2: an empty list).  Like the
+vendor it keeps only the last ``retention_days`` days and refuses older dates.
 
 Export files come from the dataset: ``ultimate/<bot_id>/<date>.json`` (a JSON
 array), ``.jsonl`` (JSON lines), optionally ``.gz``, or a folder
 ``ultimate/<bot_id>/<date>/`` of such parts.  They are streamed from disk.
 
 Tests inject vendor misbehaviour (429 with Retry-After, 5xx, dropped
-connections, slow answers) through ``POST /_sandbox/faults``, guarded by the
-sandbox's admin token.
+connections, slow answers, a file the vendor has not finished building: ``withhold_records``
+serves a download without its last records, as a file that grows after a first read) through
+``POST /_sandbox/faults``, guarded by the sandbox's admin token.
 """
 
 from __future__ import annotations
@@ -30,7 +33,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
-SIGNED_URLS_PATH = "/data-export/v2/get-signed-urls"
+#: The signed-URL endpoint of each API version.
+SIGNED_URLS_PATHS = {version: f"/data-export/{version}/get-signed-urls" for version in ("v2", "v3")}
+#: The path prefix of the Zendesk base (``https://<subdomain>.zendesk.com/ai-agents/api``).
+ZENDESK_PREFIX = "/ai-agents/api"
 EXPORT_SUFFIXES = (".json", ".jsonl", ".json.gz", ".jsonl.gz")
 
 
@@ -45,6 +51,8 @@ class Fault:
     drop_connection: bool = False
     delay_seconds: float = 0.0
     message: str | None = None
+    #: A download served without its last this many records (a file still being built); 0: not this fault.
+    withhold_records: int = 0
 
 
 @dataclass
@@ -75,10 +83,11 @@ class UltimateHTTPServer(ThreadingHTTPServer):
         host, port = self.server_address[:2]
         return self.config.public_url or f"http://{host}:{port}"
 
-    def take_fault(self, target: str) -> Fault | None:
+    def take_fault(self, target: str, withholding: bool = False) -> Fault | None:
+        """The next queued fault for ``target``: one that withholds records, or (by default) any other."""
         with self.faults_lock:
             for fault in self.faults:
-                if fault.target == target and fault.times > 0:
+                if fault.target == target and fault.times > 0 and bool(fault.withhold_records) == withholding:
                     fault.times -= 1
                     return fault
         return None
@@ -139,10 +148,10 @@ class UltimateHandler(BaseHTTPRequestHandler):
         body = self._read_body()
         if path == "/_sandbox/faults":
             self._post_faults(body)
-        elif path == SIGNED_URLS_PATH:
+        elif (version := self._api_version(path)) is not None:
             self.server.request_log.append((path, 0))
             if not self._apply_fault("signed-urls"):
-                self._signed_urls(body)
+                self._signed_urls(body, version)
         else:
             self._json(404, {"error": "not found"})
 
@@ -150,8 +159,9 @@ class UltimateHandler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         if url.path.startswith("/files/"):
             self.server.request_log.append((url.path, 0))
-            if not self._apply_fault("download"):
-                self._download(url.path[len("/files/"):], parse_qs(url.query))
+            fault = self.server.take_fault("download", withholding=True)
+            if fault is not None or not self._apply_fault("download"):
+                self._download(url.path[len("/files/"):], parse_qs(url.query), fault.withhold_records if fault else 0)
         elif url.path == "/_sandbox/faults":
             if not hmac.compare_digest(self.headers.get("authorization", ""), self.server.config.admin_token):
                 self._json(401, {"error": "admin token required"})
@@ -162,6 +172,12 @@ class UltimateHandler(BaseHTTPRequestHandler):
             self._json(200, {"status": "ok"})
         else:
             self._json(404, {"error": "not found"})
+
+    @staticmethod
+    def _api_version(path: str) -> str | None:
+        """The API version a signed-URL request's path asks for (at either base), else None."""
+        path = path.removeprefix(ZENDESK_PREFIX)
+        return next((version for version, endpoint in SIGNED_URLS_PATHS.items() if path == endpoint), None)
 
     def _post_faults(self, body: bytes) -> None:
         if not hmac.compare_digest(self.headers.get("authorization", ""), self.server.config.admin_token):
@@ -175,7 +191,7 @@ class UltimateHandler(BaseHTTPRequestHandler):
                 self.server.faults.append(Fault(**item))
         self._json(200, {"queued": len(self.server.faults)})
 
-    def _signed_urls(self, body: bytes) -> None:
+    def _signed_urls(self, body: bytes, version: str) -> None:
         cfg = self.server.config
         token = self.headers.get("authorization", "")
         token = token[7:] if token.lower().startswith("bearer ") else token
@@ -212,9 +228,14 @@ class UltimateHandler(BaseHTTPRequestHandler):
         for path in self.server.export_files(bot_id, day):
             rel = path.relative_to(cfg.export_root).as_posix()
             urls.append(f"{self.server.base_url}/files/{quote(rel)}?expires={expires}&signature={self.server.sign(rel, expires)}")
-        self._json(200, {"date": day.isoformat(), "signedUrls": urls})
+        if version == "v2":
+            self._json(200, {"date": day.isoformat(), "signedUrls": urls})
+        elif urls:
+            self._json(200, {"date": day.isoformat(), "urls": urls})
+        else:
+            self._json(404, {"error": f"No export found for bot {bot_id!r} on {day}"})
 
-    def _download(self, rel: str, query: dict[str, list[str]]) -> None:
+    def _download(self, rel: str, query: dict[str, list[str]], withhold: int = 0) -> None:
         rel = unquote(rel)
         try:
             expires = int(query["expires"][0])
@@ -234,11 +255,33 @@ class UltimateHandler(BaseHTTPRequestHandler):
             return
         self.send_response(200)
         self.send_header("Content-Type", "application/gzip" if path.suffix == ".gz" else "application/json")
+        if withhold:
+            body = _without_last_records(path, withhold)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
         self.send_header("Content-Length", str(path.stat().st_size))
         self.end_headers()
         with path.open("rb") as fh:
             while chunk := fh.read(1 << 20):
                 self.wfile.write(chunk)
+
+
+def _without_last_records(path: Path, count: int) -> bytes:
+    """An export file as the vendor serves it before it has written its last ``count`` records."""
+    import gzip
+
+    raw = path.read_bytes()
+    zipped = path.name.endswith(".gz")
+    text = (gzip.decompress(raw) if zipped else raw).decode("utf-8")
+    if text.lstrip().startswith("["):
+        records = json.loads(text)
+        body = json.dumps(records[:max(0, len(records) - count)], ensure_ascii=False)
+    else:
+        lines = [line for line in text.splitlines() if line.strip()]
+        body = "".join(f"{line}\n" for line in lines[:max(0, len(lines) - count)])
+    return gzip.compress(body.encode()) if zipped else body.encode()
 
 
 def main(argv: list[str] | None = None) -> None:

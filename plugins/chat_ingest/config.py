@@ -58,3 +58,26 @@ def mostly_for(source: str, table: str, column: str, expectation: str) -> float:
         if key in overrides:
             return float(overrides[key])
     return float(validation.get("default_mostly", 1.0))
+
+
+#: The share of a window's rows a table may quarantine before its gate fails, unless sources.yaml says
+#: otherwise (``validation.max_quarantined``).
+DEFAULT_MAX_QUARANTINED = 0.05
+
+
+def max_quarantined_for(source: str, table: str) -> float:
+    """The share of a window's rows ``source.table`` may quarantine and still pass its gate (most specific
+    key of ``validation.max_quarantined`` wins, then ``validation.default_max_quarantined``)."""
+    validation = load_config().get("validation", {})
+    overrides = validation.get("max_quarantined", {}) or {}
+    for key in (f"{source}.{table}", source):
+        if key in overrides:
+            return _share(overrides[key], f"validation.max_quarantined.{key}")
+    return _share(validation.get("default_max_quarantined", DEFAULT_MAX_QUARANTINED),
+                  "validation.default_max_quarantined")
+
+
+def _share(value: Any, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise ValueError(f"{config_path()}: {key}: expected a share from 0 to 1, got {value!r}")
+    return float(value)

@@ -224,9 +224,9 @@ def ingest_dag(*, dag_id: str, source: str, doc_md: str, tenant_label: str, tena
         deadline=landing_deadline(),
         template_searchpath=[str(SQL_DIR)],
     ) as dag:
-        # a document source's days come back by themselves (Unless: the objects rewritten since its
-        # watermark) or never change (Ultimate's files): only a table source lands days again
-        window = resolve_window(0 if issubclass(load_operator, DocumentLoadOperator) else recheck_days())
+        # a source whose changed data comes back by itself (Unless: the objects rewritten since its
+        # watermark) lands no day again
+        window = resolve_window(recheck_days() if load_operator.lands_recheck_days else 0)
         selected = select_tenants(tenants)
         batches = batch_tenants(selected, load_config().get("max_load_tasks_per_table", MAX_LOAD_TASKS_PER_TABLE))
         common = {"window": window, "pool": pool, **(operator_kwargs or {})}

@@ -32,8 +32,9 @@ def get_provider_info() -> dict:
                 "connection-type": "ultimate_export",
                 "ui-field-behaviour": {
                     "hidden-fields": ["login", "extra"],
-                    "relabeling": {"host": "API host", "password": "API token"},
-                    "placeholders": {"host": "https://eu.ultimate.ai", "schema": "https"},
+                    "relabeling": {"host": "API base", "password": "API token"},
+                    "placeholders": {"host": "https://api.ultimate.ai (EU), https://api.us.ultimate.ai (US) or "
+                                             "https://<subdomain>.zendesk.com/ai-agents/api", "schema": "https"},
                 },
                 "conn-fields": {
                     "organization_id": {
@@ -46,6 +47,11 @@ def get_provider_info() -> dict:
                         "description": "The bot test_connection asks for, and the hook's default bot; "
                                        "the DAG loads the bots listed in include/config/sources.yaml.",
                         "schema": {"type": ["string", "null"]},
+                    },
+                    "api_version": {
+                        "label": "API version",
+                        "description": "v3: the current (enhanced Gen3) export; v2: the legacy one. Empty: v3.",
+                        "schema": {"type": ["string", "null"], "enum": ["v3", "v2", None]},
                     },
                 },
             },

@@ -25,6 +25,8 @@ import datetime as dt
 import logging
 import time
 
+from psycopg.types.json import Jsonb
+
 from chat_ingest.landing.batch import Batch, Extraction, LoadResult
 from chat_ingest.landing.checked import land_checked
 from chat_ingest.landing.digest import identical_rows
@@ -72,6 +74,8 @@ class StagingLoader:
             batch.conn.execute("SET LOCAL work_mem = '128MB'")  # the dedupe sorts a day in memory, not on disk
             batch.source_ignored_columns = extraction.ignored_columns
             result = self._cheapest_road(extraction)
+            result.drift = {**{column: result.rows_extracted for column in result.ignored_columns}, **extraction.drift}
+            result.unexported_days = extraction.unexported_days
             result.duration_seconds = round(time.monotonic() - started, 3)
             self._log(result)
         return result
@@ -98,8 +102,9 @@ class StagingLoader:
         batch.conn.execute(
             "INSERT INTO audit.load_log (run_id, source, table_name, tenant, window_start, window_end, "
             "rows_extracted, rows_rejected, rows_duplicate, rows_landed, rows_unchanged, rows_deleted, "
-            "duration_seconds, ignored_columns) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            "duration_seconds, ignored_columns, drift) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, "
+            "%s)",
             (r.run_id, r.source, r.table, r.tenant, batch.window_start, batch.window_end, r.rows_extracted,
              r.rows_rejected, r.rows_duplicate, r.rows_landed, r.rows_unchanged, r.rows_deleted,
-             r.duration_seconds, list(r.ignored_columns)),
+             r.duration_seconds, list(r.ignored_columns), Jsonb(r.drift)),
         )

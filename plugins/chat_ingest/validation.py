@@ -78,12 +78,16 @@ class ExpectationOutcome:
     #: ``critical`` fails the gate; ``warning`` (a vocabulary column's unmapped values, a value beyond a
     #: column's examples) is reported only.
     severity: str = "critical"
+    #: What the outcome says, for a check of the load's own record rather than a GX expectation.
+    detail: str | None = None
 
     @property
     def blocks(self) -> bool:
         return not self.success and self.severity == "critical"
 
     def describe(self) -> str:
+        if self.detail:
+            return self.detail
         values = ", ".join(f"{v['value']!r} ×{v['count']}" for v in self.unexpected_values[:10]) or "—"
         return (f"{self.column or '(table)'}: {self.expectation} failed — {self.unexpected_count} of "
                 f"{self.element_count} rows unexpected: {values}")
@@ -198,6 +202,72 @@ def report_unmapped(conn, spec: TableSpec, counts: dict[str, dict], *, run_id: s
     return found
 
 
+#: A reason's quoted values (``'many'``), left out where quarantine reasons are counted by kind.
+_QUOTED = r"'(?:[^']|'')*'"
+#: The commonest reasons a failed quarantine check names.
+TOP_REASONS = 5
+
+
+def load_outcomes(conn, spec: TableSpec, *, run_id: str, start: dt.datetime, end: dt.datetime,
+                  tenants: list[str] | None) -> list[ExpectationOutcome]:
+    """What this run's loads of the window recorded (``audit.load_log``, the latest load of each tenant
+    and range), as outcomes beside GX's:
+
+    * ``rows_quarantined``: critical when the window's quarantined share exceeds the table's tolerance
+      (:func:`~chat_ingest.config.max_quarantined_for`), naming the commonest reasons (quoted values
+      left out) and their counts; the rows stay in ``audit.rejected_records``.  A day whose records
+      mostly cannot land would otherwise pass: its few (or no) landed rows meet every expectation;
+    * ``undeclared_fields``: a warning naming what the source delivered that no column names (a
+      table's ignored columns, a document's fields landed in ``extra``) and the rows holding each.
+    """
+    from chat_ingest.config import max_quarantined_for
+
+    tenant_filter = sql.SQL("AND tenant = ANY({})").format(sql.Literal(list(tenants))) if tenants else sql.SQL("")
+    latest = sql.SQL(
+        "SELECT DISTINCT ON (tenant, window_start, window_end) tenant, rows_extracted, rows_rejected, drift "
+        "FROM audit.load_log WHERE run_id = {run} AND source = {source} AND table_name = {table} "
+        "AND window_start >= {start} AND window_end <= {end} {tenants} "
+        "ORDER BY tenant, window_start, window_end, load_id DESC").format(
+        run=sql.Literal(run_id), source=sql.Literal(spec.source), table=sql.Literal(spec.name),
+        start=sql.Literal(start), end=sql.Literal(end), tenants=tenant_filter)
+    with conn.transaction():
+        extracted, rejected = conn.execute(sql.SQL(
+            "SELECT coalesce(sum(rows_extracted), 0)::bigint, coalesce(sum(rows_rejected), 0)::bigint FROM ({}) l"
+        ).format(latest)).fetchone()
+        drift = conn.execute(sql.SQL(
+            "SELECT f.key, sum(f.value::bigint)::bigint FROM ({}) l, jsonb_each_text(l.drift) f GROUP BY f.key "
+            "ORDER BY 2 DESC, 1").format(latest)).fetchall()
+        reasons = conn.execute(sql.SQL(
+            "SELECT regexp_replace(reason, {quoted}, {elided}, 'g') AS kind, count(*) FROM audit.rejected_records "
+            "WHERE run_id = {run} AND source = {source} AND table_name = {table} {tenants} "
+            "GROUP BY kind ORDER BY 2 DESC, 1 LIMIT {top}").format(
+            quoted=sql.Literal(_QUOTED), elided=sql.Literal("'…'"), run=sql.Literal(run_id),
+            source=sql.Literal(spec.source), table=sql.Literal(spec.name), tenants=tenant_filter,
+            top=sql.Literal(TOP_REASONS)),
+        ).fetchall() if rejected else []
+    tolerance = max_quarantined_for(spec.source, spec.name)
+    share = rejected / extracted if extracted else 0.0
+    passed = share <= tolerance
+    detail = None if passed else (
+        f"(table): {rejected} of {extracted} rows of the window were quarantined ({share:.1%}, over the "
+        f"tolerance of {tolerance:.1%}, validation.max_quarantined in sources.yaml); commonest reasons: "
+        + "; ".join(f"{kind} ×{count}" for kind, count in reasons)
+        + " (audit.rejected_records holds the rows with their payloads)")
+    outcomes = [ExpectationOutcome(
+        expectation="rows_quarantined", column=None, success=passed, element_count=extracted,
+        unexpected_count=rejected, unexpected_values=[{"value": kind, "count": count} for kind, count in reasons],
+        mostly=1 - tolerance, detail=detail)]
+    if drift:
+        outcomes.append(ExpectationOutcome(
+            expectation="undeclared_fields", column=None, success=False, element_count=extracted,
+            unexpected_count=max(rows for _, rows in drift),
+            unexpected_values=[{"value": name, "count": rows} for name, rows in drift], severity="warning",
+            detail=f"(table): the source delivered what no column of {spec.qualified_name} names (drift): "
+                   + ", ".join(f"{name} in {rows} rows" for name, rows in drift)
+                   + (" (landed in its extra column)" if "extra" in spec.column_names else " (not landed)")))
+    return outcomes
+
+
 def batch_query(conn, spec: TableSpec, start: dt.datetime, end: dt.datetime, tenants: list[str] | None) -> str:
     """The batch as a SQL string for GX (rendered with the driver's quoting, never by hand)."""
     query = sql.SQL("SELECT * FROM {t} WHERE {c} >= {s} AND {c} < {e}").format(
@@ -278,6 +348,7 @@ def run_gate(conn, sqlalchemy_dsn: str, spec: TableSpec, *, run_id: str, start: 
                                    for v in r.result.get("partial_unexpected_counts", [])],
                 mostly=cfg.kwargs.get("mostly"), severity=cfg.severity.value,
             ))
+    outcomes += load_outcomes(conn, spec, run_id=run_id, start=start, end=end, tenants=tenants)
     with conn.transaction():
         for o in outcomes:
             conn.execute(

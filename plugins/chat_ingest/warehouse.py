@@ -44,7 +44,8 @@ def staging_ddl(spec: TableSpec) -> sql.Composed:
     transaction's settings, so a range can be copied straight into the table with the source's
     columns only (:meth:`~chat_ingest.staging.StagingLoader.land`); with no such setting, a
     stray insert fails instead of landing rows nobody can trace.  The defaults are also set on
-    tables created by earlier versions.
+    tables created by earlier versions, and so is every optional column a spec added since (a new
+    vendor field lands in the table an earlier version created).
     """
     defaults = {"_run_id": "current_setting('chat_ingest.run_id')", "_loaded_at": "now()"}
     columns = []
@@ -67,8 +68,10 @@ def staging_ddl(spec: TableSpec) -> sql.Composed:
     ).format(
         table=sql.Identifier("staging", spec.staging_table),
         columns=sql.SQL(", ").join(columns),
-        defaults=sql.SQL(", ").join(sql.SQL("ALTER COLUMN {} SET DEFAULT {}").format(sql.Identifier(c), sql.SQL(d))
-                                    for c, d in defaults.items()),
+        defaults=sql.SQL(", ").join(
+            [sql.SQL("ADD COLUMN IF NOT EXISTS {} {}").format(sql.Identifier(c.name), sql.SQL(c.pg_type))
+             for c in spec.columns if c.nullable]
+            + [sql.SQL("ALTER COLUMN {} SET DEFAULT {}").format(sql.Identifier(c), sql.SQL(d)) for c, d in defaults.items()]),
         btree=sql.Identifier("staging", f"{spec.staging_table}_window_idx"),
         index=sql.Identifier(f"{spec.staging_table}_window_brin"),
         window_cols=sql.SQL(", ").join(map(sql.Identifier, window_cols)),

@@ -52,7 +52,10 @@ def test_a_day_lands_one_row_per_conversation_and_per_intent_and_reruns_change_n
     assert sample == (json.loads(records[0]["conversations_data"]), int(records[0]["visitor_messages_count"]),
                       records[0]["labels"])
     rerun = load(day)
-    assert rerun["conversations"]["rows_landed"] == len(records)  # the export date is replaced as a whole
+    # an unchanged file: its rows' digest equals staging's, so nothing is rewritten
+    for table in ("conversations", "intents"):
+        assert rerun[table]["identical_to_staging"] and rerun[table]["rows_landed"] == 0
+    assert rerun["conversations"]["rows_unchanged"] == len(records)
     with sandbox.warehouse() as conn:
         assert conn.execute("SELECT count(*) FROM staging.ultimate_conversations").fetchone()[0] == len(records)
         assert conn.execute("SELECT md5(string_agg(c::text, '|' ORDER BY c::text)) FROM "

@@ -71,12 +71,23 @@ def test_bounded_retries_then_a_clear_failure(sandbox, faults):
     assert faults.remaining() == 7
 
 
-@pytest.mark.parametrize("status", [400, 401, 403, 404])
+@pytest.mark.parametrize("status", [400, 401, 403])
 def test_client_errors_are_never_retried(sandbox, faults, status):
     faults({"target": "signed-urls", "status": status, "times": 5})
     with pytest.raises(UltimateExportError, match=f"HTTP {status}"):
         hook().get_signed_urls(sandbox.days[1], "ult-bank")
     assert faults.remaining() == 4  # one request, no retry
+
+
+def test_a_404_is_no_export_of_that_bot_and_day_not_an_error_and_is_not_retried(sandbox, faults, caplog, capfd):
+    """The live v3 API answers 404 for a bot and day without an export (a quiet day, a day before the
+    bot existed): no URLs, said in the log with the vendor's words."""
+    faults({"target": "signed-urls", "status": 404, "times": 5, "message": "No export found"})
+    caplog.set_level(logging.WARNING)
+    assert hook().get_signed_urls(sandbox.days[1], "ult-bank") is None
+    assert faults.remaining() == 4
+    said = caplog.text + capfd.readouterr().out
+    assert "no export of bot 'ult-bank'" in said and "No export found" in said
 
 
 def test_a_wrong_token_fails_at_once_without_showing_it(sandbox, monkeypatch, caplog, capfd):

@@ -18,7 +18,7 @@ def test_ultimate_export_connection_type_is_registered_with_its_fields():
     assert hook is not None, "chat-ingest is not installed as a provider (make installs it with pip -e .)"
     assert hook.hook_class_name == "chat_ingest.hooks.ultimate.UltimateExportHook"
     assert hook.connection_testable
-    assert set(widgets) == {"organization_id", "bot_id"}
+    assert set(widgets) == {"organization_id", "bot_id", "api_version"}
     assert behaviour["relabeling"]["password"] == "API token"
 
 

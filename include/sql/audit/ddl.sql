@@ -32,6 +32,9 @@ CREATE TABLE IF NOT EXISTS audit.load_log (
 );
 -- Columns the source delivered that the table spec does not know (reported, not landed).
 ALTER TABLE audit.load_log ADD COLUMN IF NOT EXISTS ignored_columns text[] NOT NULL DEFAULT '{}';
+-- What the source delivered that no column names, with the rows holding it: a table's ignored columns
+-- and a document's undeclared fields (landed in its extra column), {name: rows}.
+ALTER TABLE audit.load_log ADD COLUMN IF NOT EXISTS drift jsonb NOT NULL DEFAULT '{}';
 CREATE INDEX IF NOT EXISTS load_log_source_table_idx ON audit.load_log (source, table_name, window_start);
 
 CREATE TABLE IF NOT EXISTS audit.rejected_records (

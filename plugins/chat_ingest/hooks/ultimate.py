@@ -1,11 +1,17 @@
 """UltimateExportHook: the Ultimate Data Export API (seed 002), an HttpHook.
 
 Connection (`ultimate_export`, type ``ultimate_export``, registered by this
-project's provider entry point so the UI shows a form): host/port/schema of the
-API, the API token as password, and the fields ``organization_id`` (sent as the
-``organizationid`` header) and ``bot_id`` (the bot asked for when a caller names
-none, e.g. by ``test_connection``).  The token is sent as the ``authorization``
-header and is never logged.
+project's provider entry point so the UI shows a form): the API's base as host (with a path
+prefix where the base has one) and port/schema, the API token as password, and the fields
+``organization_id`` (sent as the ``organizationid`` header), ``bot_id`` (the bot asked for when a
+caller names none, e.g. by ``test_connection``) and ``api_version`` (:data:`API_VERSIONS`).  The
+token is sent as the ``authorization`` header and is never logged.
+
+The vendor (Ultimate, now Zendesk AI agents) serves the export at three bases -- ``https://api.ultimate.ai``
+(EU), ``https://api.us.ultimate.ai`` (US) and ``https://<subdomain>.zendesk.com/ai-agents/api``
+(Zendesk accounts) -- as ``v3`` ("enhanced Gen3", current) and ``v2`` (legacy), with the same headers
+and body.  A bot and day without an export answer 404 (a quiet day, a day before the bot existed):
+no export, not an error (:meth:`UltimateExportHook.get_signed_urls` returns None).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 import requests
@@ -26,7 +33,15 @@ import tenacity
 from airflow.providers.http.hooks.http import HttpHook
 from airflow.sdk.exceptions import AirflowFailException
 
-SIGNED_URLS_ENDPOINT = "/data-export/v2/get-signed-urls"
+#: The export's versions, newest first: the first is what a connection without ``api_version`` asks.
+API_VERSIONS = ("v3", "v2")
+
+
+def signed_urls_endpoint(api_version: str) -> str:
+    """The path, below the API's base, that hands out a day's signed URLs."""
+    return f"/data-export/{api_version}/get-signed-urls"
+
+
 #: The vendor keeps about this many days of exports.
 RETENTION_DAYS = 30
 _RETRY_STATUSES = {429, 500, 502, 503, 504}
@@ -58,6 +73,18 @@ class BadLine:
     reason: str
 
 
+class Document(str):
+    """A record that can land: its own JSON text (what lands), with its top-level field names, which
+    the parse found anyway (``fields``: the loader maps them to columns without parsing again)."""
+
+    fields: tuple[str, ...]
+
+    def __new__(cls, text: str, fields: tuple[str, ...]) -> Document:
+        document = super().__new__(cls, text)
+        document.fields = fields
+        return document
+
+
 class UltimateExportHook(HttpHook):
     """Signed URLs per bot and day, and a streaming parse of each export file.
 
@@ -71,7 +98,7 @@ class UltimateExportHook(HttpHook):
     conn_type = "ultimate_export"
     hook_name = "Ultimate Data Export API"
     #: Connection fields of this type (see chat_ingest.provider); they are not HTTP headers.
-    connection_fields = ("organization_id", "bot_id")
+    connection_fields = ("organization_id", "bot_id", "api_version")
 
     def __init__(self, http_conn_id: str = default_conn_name, *, max_attempts: int = 5, backoff_seconds: float = 1.0,
                  max_backoff_seconds: float = 60.0, timeout: tuple[float, float] = (10.0, 300.0),
@@ -83,6 +110,7 @@ class UltimateExportHook(HttpHook):
         self.timeout = timeout
         self.today = today
         self._session: requests.Session | None = None
+        self._base: str | None = None
 
     # -- plumbing -------------------------------------------------------------------------------------
 
@@ -97,7 +125,22 @@ class UltimateExportHook(HttpHook):
                                           "(extra field organization_id)")
             self._session = self.get_conn(headers={"authorization": conn.password,
                                                    "organizationid": str(organization_id)})
+            self._base = api_base(conn.host, conn.port, conn.schema)
         return self._session
+
+    @property
+    def api_version(self) -> str:
+        """The connection's ``api_version`` (default: the newest, :data:`API_VERSIONS`), checked."""
+        version = self._field(self.get_connection(self.http_conn_id).extra_dejson, "api_version") or API_VERSIONS[0]
+        if version not in API_VERSIONS:
+            raise UltimateExportError(f"connection {self.http_conn_id!r}: api_version {version!r} is not one of "
+                                      f"{', '.join(API_VERSIONS)}")
+        return version
+
+    @property
+    def endpoint(self) -> str:
+        """The signed-URL endpoint this connection asks, below its base (what lineage names)."""
+        return signed_urls_endpoint(self.api_version)
 
     def _configure_session_from_extra(self, session, connection, extra_options):
         """The http provider sends unknown extras as headers; this type's own fields are not headers."""
@@ -165,43 +208,52 @@ class UltimateExportHook(HttpHook):
         if day >= today:
             raise UltimateExportError(f"the Ultimate export for {day} is not complete yet (today is {today} UTC)")
 
-    def get_signed_urls(self, day: dt.date, bot_id: str | None = None, ttl_minutes: int = 60) -> list[str]:
-        """The signed URLs of ``day``'s export of ``bot_id`` (default: the connection's bot)."""
+    def get_signed_urls(self, day: dt.date, bot_id: str | None = None, ttl_minutes: int = 60) -> list[str] | None:
+        """The signed URLs of ``day``'s export of ``bot_id`` (default: the connection's bot); None when
+        the vendor has no export of that bot and day (HTTP 404, logged with the vendor's words).
+
+        The list is read from ``signedUrls`` (v2) or ``urls`` (v3), whichever the answer holds."""
         self.check_retention(day)
-        self._api()  # resolves base_url from the connection
+        self._api()  # resolves the base from the connection
         bot_id = bot_id or self._field(self.get_connection(self.http_conn_id).extra_dejson, "bot_id")
         if not bot_id:
             raise UltimateExportError(f"no bot id: pass one or set the bot_id field of {self.http_conn_id!r}")
-        url = self.base_url + SIGNED_URLS_ENDPOINT
-        response = self._request("POST", url, headers={"botid": bot_id},
+        response = self._request("POST", self._base + self.endpoint, headers={"botid": bot_id},
                                  json={"date": day.isoformat(), "ttl": ttl_minutes})
+        if response.status_code == 404:
+            self.log.warning("Ultimate: no export of bot %r for %s (HTTP 404: %s): a day without conversations, "
+                             "or before the bot existed; a bot that never has one may be misnamed", bot_id, day,
+                             _vendor_detail(response))
+            return None
         _raise_for_vendor(response, f"signed URLs for bot {bot_id!r} and {day}")
         payload = response.json()
-        urls = payload.get("signedUrls", payload.get("urls"))
+        urls = payload.get("signedUrls", payload.get("urls")) if isinstance(payload, dict) else None
         if not isinstance(urls, list):
-            raise UltimateExportError(f"unexpected answer for {day}: no list of signed URLs ({sorted(payload)})")
+            raise UltimateExportError(f"unexpected answer for {day}: no list of signed URLs "
+                                      f"({sorted(payload) if isinstance(payload, dict) else type(payload).__name__})")
         return urls
 
     def test_connection(self) -> tuple[bool, str]:
-        """Ask for yesterday's URLs of the connection's bot (or of a placeholder bot when it names none)."""
+        """Ask for yesterday's URLs of the connection's bot (or of a placeholder bot when it names none):
+        a token or organization the API refuses fails (401/403), a 404 passed them."""
         try:
             extra = self.get_connection(self.http_conn_id).extra_dejson
             bot = self._field(extra, "bot_id") or "connection-test"
             yesterday = (self.today or dt.datetime.now(dt.timezone.utc).date()) - dt.timedelta(days=1)
-            self.get_signed_urls(yesterday, bot, ttl_minutes=1)
-        except UltimateExportError as exc:
-            if "Bot not found" in str(exc):  # authenticated: only the placeholder bot is unknown
-                return True, "Connection successfully tested (token and organization accepted)"
-            return False, str(exc)
+            urls = self.get_signed_urls(yesterday, bot, ttl_minutes=1)
         except Exception as exc:
             return False, str(exc)
-        return True, "Connection successfully tested"
+        where = f"{self._base}{self.endpoint}"
+        if urls is None:
+            return True, (f"Connection successfully tested at {where} (token and organization accepted; "
+                          f"no export of bot {bot!r} for {yesterday})")
+        return True, f"Connection successfully tested at {where} ({len(urls)} export file(s) of {yesterday})"
 
-    def iter_documents(self, url: str) -> Iterator[str | BadLine]:
+    def iter_documents(self, url: str) -> Iterator[Document | BadLine]:
         """Stream one export file: each record's own JSON text, checked, the file never held whole.
 
         The file is a JSON array or JSON lines, gzip or not.  A record comes back as its text
-        when it is a JSON object PostgreSQL's ``jsonb`` can store (the caller lands the text and
+        (a :class:`Document`) when it is a JSON object PostgreSQL's ``jsonb`` can store (the caller lands the text and
         the warehouse projects the tables from it), or as a :class:`BadLine` (to quarantine)
         when it is not: a line that does not parse, is not valid UTF-8, or holds what ``jsonb``
         refuses.  A broken JSON array cannot be resynchronised and fails the file.
@@ -297,7 +349,7 @@ _NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 MAX_RECORD_CHARS = 32 << 20
 
 
-def _storable(text: str, value: Any) -> str | BadLine:
+def _storable(text: str, value: Any) -> Document | BadLine:
     """``text`` (a parsed record's own JSON) if ``jsonb`` can store it as a record, else why not."""
     if type(value) is not dict:
         return BadLine(text, f"a JSON {type(value).__name__}, not an object")
@@ -315,10 +367,10 @@ def _storable(text: str, value: Any) -> str | BadLine:
             orjson.loads(text)  # stricter than json about escapes: a lone surrogate is refused
         except orjson.JSONDecodeError as exc:
             return BadLine(text, f"not storable JSON: {exc}")
-    return text
+    return Document(text, tuple(value))
 
 
-def _checked_line(text: str) -> str | BadLine:
+def _checked_line(text: str) -> Document | BadLine:
     """One JSON-lines record, checked."""
     try:
         value = _STRICT.decode(text)
@@ -366,7 +418,7 @@ def _cut_short(error: json.JSONDecodeError, buffered: int) -> bool:
     return error.msg.startswith("Unterminated string") or error.pos >= buffered - 8
 
 
-def _array_documents(stream: _Peekable, where: str) -> Iterator[str | BadLine]:
+def _array_documents(stream: _Peekable, where: str) -> Iterator[Document | BadLine]:
     """The elements of the JSON array ``stream`` holds, as their own text, read 1 MB at a time.
 
     Each element is parsed once (to find its end and check it) and handed on as the text it
@@ -394,7 +446,7 @@ def _array_documents(stream: _Peekable, where: str) -> Iterator[str | BadLine]:
                 return buf[pos:pos + 1]
             more()
 
-    def next_record() -> str | BadLine:
+    def next_record() -> Document | BadLine:
         nonlocal pos
         while True:
             refused, problem = None, None
@@ -452,16 +504,36 @@ def _redact(url: str) -> str:
     return url.split("?", 1)[0]
 
 
-def _raise_for_vendor(response: requests.Response, what: str) -> None:
-    if response.status_code < 400:
-        return
+def api_base(host: str | None, port: int | None, schema: str | None) -> str:
+    """The API's base URL from a connection's host (a name, or a URL that may carry a path prefix, as
+    ``https://acme.zendesk.com/ai-agents/api``), port and schema (default ``https``); no trailing ``/``.
+
+    HttpHook's own base appends the port after the whole host, path included, which breaks a base
+    with a prefix."""
+    if not host:
+        raise UltimateExportError("the connection has no host: the API's base, e.g. https://api.ultimate.ai")
+    parts = urlsplit(host if "://" in host else f"{schema or 'https'}://{host}")
+    netloc = f"{parts.netloc}:{port}" if port and parts.port is None else parts.netloc
+    return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+
+
+def _vendor_detail(response: requests.Response) -> str:
+    """What the vendor said in a refusal (its ``error``, or the start of its text); closes the response."""
     try:
-        detail: Any = response.json().get("error", response.text)
+        payload = response.json()
+        detail = payload.get("error", response.text) if isinstance(payload, dict) else response.text
     except ValueError:
         detail = response.text[:300]
     response.close()
+    return str(detail)[:300]
+
+
+def _raise_for_vendor(response: requests.Response, what: str) -> None:
+    if response.status_code < 400:
+        return
+    detail = _vendor_detail(response)
     hints = {401: "the API token was refused — check the password of the connection",
              403: "access denied for this organization or URL",
-             404: "not found — check the bot id"}
+             404: "not found: the file is gone from the vendor's storage"}
     raise UltimateExportError(f"Ultimate API refused {what}: HTTP {response.status_code} {detail}"
                               f"{f' ({hints[response.status_code]})' if response.status_code in hints else ''}")

@@ -8,7 +8,7 @@ import datetime as dt
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk.exceptions import AirflowFailException
@@ -74,7 +74,10 @@ class Extraction:
     hashed by PostgreSQL, timestamps to the microsecond), so any column type takes part; the digest
     may return None (not comparable).
 
-    ``ignored_columns``: what the source table has and the spec does not (reported).
+    ``ignored_columns``: what the source table has and the spec does not (reported, not landed);
+    ``drift``: the fields a document source's records hold that no column names, with how many
+    records hold each (landed in the table's ``extra``, and reported); ``unexported_days``: days
+    the vendor said it has no data of (Ultimate's 404), which landed nothing.
     """
 
     start: dt.datetime
@@ -86,6 +89,8 @@ class Extraction:
     digest: Callable[[], tuple[int, int] | None] | None = None
     digest_exact: bool = False
     ignored_columns: tuple[str, ...] = ()
+    drift: dict[str, int] = field(default_factory=dict)
+    unexported_days: tuple[str, ...] = ()
 
 
 @dataclass
@@ -110,6 +115,11 @@ class LoadResult:
     identical_to_staging: bool = False
     #: A range staging did not hold yet was copied straight into the staging table, then checked there.
     landed_straight: bool = False
+    #: What the source delivered that the spec does not name, with the rows holding it: a table's
+    #: ignored columns (every row) and a document's undeclared fields (see :class:`Extraction`).
+    drift: dict[str, int] = field(default_factory=dict)
+    #: Days the vendor has no export of (see :class:`Extraction`).
+    unexported_days: tuple[str, ...] = ()
 
     def as_dict(self) -> dict:
         """The summary as plain JSON (the task's XCom): lists, not tuples, which Airflow would show in

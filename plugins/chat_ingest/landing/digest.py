@@ -62,7 +62,12 @@ def identical_rows(batch: Batch, extraction: Extraction) -> int | None:
     (by their digests); None otherwise.
 
     The two digests are computed at once: each is a scan of the range on its own server, and
-    done in turn they were the whole of an unchanged rerun's time (bench ``a8_rerun``)."""
+    done in turn they were the whole of an unchanged rerun's time (bench ``a8_rerun``).  Rows the
+    source copied into the warehouse (``Extraction.query``) are digested on the loader's own
+    connection, which runs one statement at a time: in turn."""
+    if extraction.query is not None:
+        staging_digest = _staging_digest(batch, extraction)
+        return staging_digest[0] if staging_digest[0] and extraction.digest() == staging_digest else None
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="source-digest") as pool:
         source_digest = pool.submit(extraction.digest)
         staging_digest = _staging_digest(batch, extraction)

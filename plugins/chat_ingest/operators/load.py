@@ -14,6 +14,7 @@ Two shapes of source:
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import tempfile
@@ -42,6 +43,9 @@ class LandingOperator(BaseOperator):
     supports_full_refresh = False
     #: What the vendor calls a tenant (company, bot, website), for messages.
     tenant_label = "tenant"
+    #: Whether a scheduled run lands the ``recheck_days`` before its window again (rows or files the
+    #: vendor completed after the first run); a source that finds changed data by itself has no need.
+    lands_recheck_days = True
 
     def __init__(self, *, tenant: str | None = None, tenants: list[str] | None = None, window: dict[str, str],
                  warehouse_conn_id: str = WAREHOUSE_CONN_ID, **kwargs) -> None:
@@ -135,6 +139,9 @@ class LandingOperator(BaseOperator):
             self.log.info("the source had no rows for this window: an empty day, recorded in audit.load_log")
         if result.rows_rejected:
             self.log.warning("%d rows quarantined in audit.rejected_records (run %s)", result.rows_rejected, run_id)
+        if result.unexported_days:
+            self.log.info("the vendor has no export of %s for %s: nothing landed for those days", self.tenant,
+                          ", ".join(result.unexported_days))
         return result.as_dict()
 
 
@@ -165,7 +172,7 @@ class ExtractLoadOperator(LandingOperator):
 
     def rechecks(self, spec: TableSpec) -> bool:
         """Whether a scheduled run lands ``spec``'s days before its own again (``recheck_start``)."""
-        return True
+        return self.lands_recheck_days
 
     def land(self, context) -> dict[str, Any]:
         """Land the window; on a scheduled run, then each day it rechecks, in its own transaction (an
@@ -223,32 +230,57 @@ class DocumentLoadOperator(LandingOperator):
         """Runs inside the landing transaction after every table landed."""
 
     def land(self, context) -> dict[str, Any]:
-        from chat_ingest.staging import StagingLoader
+        """Land the window, every table in one transaction; on a scheduled run of a source that
+        :attr:`lands_recheck_days`, then each day it rechecks (one the source no longer serves is
+        skipped, saying so), each in its own transaction: the window's summaries, with theirs under
+        each table's ``rechecked``."""
+        from airflow.sdk.exceptions import AirflowFailException
+
         from chat_ingest.warehouse import connect, ensure_schema
-        from chat_ingest.windows import parse_window
+        from chat_ingest.windows import parse_window, rechecked_days
 
         self.refuse_unsafe_tenant()
-        start, end = parse_window(self.window)
-        self.refuse_window(start, end)
-        specs = list(self.tables.values())
-        with connect(self.warehouse_conn_id) as conn, contextlib.ExitStack() as scope:
+        window = parse_window(self.window)
+        self.refuse_window(*window)
+        ranges = [window]
+        for start, end in rechecked_days(self.window) if self.lands_recheck_days else []:
+            try:
+                self.refuse_window(start, end)
+            except AirflowFailException as exc:
+                self.log.warning("not rechecking %s: %s", start.date(), exc)
+                continue
+            ranges.append((start, end))
+        if len(ranges) > 1:
+            self.log.info("rechecking the %d day(s) before the window: what the vendor completed after their "
+                          "run lands now", len(ranges) - 1)
+        with connect(self.warehouse_conn_id) as conn:
             ensure_schema(conn)
-            with conn.transaction():
-                extractions = self.extractions(conn, start, end, scope)
-                results = {
-                    spec.name: StagingLoader(conn, spec, run_id=context["run_id"], tenant=self.tenant,
-                                             window_start=start, window_end=end).land(extractions[spec.name])
-                    for spec in specs
-                }
-                self.before_commit(conn, results)
-        return {name: self.report(self.tables[name], result, context["run_id"]) for name, result in results.items()}
+            summary, *rechecked = [self._land_range(conn, context["run_id"], start, end) for start, end in ranges]
+        for name in summary if rechecked else ():
+            summary[name]["rechecked"] = [later[name] for later in rechecked]
+        return summary
+
+    def _land_range(self, conn, run_id: str, start: dt.datetime, end: dt.datetime) -> dict[str, Any]:
+        """Every table's rows of ``[start, end)``, in one transaction: their summaries, by table."""
+        from chat_ingest.staging import StagingLoader
+
+        with contextlib.ExitStack() as scope, conn.transaction():
+            extractions = self.extractions(conn, start, end, scope)
+            results = {
+                spec.name: StagingLoader(conn, spec, run_id=run_id, tenant=self.tenant, window_start=start,
+                                         window_end=end).land(extractions[spec.name])
+                for spec in self.tables.values()
+            }
+            self.before_commit(conn, results)
+        return {name: self.report(self.tables[name], result, run_id) for name, result in results.items()}
 
 
 class SpooledDocumentLoadOperator(DocumentLoadOperator):
     """A document source whose rows are built here, record by record (:meth:`rows`).
 
     :meth:`rows` yields ``(table, row)`` pairs, rows as dicts of text values (plus
-    ``_pre_reason`` / ``_raw`` for a record already known bad).  Each row is appended
+    ``_pre_reason`` / ``_raw`` for a record already known bad; an ``extra`` column as the dict of
+    the document's fields no column names, which each table's ``drift`` counts).  Each row is appended
     to its table's local spool file as it comes — memory holds one row, however large
     the day.  A spool can be read twice, so a table the loader cannot land straight is
     landed from it again.
@@ -265,7 +297,13 @@ class SpooledDocumentLoadOperator(DocumentLoadOperator):
         with _Spool(folder, self.tables) as spool:
             for table, row in self.rows(start, end):
                 spool.add(table, row)
-        return {name: Extraction(start, end, arrow=functools.partial(spool.read, name)) for name in self.tables}
+        for name, drift in spool.drift.items():
+            if drift:
+                self.log.warning("%s %s: fields the seed does not name, landed in staging.%s.extra: %s",
+                                 self.tenant_label, self.tenant, self.tables[name].staging_table,
+                                 ", ".join(f"{field} ({rows} rows)" for field, rows in drift.most_common()))
+        return {name: Extraction(start, end, arrow=functools.partial(spool.read, name), drift=dict(spool.drift[name]))
+                for name in self.tables}
 
 
 class _Spool:
@@ -294,6 +332,9 @@ class _Spool:
                         for name, spec in tables.items()}
         self.files: dict[str, Any] = {}
         self.encode = functools.partial(orjson.dumps, option=orjson.OPT_APPEND_NEWLINE)
+        self.extra = functools.partial(orjson.dumps, default=str)
+        #: Per table: each field of a row's ``extra`` and how many rows held it.
+        self.drift = {name: collections.Counter() for name in tables}
 
     def __enter__(self) -> _Spool:
         for name in self.schemas:
@@ -301,6 +342,10 @@ class _Spool:
         return self
 
     def add(self, table: str, row: dict) -> None:
+        extra = row.get("extra")
+        if extra is not None:
+            self.drift[table].update(extra)
+            row["extra"] = self.extra(extra).decode()
         self.files[table].write(self.encode(row))
 
     def __exit__(self, *exc) -> None:

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from chat_ingest.sources.values import NO_DATE_MARK, as_text
+from chat_ingest.sources.values import EPOCH_SECONDS_BELOW, NO_DATE_MARK, as_text
 from chat_ingest.tablespec import TENANT_MAX_BYTES, Column, MergeRule, TableSpec
 
 SOURCE = "unless"
@@ -26,6 +26,11 @@ LOG_TYPES = ("message", "error", "input", "event", "system")
 #: The seed: 'md' | 'html' | string | null: any string.  These are the values seen in the vendor's
 #: widget; another is a gate warning (reporting does not read the format).
 MESSAGE_FORMATS = ("md", "html", "text", "plain")
+#: Document fields the seed documents beside the log array (``chatHistory``, or ``history``); anything
+#: else, the other array included when a document holds both, lands in the conversation's ``extra``:
+#: the object is rewritten in place, so a field not landed is lost for good (drift is reported).
+DOCUMENT_FIELDS = ("conversationName", "createdAt", "metadata", "personalizationId", "sessionId",
+                   "startingMessageSent", "websiteId")
 #: Log item fields the seed documents; anything else lands in ``extra`` (schema drift is reported, not lost).
 LOG_FIELDS = ("uuid", "type", "sender", "timestamp", "hidden", "historical", "local", "segmentId",
               "messageFormat", "parentId", "isLiveChat", "content")
@@ -67,6 +72,7 @@ CONVERSATIONS = TableSpec(
         Column("history_field", "text", allowed=("chatHistory", "history"),
                description="Which array the log items were read from."),
         Column("log_items", "integer", nullable=False, value_range=(0, None)),
+        Column("extra", "jsonb", description="Document fields the seed does not document, as they came."),
     ),
 )
 
@@ -116,17 +122,14 @@ def parse_key(key: str) -> dict[str, str] | None:
     return match.groupdict() if match else None
 
 
-#: The seed types ``timestamp`` and ``createdAt`` "number" and names no unit.  The widget writes epoch
-#: milliseconds; a number below this one is read as seconds.  Either reading of a number is the only
-#: one that can land: below it, milliseconds fall before 1973, and from it on, seconds fall after the
-#: year 5138 (both quarantined, before 2000-01-01 or in the future).
-EPOCH_SECONDS_BELOW = 100_000_000_000
+#: The seed types ``timestamp`` and ``createdAt`` "number" and names no unit; the widget writes epoch
+#: milliseconds, older data seconds (see EPOCH_SECONDS_BELOW).
 _EPOCH_TEXT = re.compile(r"\s*-?[0-9]+(\.[0-9]+)?\s*")
 _DIGIT = re.compile("[0-9]")
 
 
 def epoch_time(value: Any) -> dt.datetime | str | None:
-    """An epoch number (milliseconds, or seconds: :data:`EPOCH_SECONDS_BELOW`), a string of one or
+    """An epoch number (milliseconds, or seconds: :data:`~chat_ingest.sources.values.EPOCH_SECONDS_BELOW`), a string of one or
     an ISO 8601 string (UTC when it names no offset) as a UTC time; any other value as its text,
     which the loader quarantines with its reason unless PostgreSQL reads it as a timestamp (a text
     without a digit is marked unreadable: :data:`~chat_ingest.sources.values.NO_DATE_MARK`)."""
@@ -158,7 +161,9 @@ class BadDocument(ValueError):
 
 
 def document_rows(ref: ObjectRef, ids: dict[str, str], doc: Any) -> tuple[dict, list[dict]]:
-    """The conversation row and its log rows, or :class:`BadDocument` saying why not."""
+    """The conversation row and its log rows, or :class:`BadDocument` saying why not.  A row's
+    ``extra`` is a dict of the fields the seed does not document (None: there are none), which the
+    spool writes as JSON and counts as drift."""
     if not isinstance(doc, dict):
         raise BadDocument(f"a JSON {type(doc).__name__}, not an object")
     if not doc:
@@ -182,7 +187,7 @@ def document_rows(ref: ObjectRef, ids: dict[str, str], doc: Any) -> tuple[dict, 
             row.update(_pre_reason=f"{field}[{position}]: a JSON {type(item).__name__}, not a log object",
                        _raw=as_text(item))
         else:
-            extra = {k: v for k, v in item.items() if k not in LOG_FIELDS}
+            extra = {k: v for k, v in item.items() if k not in LOG_FIELDS} or None
             content = item.get("content")
             logged_at = epoch_time(item.get("timestamp"))
             if isinstance(logged_at, dt.datetime) and (first_log is None or logged_at < first_log):
@@ -194,7 +199,7 @@ def document_rows(ref: ObjectRef, ids: dict[str, str], doc: Any) -> tuple[dict, 
                 segment_id=as_text(item.get("segmentId")), message_format=as_text(item.get("messageFormat")),
                 parent_id=as_text(item.get("parentId")), is_live_chat=as_text(item.get("isLiveChat")),
                 content=content if isinstance(content, str) or content is None else json.dumps(content),
-                extra=json.dumps(extra, ensure_ascii=False) if extra else None,
+                extra=extra,
             )
         logs.append(row)
     created = _iso(epoch_time(doc.get("createdAt")))
@@ -205,5 +210,6 @@ def document_rows(ref: ObjectRef, ids: dict[str, str], doc: Any) -> tuple[dict, 
         "personalization_id": as_text(doc.get("personalizationId")), "session_id": as_text(doc.get("sessionId")),
         "starting_message_sent": as_text(doc.get("startingMessageSent")), "website_id": as_text(doc.get("websiteId")),
         "history_field": field, "log_items": str(len(items)),
+        "extra": {k: v for k, v in doc.items() if k not in DOCUMENT_FIELDS and k != field} or None,
     }
     return conversation, logs

@@ -11,6 +11,12 @@ import orjson
 #: of the load, which would land as if the vendor had said them.
 NO_DATE_MARK = " (no date in it)"
 
+#: An epoch number below this is seconds, from it on milliseconds: vendors that name no unit (Unless's
+#: ``timestamp``, Ultimate's live export) write either.  Only one reading of a number can land: below
+#: it, milliseconds fall before 1973, and from it on, seconds fall after the year 5138 (both quarantined,
+#: before 2000-01-01 or in the future).
+EPOCH_SECONDS_BELOW = 100_000_000_000
+
 
 def as_text(value: Any) -> str | None:
     """JSON for containers, lower-case for booleans, ``str`` otherwise; None stays NULL.
