@@ -13,10 +13,13 @@ Dataset layout (plain files, so anyone can bring their own data)::
     botslovers/<company>/agent_status_logs.jsonl
     a8/<table>.jsonl                               the eleven A8 tables
     ultimate/<bot_id>/<YYYY-MM-DD>.json            conversations that ENDED that day (JSON array;
-                                                   .jsonl when bad records are asked for)
+                                                   .jsonl when bad records are asked for); in the
+                                                   live form (--ultimate-form live) as the v3 export
+                                                   serves them: see Generator.live_record
     unless/<account>/conversations/<website>/<session>/<conversation>.json
 
-Usage: ``python -m sandbox.generator --out DIR --seed 7 --days 3 --start 2026-11-17 [--bad-records 0.02]``
+Usage: ``python -m sandbox.generator --out DIR --seed 7 --days 3 --start 2026-11-17 [--bad-records 0.02]
+[--ultimate-form live]``
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ UNLESS_ACCOUNT = "acct-7f3a"
 UNLESS_WEBSITES = ("web-shop", "web-help")
 
 OUTCOMES = ("bot_handled", "escalated", "failed_escalation", "timeout")
+#: How Ultimate files are written: as the seed documents them, or as the live v3 export serves them.
+ULTIMATE_FORMS = ("seed", "live")
 OUTCOME_WEIGHTS = (0.55, 0.25, 0.1, 0.1)
 
 INTENTS = (
@@ -128,13 +133,19 @@ class Conversation:
 
 
 class Generator:
-    def __init__(self, seed: int, start: dt.date, days: int, per_day: int, bad_share: float) -> None:
+    def __init__(self, seed: int, start: dt.date, days: int, per_day: int, bad_share: float,
+                 ultimate_form: str = "seed") -> None:
+        if ultimate_form not in ULTIMATE_FORMS:
+            raise ValueError(f"ultimate_form: one of {', '.join(ULTIMATE_FORMS)}, not {ultimate_form!r}")
         self.rng = random.Random(seed)
+        #: The live form's own choices: the simulation, and so every other file, is the seed form's.
+        self.live_rng = random.Random(f"{seed}-live")
         self.seed = seed
         self.start = start
         self.days = days
         self.per_day = per_day
         self.bad_share = bad_share
+        self.ultimate_form = ultimate_form
 
     # -- the shared simulation ---------------------------------------------------------------
 
@@ -419,9 +430,14 @@ class Generator:
     def ultimate(self, out: Path, bot_id: str) -> None:
         by_end_day: dict[dt.date, list[dict]] = {}
         for c in self.simulate(bot_id, [f"{bot_id}-agent-{i}" for i in range(1, 4)]):
-            by_end_day.setdefault(c.ended_at.date(), []).append(self._ultimate_record(c, bot_id))
+            record = self._ultimate_record(c, bot_id)
+            if self.ultimate_form == "live":
+                record = self.live_record(record, c)
+            by_end_day.setdefault(c.ended_at.date(), []).append(record)
         for day, records in sorted(by_end_day.items()):
-            if self.bad_share > 0:
+            if self.ultimate_form == "live" and day == self.start + dt.timedelta(days=1):
+                _write_jsonl(out / "ultimate" / bot_id / f"{day.isoformat()}.jsonl", records)  # one day as JSON Lines
+            elif self.bad_share > 0:
                 lines = [json.dumps(rec, ensure_ascii=False) for rec in records]
                 if records:
                     lines[self.rng.randrange(len(lines))] = lines[0][: len(lines[0]) // 2]  # truncated record
@@ -475,6 +491,42 @@ class Generator:
         if self._bad():
             record[r.choice(("visitor_messages_count", "last_resolution"))] = r.choice(("many", "unknownResolution"))
         return record
+
+    def live_record(self, record: dict, c: Conversation) -> dict:
+        """``record`` as the live v3 ("enhanced Gen3") export serves it, saying the same: upper-case
+        keys, ``CONVERSATION_DATA``, counts as numbers (or still strings), flags as strings, the end
+        time as epoch milliseconds, the Gen3 fields, and account plumbing no column names (landed
+        in ``extra``).  Days without an ended conversation have no file (v3 answers 404)."""
+        r = self.live_rng
+        live = {}
+        for key, value in record.items():
+            if key.endswith("_count") and isinstance(value, str) and value.isdigit() and r.random() < 0.7:
+                value = int(value)
+            elif key == "test_mode":
+                value = str(value).lower()
+            elif key == "conversation_end_time":
+                value = _ms(c.ended_at)
+            live[("conversation_data" if key == "conversations_data" else key).upper()] = value
+        status, resolution = record["conversation_status"], record["last_resolution"]
+        automated = status == "botHandled" and resolution == "resolved"
+        gen3 = {
+            "conversation_type": "messaging", "resolution_tier": "automated" if automated else (
+                "assisted" if status in ("agent", "email", "customEscalation") else "unresolved"),
+            "automated_resolution": automated if r.random() < 0.8 else str(automated).lower(),
+            "automated_resolution_reasoning": "The customer confirmed the answer." if automated else None,
+            "rbp_status_name": "solved" if automated else "open", "has_knowledge_response_attempt": r.random() < 0.5,
+            "session_ended_timestamp": int((c.ended_at + dt.timedelta(seconds=30)).timestamp()),
+            "segments": ["returning"] if r.random() < 0.3 else [],
+            "triggered_use_cases": [t["intent_name"] for t in record["triggered_intent_replies"]][:2],
+            "triggered_procedures": [], "knowledge_sources": [{"article_name": "Delivery times", "article_id": 17}],
+            "knowledge_notUnderstood_count": r.randint(0, 1), "knowledge_responseGenerated_count": r.randint(0, 3),
+            "knowledge_errorOccurred_count": 0, "knowledge_escalationRequired_count": int(c.handoff_at is not None),
+            "knowledge_fallback_count": str(r.randint(0, 1)),
+            # seen in the live export, named by no document: they land in extra and are reported as drift
+            "instance_account_id": 4711, "zdp_meta_processed_timestamp": _iso(c.ended_at + dt.timedelta(hours=2)),
+            "conversation_end_date": c.ended_at.date().isoformat(),
+        }
+        return {**live, **{key.upper(): value for key, value in gen3.items()}}
 
     # -- Unless -------------------------------------------------------------------------------
 
@@ -530,7 +582,7 @@ class Generator:
             "conversations_per_day": self.per_day, "bad_records": self.bad_share,
             "botslovers": {"companies": list(COMPANIES)},
             "a8": {"bots": list(A8_BOTS)},
-            "ultimate": {"bots": list(ULTIMATE_BOTS)},
+            "ultimate": {"bots": list(ULTIMATE_BOTS), "form": self.ultimate_form},
             "unless": {"account": UNLESS_ACCOUNT, "websites": list(UNLESS_WEBSITES)},
         }
         (out / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
@@ -546,10 +598,10 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
 
 
 def generate(out: Path, *, seed: int = 7, days: int = 3, start: dt.date | None = None,
-             per_day: int = 40, bad_share: float = 0.0) -> dict:
+             per_day: int = 40, bad_share: float = 0.0, ultimate_form: str = "seed") -> dict:
     """Write a dataset; ``start`` defaults to ``days`` days before today (UTC)."""
     start = start or (dt.datetime.now(UTC).date() - dt.timedelta(days=days))
-    return Generator(seed, start, days, per_day, bad_share).write(out)
+    return Generator(seed, start, days, per_day, bad_share, ultimate_form).write(out)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -561,8 +613,11 @@ def main(argv: list[str] | None = None) -> None:
                    help="first day (UTC); default: DAYS days before today")
     p.add_argument("--per-day", type=int, default=40, help="conversations per tenant per day")
     p.add_argument("--bad-records", type=float, default=0.0, help="share of deliberately bad records (0..1)")
+    p.add_argument("--ultimate-form", choices=ULTIMATE_FORMS, default="seed",
+                   help="Ultimate files as the seed documents them, or as the live v3 export serves them")
     a = p.parse_args(argv)
-    m = generate(a.out, seed=a.seed, days=a.days, start=a.start, per_day=a.per_day, bad_share=a.bad_records)
+    m = generate(a.out, seed=a.seed, days=a.days, start=a.start, per_day=a.per_day, bad_share=a.bad_records,
+                 ultimate_form=a.ultimate_form)
     print(f"wrote {a.days} days from {m['start']} to {a.out}")
 
 

@@ -276,3 +276,34 @@ def test_dag_run_lands_every_website_and_passes_the_gate(clean_warehouse, airflo
                               "WHERE source = 'unless' AND run_id = %s", (run_id,)).fetchone()
     assert websites == set(sandbox.manifest["unless"]["websites"])
     assert checks[0] > 0 and checks[1]
+
+
+def test_a_field_the_seed_does_not_name_lands_with_its_row_and_is_reported_as_drift(clean_warehouse):
+    """An object is rewritten in place: a document field, or a log item field, the seed does not name
+    would be lost for good if it were not landed.  It lands in its row's ``extra``, and the load's
+    summary and the gate name it with the rows holding it."""
+    from chat_ingest.sources import unless
+    from chat_ingest.validation import run_gate
+    from chat_ingest.warehouse import connect
+
+    sandbox = clean_warehouse
+    key, doc = sorted(documents(sandbox).items())[1]
+    items = [dict(doc["chatHistory"][0], reaction={"emoji": "thumbs_up"}), *doc["chatHistory"][1:]]
+    newer = dict(doc, chatHistory=items, customerTier="gold")
+    with objects(sandbox, {key: json.dumps(newer).encode()}):
+        summary = load(sandbox, run_id="unless-drift")
+    assert summary["conversations"]["drift"] == {"customerTier": 1}
+    assert summary["logs"]["drift"] == {"reaction": 1}
+    with sandbox.warehouse() as conn:
+        landed = conn.execute("SELECT c.extra, l.extra FROM staging.unless_conversations c JOIN staging.unless_logs l "
+                              "USING (website, session, conversation_id) WHERE c.object_key = %s AND l.position = 0",
+                              (key,)).fetchone()
+        others = conn.execute("SELECT count(extra) FROM staging.unless_conversations WHERE object_key <> %s",
+                              (key,)).fetchone()[0]
+    assert landed == ({"customerTier": "gold"}, {"reaction": {"emoji": "thumbs_up"}}) and others == 0
+    start, end = day_window(TODAY)
+    with connect() as conn:
+        outcomes = run_gate(conn, sandbox.warehouse_dsn.replace("postgresql://", "postgresql+psycopg2://"),
+                            unless.CONVERSATIONS, run_id="unless-drift", start=start, end=end, tenants=[WEBSITE]).outcomes
+    [drift] = [o for o in outcomes if o.expectation == "undeclared_fields"]
+    assert drift.unexpected_values == [{"value": "customerTier", "count": 1}] and drift.severity == "warning"

@@ -98,3 +98,24 @@ def test_clean_by_default_bad_records_behind_a_flag(dataset, tmp_path):
             except json.JSONDecodeError:
                 truncated += 1
     assert truncated > 0
+
+
+def test_the_live_ultimate_form_says_what_the_seed_form_says_in_the_v3_exports_own_shape(dataset, tmp_path):
+    """Only the Ultimate files differ between the forms (same seed: the same conversations everywhere);
+    the live form's records have upper-case keys, CONVERSATION_DATA, Gen3 fields, numeric counts and an
+    epoch end time, and its second day is JSON Lines."""
+    live = tmp_path / "live"
+    generate(live, seed=3, days=3, start=START, per_day=20, ultimate_form="live")
+    seed_files, live_files = tree(dataset), tree(live)
+    assert {k: v for k, v in live_files.items() if not k.startswith(("ultimate/", "manifest"))} == \
+        {k: v for k, v in seed_files.items() if not k.startswith(("ultimate/", "manifest"))}
+    second = START + dt.timedelta(days=1)
+    records = jsonl(live / "ultimate" / "ult-bank" / f"{second}.jsonl")
+    seed_records = json.loads((dataset / "ultimate" / "ult-bank" / f"{second}.json").read_text())
+    assert [r["CONVERSATION_ID"] for r in records] == [r["conversation_id"] for r in seed_records]
+    record, seed_record = records[0], seed_records[0]
+    assert record["CONVERSATION_DATA"] == seed_record["conversations_data"]
+    assert all(key == key.upper() for key in record)
+    assert {"AUTOMATED_RESOLUTION", "RESOLUTION_TIER", "SESSION_ENDED_TIMESTAMP", "KNOWLEDGE_SOURCES"} <= set(record)
+    assert isinstance(record["CONVERSATION_END_TIME"], int)
+    assert any(isinstance(r["VISITOR_MESSAGES_COUNT"], int) for r in records)

@@ -50,6 +50,10 @@ COMMENT ON COLUMN reporting.daily_bot_kpis.deflected_conversations IS 'Conversat
 COMMENT ON COLUMN reporting.daily_bot_kpis.unknown_outcome_conversations IS 'Conversations whose status or state the vocabulary does not map (see audit.unmapped_values).';
 COMMENT ON COLUMN reporting.daily_bot_kpis.automated_conversations IS 'Ultimate: last_resolution informed or resolved.';
 COMMENT ON COLUMN reporting.daily_bot_kpis.informed_conversations IS 'Ultimate: last_resolution informed.';
+COMMENT ON COLUMN reporting.daily_bot_kpis.automated_resolution_conversations IS 'Ultimate Gen3: automated_resolution true (the vendor''s verdict); NULL where no conversation of the day carries it.';
+COMMENT ON COLUMN reporting.daily_bot_kpis.automated_resolution_rate IS 'Ultimate Gen3: automated_resolution_conversations / total_conversations; NULL where no conversation carries the verdict.';
+COMMENT ON COLUMN reporting.conversations.automated_resolution IS 'Ultimate Gen3: the vendor''s verdict that the AI agent resolved the conversation itself; NULL where the export has no such field.';
+COMMENT ON COLUMN reporting.conversations.resolution_tier IS 'Ultimate Gen3: the vendor''s resolution tier; NULL where the export has no such field.';
 COMMENT ON COLUMN reporting.daily_bot_kpis.visitor_messages IS 'Sum of user messages over conversations that report them.';
 COMMENT ON COLUMN reporting.daily_bot_kpis.not_understood_messages IS 'Sum of not-understood messages over conversations that report them.';
 

@@ -7,7 +7,8 @@
 -- resolved, escalated, undefined; unknown when unmapped).  Intents from
 -- triggered_intent_replies: first and last by position (the seed's second query); the first meaningful
 -- one is the earliest by intent_timestamp with not_meaningful false and not in the excluded list (the
--- seed's third query).  The export names no user, so user_key is NULL.
+-- seed's third query).  The export names no user, so user_key is NULL.  automated_resolution and
+-- resolution_tier: the Gen3 export's fields, NULL where it has none (the seed's v2 form).
 WITH convs AS (
     SELECT DISTINCT ON (bot_id, conversation_id) *
     FROM staging.ultimate_conversations
@@ -26,13 +27,13 @@ WITH convs AS (
 )
 INSERT INTO day_conversations (source, tenant, conversation_id, started_at, ended_at, conversation_date,
     channel, language, user_key, user_messages, bot_messages, agent_messages, not_understood_messages, outcome,
-    deflected, resolution, first_intent, last_intent, first_meaningful_intent)
+    deflected, resolution, first_intent, last_intent, first_meaningful_intent, automated_resolution, resolution_tier)
 SELECT 'ultimate', c.bot_id, c.conversation_id, c.conversation_start_time, c.conversation_end_time,
        (c.conversation_start_time AT TIME ZONE 'UTC')::date, c.channel, c.language, NULL,
        c.visitor_messages_count, c.bot_messages_count, NULL, c.not_understood_messages_count,
        coalesce(s.meaning, 'unknown'), s.meaning <> 'escalated',
        reporting.vocabulary_meaning('ultimate', 'last_resolution', c.last_resolution),
-       i.first_intent, i.last_intent, i.first_meaningful_intent
+       i.first_intent, i.last_intent, i.first_meaningful_intent, c.automated_resolution, c.resolution_tier
 FROM convs c
 CROSS JOIN LATERAL (SELECT reporting.vocabulary_meaning('ultimate', 'conversation_status', c.conversation_status)
                     AS meaning) s

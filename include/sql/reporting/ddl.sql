@@ -145,6 +145,11 @@ CREATE TABLE IF NOT EXISTS reporting.conversations (
 -- deflected: not escalated, with SQL's NULL semantics -- NULL where the vendor gave no status
 -- (Ultimate's conversation_status NULL: the seed's `NOT IN (...)` is NULL for it)
 ALTER TABLE reporting.conversations ADD COLUMN IF NOT EXISTS deflected boolean;
+-- Ultimate's Gen3 export (Zendesk AI agents): the vendor's own verdict and tier; NULL where the export
+-- has no such field (the seed's v2 form, every other source)
+ALTER TABLE reporting.conversations
+    ADD COLUMN IF NOT EXISTS automated_resolution boolean,
+    ADD COLUMN IF NOT EXISTS resolution_tier      text;
 CREATE INDEX IF NOT EXISTS conversations_day_idx ON reporting.conversations (source, conversation_date);
 
 CREATE TABLE IF NOT EXISTS reporting.messages (
@@ -185,6 +190,11 @@ ALTER TABLE reporting.daily_bot_kpis
     ADD COLUMN IF NOT EXISTS informed_conversations          integer,
     ADD COLUMN IF NOT EXISTS visitor_messages                bigint,
     ADD COLUMN IF NOT EXISTS not_understood_messages         bigint;
+-- Ultimate Gen3: conversations the vendor judged resolved by the AI agent, and their rate; NULL where no
+-- conversation of the day carries the verdict.
+ALTER TABLE reporting.daily_bot_kpis
+    ADD COLUMN IF NOT EXISTS automated_resolution_conversations integer,
+    ADD COLUMN IF NOT EXISTS automated_resolution_rate          numeric;
 
 CREATE TABLE IF NOT EXISTS reporting.intent_metrics (
     conversation_date       date    NOT NULL,
@@ -253,7 +263,11 @@ SELECT p.period, date_trunc(p.period, d.conversation_date)::date AS period_start
        sum(d.automated_conversations)::numeric / sum(d.total_conversations) AS automation_rate,
        sum(d.informed_conversations)::numeric / sum(d.total_conversations) AS informed_rate,
        (sum(d.visitor_messages) - sum(d.not_understood_messages))::numeric / nullif(sum(d.visitor_messages), 0)
-           AS messages_understood_rate
+           AS messages_understood_rate,
+       sum(d.automated_resolution_conversations) AS automated_resolution_conversations,
+       sum(d.automated_resolution_conversations)::numeric
+           / nullif(sum(d.total_conversations) FILTER (WHERE d.automated_resolution_conversations IS NOT NULL), 0)
+           AS automated_resolution_rate
 FROM reporting.daily_bot_kpis d CROSS JOIN (VALUES ('week'), ('month')) AS p (period)
 GROUP BY p.period, date_trunc(p.period, d.conversation_date), d.source, d.tenant;
 

@@ -344,7 +344,7 @@ class _Spool:
     def add(self, table: str, row: dict) -> None:
         extra = row.get("extra")
         if extra is not None:
-            self.drift[table].update(extra)
+            self.drift[table].update(extra.keys())
             row["extra"] = self.extra(extra).decode()
         self.files[table].write(self.encode(row))
 

@@ -26,11 +26,12 @@ LOG_TYPES = ("message", "error", "input", "event", "system")
 #: The seed: 'md' | 'html' | string | null: any string.  These are the values seen in the vendor's
 #: widget; another is a gate warning (reporting does not read the format).
 MESSAGE_FORMATS = ("md", "html", "text", "plain")
-#: Document fields the seed documents beside the log array (``chatHistory``, or ``history``); anything
-#: else, the other array included when a document holds both, lands in the conversation's ``extra``:
-#: the object is rewritten in place, so a field not landed is lost for good (drift is reported).
-DOCUMENT_FIELDS = ("conversationName", "createdAt", "metadata", "personalizationId", "sessionId",
-                   "startingMessageSent", "websiteId")
+#: Document fields the seed documents (the log items are read from ``chatHistory``, or from ``history``
+#: when there is none: the widget writes the same items to both); anything else lands in the
+#: conversation's ``extra``: the object is rewritten in place, so a field not landed is lost for good
+#: (drift is reported).
+DOCUMENT_FIELDS = ("chatHistory", "conversationName", "createdAt", "history", "metadata", "personalizationId",
+                   "sessionId", "startingMessageSent", "websiteId")
 #: Log item fields the seed documents; anything else lands in ``extra`` (schema drift is reported, not lost).
 LOG_FIELDS = ("uuid", "type", "sender", "timestamp", "hidden", "historical", "local", "segmentId",
               "messageFormat", "parentId", "isLiveChat", "content")
@@ -210,6 +211,6 @@ def document_rows(ref: ObjectRef, ids: dict[str, str], doc: Any) -> tuple[dict, 
         "personalization_id": as_text(doc.get("personalizationId")), "session_id": as_text(doc.get("sessionId")),
         "starting_message_sent": as_text(doc.get("startingMessageSent")), "website_id": as_text(doc.get("websiteId")),
         "history_field": field, "log_items": str(len(items)),
-        "extra": {k: v for k, v in doc.items() if k not in DOCUMENT_FIELDS and k != field} or None,
+        "extra": {k: v for k, v in doc.items() if k not in DOCUMENT_FIELDS} or None,
     }
     return conversation, logs
