@@ -78,8 +78,14 @@ class ExpectationOutcome:
     #: ``critical`` fails the gate; ``warning`` (a vocabulary column's unmapped values, a value beyond a
     #: column's examples) is reported only.
     severity: str = "critical"
-    #: What the outcome says, for a check of the load's own record rather than a GX expectation.
+    #: What the outcome says, for a check of the loads' own record (:func:`load_outcomes`) rather than
+    #: a GX expectation over the staged rows.
     detail: str | None = None
+
+    @property
+    def of_loads(self) -> bool:
+        """Whether this outcome checks what the loads recorded, not the staged rows."""
+        return self.expectation in LOAD_CHECKS
 
     @property
     def blocks(self) -> bool:
@@ -202,6 +208,8 @@ def report_unmapped(conn, spec: TableSpec, counts: dict[str, dict], *, run_id: s
     return found
 
 
+#: The outcomes :func:`load_outcomes` adds to GX's: the quarantined share, and the drift.
+LOAD_CHECKS = ("rows_quarantined", "undeclared_fields")
 #: A reason's quoted values (``'many'``), left out where quarantine reasons are counted by kind.
 _QUOTED = r"'(?:[^']|'')*'"
 #: The commonest reasons a failed quarantine check names.

@@ -114,6 +114,32 @@ class LandingOperator(BaseOperator):
         return lineage(inputs, [staging_table(spec.staging_table, conn_id=self.warehouse_conn_id)
                                 for spec in self.landed_specs])
 
+    def refuse_window(self, start: dt.datetime, end: dt.datetime) -> None:
+        """Refuse a window the source cannot serve, before the warehouse is touched."""
+
+    def ranges(self, rechecks: bool) -> list[tuple[dt.datetime, dt.datetime]]:
+        """What a run lands, each range in its own transaction: the window (refused at once when the
+        source cannot serve it), then, when ``rechecks``, each day a scheduled run lands again before it
+        (``recheck_start``) that the source still serves (one it no longer keeps is skipped, saying so)."""
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from chat_ingest.windows import parse_window, rechecked_days
+
+        window = parse_window(self.window)
+        self.refuse_window(*window)
+        ranges = [window]
+        for start, end in rechecked_days(self.window) if rechecks else []:
+            try:
+                self.refuse_window(start, end)
+            except AirflowFailException as exc:
+                self.log.warning("not rechecking %s: %s", start.date(), exc)
+                continue
+            ranges.append((start, end))
+        if len(ranges) > 1:
+            self.log.info("rechecking the %d day(s) before the window: what the vendor wrote or completed after "
+                          "their run lands now", len(ranges) - 1)
+        return ranges
+
     def refuse_unsafe_tenant(self) -> None:
         """Refuse a hostile tenant name (quotes, ``../``, look-alikes) before any connection, query, key
         or header is built from it; None is a table the vendor does not split by tenant."""
@@ -179,16 +205,12 @@ class ExtractLoadOperator(LandingOperator):
         unchanged day is a digest comparison): the window's summary, with theirs as ``rechecked``."""
         from chat_ingest.staging import StagingLoader
         from chat_ingest.warehouse import connect, ensure_schema
-        from chat_ingest.windows import parse_window, rechecked_days
 
         self.refuse_unsafe_tenant()
         if self.table not in self.tables:
             raise ValueError(f"unknown table {self.table!r}; known: {', '.join(sorted(self.tables))}")
         spec, run_id = self.tables[self.table], context["run_id"]
-        ranges = [parse_window(self.window), *(rechecked_days(self.window) if self.rechecks(spec) else [])]
-        if len(ranges) > 1:
-            self.log.info("rechecking the %d day(s) before the window: rows the vendor wrote after their run "
-                          "land now", len(ranges) - 1)
+        ranges = self.ranges(self.rechecks(spec))
         extractions = [self.extraction(spec, start, end) for start, end in ranges]  # the source, before the warehouse
         summaries = []
         with connect(self.warehouse_conn_id) as conn:
@@ -223,36 +245,17 @@ class DocumentLoadOperator(LandingOperator):
         the landing transaction; ``scope`` holds what must live until every table has landed."""
         raise NotImplementedError
 
-    def refuse_window(self, start: dt.datetime, end: dt.datetime) -> None:
-        """Refuse a window the source cannot serve, before the warehouse is touched."""
-
     def before_commit(self, conn, results: dict[str, LoadResult]) -> None:
         """Runs inside the landing transaction after every table landed."""
 
     def land(self, context) -> dict[str, Any]:
         """Land the window, every table in one transaction; on a scheduled run of a source that
-        :attr:`lands_recheck_days`, then each day it rechecks (one the source no longer serves is
-        skipped, saying so), each in its own transaction: the window's summaries, with theirs under
-        each table's ``rechecked``."""
-        from airflow.sdk.exceptions import AirflowFailException
-
+        :attr:`lands_recheck_days`, then each day it rechecks (:meth:`ranges`), each in its own
+        transaction: the window's summaries, with theirs under each table's ``rechecked``."""
         from chat_ingest.warehouse import connect, ensure_schema
-        from chat_ingest.windows import parse_window, rechecked_days
 
         self.refuse_unsafe_tenant()
-        window = parse_window(self.window)
-        self.refuse_window(*window)
-        ranges = [window]
-        for start, end in rechecked_days(self.window) if self.lands_recheck_days else []:
-            try:
-                self.refuse_window(start, end)
-            except AirflowFailException as exc:
-                self.log.warning("not rechecking %s: %s", start.date(), exc)
-                continue
-            ranges.append((start, end))
-        if len(ranges) > 1:
-            self.log.info("rechecking the %d day(s) before the window: what the vendor completed after their "
-                          "run lands now", len(ranges) - 1)
+        ranges = self.ranges(self.lands_recheck_days)
         with connect(self.warehouse_conn_id) as conn:
             ensure_schema(conn)
             summary, *rechecked = [self._land_range(conn, context["run_id"], start, end) for start, end in ranges]

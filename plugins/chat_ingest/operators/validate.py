@@ -87,5 +87,5 @@ class ValidateStagingOperator(BaseOperator):
         self.data_docs_page = gate.docs_page
         outcomes = self.outcomes = gate.outcomes
         return {"table": self.spec.staging_table, "window": self.window, "expectations": len(outcomes),
-                "rows_validated": max((o.element_count or 0 for o in outcomes), default=0),
+                "rows_validated": max((o.element_count or 0 for o in outcomes if not o.of_loads), default=0),
                 "warnings": [o.describe() for o in outcomes if not o.success]}
