@@ -35,6 +35,8 @@ class UnlessToStagingOperator(SpooledDocumentLoadOperator):
     tables = unless.TABLES
     tenant_label = "website"
     supports_full_refresh = True
+    #: Objects rewritten since the watermark are read again by every run: no day needs a recheck.
+    lands_recheck_days = False
     template_fields: Sequence[str] = (*SpooledDocumentLoadOperator.template_fields, "bucket", "account")
 
     def __init__(self, *, bucket: str, account: str, aws_conn_id: str = "unless_s3", max_workers: int = 16,
