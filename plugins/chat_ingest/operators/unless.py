@@ -108,6 +108,7 @@ class UnlessToStagingOperator(SpooledDocumentLoadOperator):
         from chat_ingest.hooks.unless import ObjectGone, UnlessS3Hook
 
         prefix = self.prefix
+        self.newest_seen = None  # this tenant's, not the one a batch landed before it
         lower, upper = self.selection(start, end)
         self.log.info("Unless s3://%s/%s: objects modified in [%s, %s)", self.bucket, prefix,
                       lower.isoformat() if lower else "the beginning", upper.isoformat())
