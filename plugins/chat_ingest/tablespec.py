@@ -9,6 +9,7 @@ derived from it, so adding a column or an enum value is a one-line change here.
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
 from dataclasses import dataclass
 
@@ -30,10 +31,23 @@ KEY_VALUE_MAX_BYTES = 1024
 #: The most a tenant (a company, bot or website) may hold: a configured name (``names.TENANT``), or
 #: where the source names it in its rows, a value no larger.
 TENANT_MAX_BYTES = 128
-#: Timestamps before this are a default or a corrupt value, not an event of a chat (quarantined).
-EARLIEST_TIMESTAMP = "2000-01-01"
-#: Timestamps later than the load time plus this are a clock or parsing error (quarantined).
-FUTURE_TOLERANCE = "1 day"
+#: Timestamps before this are a default or a corrupt value, not an event of a chat: the loader
+#: quarantines them, and the gate, which checks what staging holds, fails them.
+EARLIEST_TIMESTAMP = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)
+#: Timestamps later than the load time plus this are a clock or parsing error; within it, a vendor's
+#: clock running ahead.  The loader quarantines what is later, and the gate fails it against its own
+#: time: one rule, so a row the loader lands never fails the gate for it.
+FUTURE_TOLERANCE = dt.timedelta(days=1)
+
+
+def spoken(span: dt.timedelta) -> str:
+    """A span as a message says it: ``1 day``, ``10 minutes``."""
+    seconds = int(span.total_seconds())
+    for unit, size in (("day", 86_400), ("hour", 3_600), ("minute", 60), ("second", 1)):
+        if seconds % size == 0:
+            count = seconds // size
+            return f"{count} {unit}{'s' * (count != 1)}"
+    return str(span)
 #: Columns a batch may carry beside the spec's: why a row is already known bad, and its raw text.
 MARK_COLUMNS = ("_pre_reason", "_raw")
 

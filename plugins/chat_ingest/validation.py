@@ -35,17 +35,13 @@ from airflow.sdk.exceptions import AirflowFailException
 from psycopg import sql
 
 from chat_ingest.config import mostly_for
-from chat_ingest.tablespec import TableSpec
+from chat_ingest.tablespec import EARLIEST_TIMESTAMP, FUTURE_TOLERANCE, TableSpec
 
 log = logging.getLogger(__name__)
 # GX logs hundreds of "Skipping registering function ..." lines at INFO while it imports: noise that
 # buried every validate task's own log.
 logging.getLogger("great_expectations._docs_decorators").setLevel(logging.WARNING)
 
-#: No event in any source predates this; older timestamps are corrupt values.
-EARLIEST_SANE = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)
-#: Allowed clock skew between the vendor and us before a timestamp counts as "in the future".
-FUTURE_SKEW = dt.timedelta(minutes=10)
 _DSN_VARIABLE = "CHAT_INGEST_GX_WAREHOUSE_DSN"
 #: Validations the Data Docs index lists (the newest).  GX builds the index by reading every result it
 #: lists, so an unbounded index took longer with every validation (a 30-day backfill writes 540); older
@@ -159,7 +155,7 @@ def build_expectations(spec: TableSpec, now: dt.datetime | None = None,
             suite.append(gxe.ExpectColumnValuesToNotBeNull(column=col.name, mostly=mostly(col.name, "not_null")))
         if col.pg_type == "timestamptz":
             suite.append(gxe.ExpectColumnValuesToBeBetween(
-                column=col.name, min_value=EARLIEST_SANE, max_value=now + FUTURE_SKEW,
+                column=col.name, min_value=EARLIEST_TIMESTAMP, max_value=now + FUTURE_TOLERANCE,
                 mostly=mostly(col.name, "between")))
         if col.value_range:
             low, high = col.value_range

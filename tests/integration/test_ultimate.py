@@ -207,3 +207,45 @@ def test_the_gate_checks_that_conversations_end_after_they_start(clean_warehouse
     with connect() as conn, pytest.raises(ValidationFailed, match="conversation_end_time >= conversation_start_time"):
         run_gate(conn, sandbox.warehouse_dsn.replace("postgresql://", "postgresql+psycopg2://"),
                  ultimate.CONVERSATIONS, run_id="ult-order", start=start, end=end, tenants=["ult-bank"])
+
+
+def test_a_time_an_hour_ahead_lands_and_passes_the_gate_and_one_days_past_tomorrow_is_refused_by_both(
+        clean_warehouse):
+    """One rule for the loader and the gate (``tablespec.FUTURE_TOLERANCE``): a vendor clock an hour
+    ahead lands and passes; beyond the tolerance, the loader quarantines it, and the gate, reading a row
+    staging holds from before, fails it too.  (The gate allowed only ten minutes, so a row the loader
+    had landed blocked the table's Asset.)"""
+    from chat_ingest.sources import ultimate
+    from chat_ingest.validation import ValidationFailed, run_gate
+    from chat_ingest.warehouse import connect
+
+    sandbox = clean_warehouse
+    day = sandbox.days[0]
+    path = sandbox.dataset / "ultimate" / "ult-telco" / f"{day}.json"
+    original = path.read_bytes()
+    good = json.loads(original)[:2]
+    now = dt.datetime.now(dt.timezone.utc)
+    ahead = (now + dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    beyond = (now + dt.timedelta(days=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    path.write_text(json.dumps([dict(good[0], conversation_end_time=ahead),
+                                dict(good[1], conversation_end_time=beyond)]))
+    try:
+        summary = load(day, bot="ult-telco", run_id="ult-ahead")["conversations"]
+    finally:
+        path.write_bytes(original)
+    assert (summary["rows_landed"], summary["rows_rejected"]) == (1, 1)
+    with sandbox.warehouse() as conn:
+        reason = conn.execute("SELECT reason FROM audit.rejected_records WHERE run_id = 'ult-ahead' AND "
+                              "table_name = 'conversations'").fetchone()[0]
+    assert reason.endswith("is after the load time plus 1 day")
+    start, end = day_window(day)
+    dsn = sandbox.warehouse_dsn.replace("postgresql://", "postgresql+psycopg2://")
+    with connect() as conn, pytest.raises(ValidationFailed) as failure:  # one of two quarantined: over 5 %
+        run_gate(conn, dsn, ultimate.CONVERSATIONS, run_id="ult-ahead", start=start, end=end, tenants=["ult-telco"])
+    [between] = [o for o in failure.value.outcomes if o.column == "conversation_end_time"
+                 and o.expectation == "expect_column_values_to_be_between"]
+    assert between.success  # the hour-ahead row staging holds passes the gate's bound too
+    with sandbox.warehouse() as conn:  # a row staging holds from before that is beyond the bound fails it
+        conn.execute("UPDATE staging.ultimate_conversations SET conversation_end_time = %s", (beyond,))
+    with connect() as conn, pytest.raises(ValidationFailed, match="conversation_end_time"):
+        run_gate(conn, dsn, ultimate.CONVERSATIONS, run_id="ult-ahead", start=start, end=end, tenants=["ult-telco"])

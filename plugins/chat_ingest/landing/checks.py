@@ -16,6 +16,7 @@ from chat_ingest.tablespec import (
     Column,
     MergeRule,
     TableSpec,
+    spoken,
 )
 
 #: How much of a value over the size limit a quarantined payload keeps (characters).
@@ -53,10 +54,10 @@ def value_checks(spec: TableSpec, col: Column, typed: bool) -> list[Check]:
         utc = sql.SQL("to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS')").format(at)
         checks.append((sql.SQL("{} < {}").format(at, sql.Literal(EARLIEST_TIMESTAMP)),
                        sql.SQL("{} || {} || {}").format(sql.Literal(f"{col.name}: "), utc,
-                                                        sql.Literal(f" is before {EARLIEST_TIMESTAMP}"))))
+                                                        sql.Literal(f" is before {EARLIEST_TIMESTAMP:%Y-%m-%d}"))))
         checks.append((sql.SQL("{} > now() + {}::interval").format(at, sql.Literal(FUTURE_TOLERANCE)),
-                       sql.SQL("{} || {} || {}").format(sql.Literal(f"{col.name}: "), utc,
-                                                        sql.Literal(f" is after the load time plus {FUTURE_TOLERANCE}"))))
+                       sql.SQL("{} || {} || {}").format(sql.Literal(f"{col.name}: "), utc, sql.Literal(
+                           f" is after the load time plus {spoken(FUTURE_TOLERANCE)}"))))
     return checks
 
 
