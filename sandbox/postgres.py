@@ -80,8 +80,11 @@ class EmbeddedPostgres:
             os.unlink(pw.name)
 
     def start(self) -> None:
+        """Start the server, or keep the one running -- but not one still stopping (the demo's last
+        ``down`` returns before its server has shut down: a start then saw it running, returned,
+        and the next connection was refused): that one is waited for, then started again."""
         self.init()
-        if self.running():
+        if self.running() and self._up_or_stopped():
             return
         log = self.pgdata / "server.log"
         options = (
@@ -109,6 +112,20 @@ class EmbeddedPostgres:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.3)
+
+    def _up_or_stopped(self, timeout: float = 120) -> bool:
+        """Wait until a running server accepts connections (True) or has stopped (False)."""
+        deadline = time.monotonic() + timeout
+        while self.running():
+            ready = _run_as_owner([str(self.bin_path / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port),
+                                   "-t", "2"], check=False)
+            if ready.returncode == 0:
+                return True
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"PostgreSQL in {self.pgdata} neither accepts connections nor stops "
+                                   f"(pg_isready: {ready.stdout.strip() or ready.returncode})")
+            time.sleep(0.3)
+        return False
 
     def running(self) -> bool:
         if not (self.pgdata / "postmaster.pid").exists():

@@ -246,3 +246,36 @@ def test_seed_fills_network_stand_ins_with_a_dataset_as_the_sandbox_loads_its_ow
             assert body == path.read_bytes(), key
     finally:
         down(root)
+
+
+def test_a_start_right_after_a_stop_waits_for_the_stopping_server_and_starts_it_again(tmp_path):
+    """``make demo`` ends with ``down``, which may return while the warehouse is still shutting down; a
+    ``make sandbox-up`` or ``make ui`` straight after saw it running, returned, and its next connection
+    was refused.  Here a server is kept shutting down (a smart stop waits for an open session) while a
+    start begins: the start waits for it to stop, starts it again, and the server then answers."""
+    import threading
+
+    from sandbox.postgres import EmbeddedPostgres, _run_as_owner
+    from sandbox.services import free_port
+
+    server = EmbeddedPostgres(tmp_path / "pg", free_port())
+    server.start()
+    try:
+        session = psycopg.connect(server.dsn(), autocommit=True)
+        _run_as_owner([str(server.bin_path / "pg_ctl"), "-D", str(server.pgdata), "-m", "smart", "-W", "stop"])
+        deadline = time.monotonic() + 60
+        while True:  # the server now refuses new sessions while it waits for the open one
+            try:
+                psycopg.connect(server.dsn(), connect_timeout=2).close()
+            except psycopg.OperationalError as exc:
+                assert "shutting down" in str(exc), exc
+                break
+            assert time.monotonic() < deadline, "the smart stop never began"
+            time.sleep(0.2)
+        assert server.running()
+        threading.Timer(2.0, session.close).start()  # the stop can finish only once the session ends
+        server.start()
+        with psycopg.connect(server.dsn(), connect_timeout=10) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        server.stop()
