@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt pyproject.toml | cksum | cut -d' ' -f1)
 SANDBOX_DIR ?= .sandbox
 
-.PHONY: demo test sandbox-up sandbox-down ui cluster bench venv clean
+.PHONY: demo test unit lint sandbox-up sandbox-down ui cluster bench venv clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,9 +24,17 @@ venv: $(STAMP)
 demo: venv
 	$(PY) -m sandbox.demo --dir $(SANDBOX_DIR)
 
-## The whole test suite (starts its own sandbox servers; needs nothing running).
-test: venv
+## The whole test suite (starts its own sandbox servers; needs nothing running), after the linter.
+test: lint
 	$(PY) -m pytest
+
+## The tests of pure logic (specs, windows, rules, parsing, config, the generator): no server, seconds.
+unit: venv
+	$(PY) -m pytest tests/unit
+
+## ruff over the whole tree (its rules: pyproject.toml).
+lint: venv
+	$(PY) -m ruff check .
 
 ## Start the stand-ins; DATASET=path loads your own data (layout: sandbox/generator.py).
 sandbox-up: venv

@@ -25,8 +25,8 @@ from bench.volumes import fill_a8, fill_botslovers, fill_ultimate, fill_unless, 
 from bench.worker import A8_TABLES
 from chat_ingest.sources import a8, botslovers, ultimate, unless
 from sandbox.__main__ import down, up
-from sandbox.services import read_env
 from sandbox.generator import generate
+from sandbox.services import read_env
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
@@ -112,7 +112,7 @@ def measure_in_turn(env: dict[str, str], runs: int, variants: list[tuple],
     moved their time ratio by a tenth)."""
     found: list[list[dict]] = [[] for _ in variants]
     for _ in range(runs):
-        for results, (kind, kw, *own_env) in zip(found, variants):
+        for results, (kind, kw, *own_env) in zip(found, variants, strict=True):
             run_env = own_env[0] if own_env else env
             if before:
                 before()
@@ -167,7 +167,7 @@ def last_load(env: dict[str, str], source: str, table: str) -> dict:
     """What the newest load of a table did (the rerun check: nothing landed, nothing deleted)."""
     row = sql(env, "SELECT rows_extracted, rows_landed, rows_unchanged, rows_deleted FROM audit.load_log "
                    "WHERE source = %s AND table_name = %s ORDER BY load_id DESC LIMIT 1", (source, table))[0]
-    return dict(zip(("rows_extracted", "rows_landed", "rows_unchanged", "rows_deleted"), row))
+    return dict(zip(("rows_extracted", "rows_landed", "rows_unchanged", "rows_deleted"), row, strict=True))
 
 
 def rerun(first: dict, again: dict, load: dict) -> dict:
@@ -196,7 +196,7 @@ def bench_botslovers(env: dict[str, str], runs: int, quick: bool) -> dict:
     # its day is the one loaded for the rerun
     measured = iter(measure_in_turn(env, pair_runs, [(f"botslovers-{kind}", {"tenant": company}) for company in sizes
                                                      for kind in ("baseline", "project")], before=reset))
-    for (company, rows), baseline, project in zip(sizes.items(), measured, measured):
+    for rows, baseline, project in zip(sizes.values(), measured, measured, strict=True):
         results[f"botslovers_messages_{rows // 1000}k"] = against_baseline(project, baseline, 0.5, MAX_RSS_MB)
     smallest = list(sizes)[-1]
     again = measure("botslovers-project", env, runs, tenant=smallest)

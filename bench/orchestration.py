@@ -10,7 +10,8 @@ a ``rebuild`` per partition as the real runs' do.  That is what Airflow itself c
 the real shape.  ``validate_table`` compares the task
 instances of the two runs: ``validate_messages`` of the A8 run, cleared after the run and run again
 alone by the scheduler (three times, the median), against its no-op twin run alone the same way (in
-the daily run eighteen validations start together on two cores, and their medians are reported too).  ``dag_parse`` times each
+the daily run eighteen validations start together on two cores, and their medians are reported too).
+``dag_parse`` times each
 DAG file's parse with 2, 20 and 200 tenants per source, and ``tenants_scaling`` runs the Botslovers
 floor with that many tenants configured.  ``backfill_30_days`` (``--only backfill``; about an hour on two
 cores) loads a month of the default dataset the way ``make demo`` loads its days, against the floor.
@@ -116,7 +117,8 @@ def daily_run(root: Path, *, noop: bool, ingestion: tuple[str, ...] = INGESTION_
     failed = [(dag_id, state) for dag_id, state, *_ in runs if state != "success"]
     if failed:
         raise RuntimeError(f"runs did not succeed: {failed}; logs in {root / 'logs'}")
-    return {"seconds": round((max(end for *_, end in runs) - min(queued for _, _, queued, _ in runs)).total_seconds(), 1),
+    took = max(end for *_, end in runs) - min(queued for _, _, queued, _ in runs)
+    return {"seconds": round(took.total_seconds(), 1),
             "dag_runs": len(runs), "task_instances": len(tasks),
             "seconds_to_map_loads": round(float(mapping), 1) if mapping is not None else None,
             "solo_validate_task_seconds": solo,
@@ -169,7 +171,7 @@ def solo_task_seconds(airflow: Airflow, dag_id: str, task_id: str, repeats: int 
             raise RuntimeError(f"clearing {dag_id}.{task_id}: {cleared.status_code} {cleared.text[:300]}")
         found: list[float] = []
 
-        def done() -> bool:
+        def done(tried: int = tried, found: list[float] = found) -> bool:
             state, tries, seconds = attempt(run_id)
             if state == "success" and tries > tried and seconds is not None:
                 found.append(float(seconds))

@@ -135,7 +135,7 @@ class ClickHouseHandler(BaseHTTPRequestHandler):
             self._run(sql, fmt, bound, query_id)
         except ClickHouseError as exc:
             self._send_error(exc.code, str(exc))
-        except Exception as exc:  # chdb reports every SQL error as an exception with the server's text
+        except Exception as exc:  # noqa: BLE001 -- chdb reports every SQL error as an exception with the server's text
             message = str(exc)
             self._send_error(_error_code(message), message)
 

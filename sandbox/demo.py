@@ -41,8 +41,8 @@ def summary(warehouse_dsn: str, start: dt.date, end: dt.date, since: dt.datetime
         ).fetchall()
         lines.append(f"{'table':36} {'extracted':>10} {'landed':>8} {'unchanged':>10} {'duplicate':>10} "
                      f"{'rejected':>8} {'rows/s':>8}")
-        lines += [f"{t:36} {e:>10} {l:>8} {u:>10} {d:>10} {r:>8} {float(rate):>8,.0f}"
-                  for t, e, l, u, d, r, rate in loads]
+        lines += [f"{t:36} {e:>10} {landed:>8} {u:>10} {d:>10} {r:>8} {float(rate):>8,.0f}"
+                  for t, e, landed, u, d, r, rate in loads]
         lines.append("(a duplicate is a row the source sent twice in one window: landed once, counted here)")
         checks = conn.execute(
             "SELECT source || '.' || table_name, count(*) FILTER (WHERE success), count(*) FILTER (WHERE NOT success) "

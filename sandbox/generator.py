@@ -279,7 +279,8 @@ class Generator:
             # second version (left_at, rating, updated_at set) arrives a day after the first.
             closed = dict(joined, left_at=_ch(c.agent_left_at), response_rating=c.rating)
             late = r.random() < 0.3
-            closed["updated_at"] = _ch(c.agent_left_at + (dt.timedelta(hours=r.randint(20, 30)) if late else dt.timedelta()))
+            later = dt.timedelta(hours=r.randint(20, 30)) if late else dt.timedelta()
+            closed["updated_at"] = _ch(c.agent_left_at + later)
             rows.append(closed)
             if r.random() < 0.1:
                 rows.append(row("transferred", c.agent_id, c.agent_left_at, c.agent_left_at))

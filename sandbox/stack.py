@@ -188,8 +188,9 @@ def load_unless(endpoint: str, access_key: str, secret_key: str, dataset: Path, 
     """Every conversation object of the dataset into the Unless bucket; ``backdate``: re-date them as the
     vendor would have (only the in-process moto server allows it, see :func:`backdate_unless`; on
     another S3 they are dated today, and the loads read them as objects rewritten today)."""
-    import boto3
     from concurrent.futures import ThreadPoolExecutor
+
+    import boto3
 
     s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=access_key,
                       aws_secret_access_key=secret_key, region_name="us-east-1")

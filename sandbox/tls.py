@@ -31,7 +31,8 @@ def ensure_certificates(folder: Path) -> tuple[Path, Path, Path]:
         return ca_path, cert_path, key_path
     now = dt.datetime.now(dt.timezone.utc)
     ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = (x509.CertificateBuilder().subject_name(_name("chat-ingest sandbox CA")).issuer_name(_name("chat-ingest sandbox CA"))
+    authority = _name("chat-ingest sandbox CA")
+    ca = (x509.CertificateBuilder().subject_name(authority).issuer_name(authority)
           .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
           .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=365))
           .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)

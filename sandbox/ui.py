@@ -3,10 +3,11 @@
 workers on this machine (``--executor celery``).
 
 Starts the sandbox unless it is up already (then it stops it again on exit: what ``make ui``
-started, it stops; a sandbox from ``make sandbox-up`` stays).  Runs the api-server with a scheduler, dag-processor and triggerer under a supervisor (a component
-that dies is restarted, whatever it left behind killed first), so runs can be triggered and
-backfilled from the UI.  Listens on 127.0.0.1 unless ``--host`` says otherwise, and asks for a
-login: the user and password it prints.  Ctrl-C or SIGTERM stops all of it.
+started, it stops; a sandbox from ``make sandbox-up`` stays).  Runs the api-server with a scheduler,
+dag-processor and triggerer under a supervisor (a component that dies is restarted, whatever it left
+behind killed first), so runs can be triggered and backfilled from the UI.  Listens on 127.0.0.1
+unless ``--host`` says otherwise, and asks for a login: the user and password it prints.  Ctrl-C or
+SIGTERM stops all of it.
 """
 
 from __future__ import annotations
@@ -20,8 +21,17 @@ from pathlib import Path
 
 from sandbox.__main__ import DEFAULT_DIR, down, is_up, up
 from sandbox.debian import apt_install
-from sandbox.services import (COMPONENTS, LOCALHOST, REDIS_SERVER, Airflow, Supervisor, celery_cluster, login,
-                              read_env, ui_env)
+from sandbox.services import (
+    COMPONENTS,
+    LOCALHOST,
+    REDIS_SERVER,
+    Airflow,
+    Supervisor,
+    celery_cluster,
+    login,
+    read_env,
+    ui_env,
+)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -212,7 +212,8 @@ class UltimateHandler(BaseHTTPRequestHandler):
             if not 1 <= ttl <= 7 * 24 * 60:
                 raise ValueError("ttl must be between 1 and 10080 minutes")
         except (ValueError, KeyError, TypeError) as exc:
-            self._json(400, {"error": f"Bad request: body must be {{\"date\": \"YYYY-MM-DD\", \"ttl\": minutes}} ({exc})"})
+            self._json(400, {"error": "Bad request: body must be "
+                                      f"{{\"date\": \"YYYY-MM-DD\", \"ttl\": minutes}} ({exc})"})
             return
         today = cfg.today or dt.datetime.now(dt.timezone.utc).date()
         oldest = today - dt.timedelta(days=cfg.retention_days)
@@ -221,13 +222,15 @@ class UltimateHandler(BaseHTTPRequestHandler):
                                       f"for {cfg.retention_days} days (oldest available: {oldest})"})
             return
         if day >= today:
-            self._json(400, {"error": f"Date {day} is not complete yet: the latest export is for {today - dt.timedelta(days=1)}"})
+            self._json(400, {"error": f"Date {day} is not complete yet: the latest export is for "
+                                      f"{today - dt.timedelta(days=1)}"})
             return
         expires = int(time.time() + ttl * 60)
         urls = []
         for path in self.server.export_files(bot_id, day):
             rel = path.relative_to(cfg.export_root).as_posix()
-            urls.append(f"{self.server.base_url}/files/{quote(rel)}?expires={expires}&signature={self.server.sign(rel, expires)}")
+            signature = self.server.sign(rel, expires)
+            urls.append(f"{self.server.base_url}/files/{quote(rel)}?expires={expires}&signature={signature}")
         if version == "v2":
             self._json(200, {"date": day.isoformat(), "signedUrls": urls})
         elif urls:

@@ -20,8 +20,8 @@ import requests
 import yaml
 
 from sandbox.__main__ import down, up
-from sandbox.services import Airflow, Supervisor, api_token, free_port, login, read_env, ui_env
 from sandbox.generator import generate
+from sandbox.services import Airflow, Supervisor, api_token, free_port, login, read_env, ui_env
 
 REPO = Path(__file__).resolve().parents[1]
 #: The test dataset: three days ending the day before yesterday (inside Ultimate's 30-day window).
@@ -88,7 +88,8 @@ def sandbox(tmp_path_factory) -> Sandbox:
     root = tmp_path_factory.mktemp("sandbox")
     dataset = root / "dataset"
     manifest = generate(dataset, seed=11, days=TEST_DAYS, start=TEST_START, per_day=12)
-    assert up(root, dataset, TEST_DAYS, seed=11, bad_records=0.0, timeout=300, owned=True) == 0, (root / "sandbox.log").read_text()
+    assert up(root, dataset, TEST_DAYS, seed=11, bad_records=0.0, timeout=300, owned=True) == 0, \
+        (root / "sandbox.log").read_text()
     env = read_env(root / "env")
     saved = dict(os.environ)
     os.environ.update(env)

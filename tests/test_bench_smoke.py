@@ -18,7 +18,8 @@ pytestmark = pytest.mark.integration
 def test_make_bench_runs_from_a_fresh_work_folder(tmp_path):
     out = tmp_path / "results.json"
     done = subprocess.run([sys.executable, "-m", "bench", "--quick", "--runs", "1", "--work", str(tmp_path / "work"),
-                           "--out", str(out)], cwd=REPO, env=newcomer_env(), capture_output=True, text=True, timeout=1800)
+                           "--out", str(out)], cwd=REPO, env=newcomer_env(), capture_output=True, text=True,
+                          timeout=1800)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     results = json.loads(out.read_text())
     assert results["_meta"]["quick"] is True

@@ -101,7 +101,8 @@ def test_airflow_init_seeds_the_stand_ins_with_the_sandbox_loaders():
     volume the ClickHouse server and the Ultimate stand-in read."""
     services = COMPOSE["services"]
     init = services["airflow-init"]
-    assert "python -m sandbox.seed --dataset /opt/airflow/dataset --clickhouse-dataset dataset" in "\n".join(init["command"])
+    seeding = "python -m sandbox.seed --dataset /opt/airflow/dataset --clickhouse-dataset dataset"
+    assert seeding in "\n".join(init["command"])
     assert {name for name, c in init["depends_on"].items() if c["condition"] == "service_healthy"} >= {
         "clickhouse", "a8", "minio"}
     assert "dataset-volume:/opt/airflow/dataset" in init["volumes"]

@@ -1,7 +1,8 @@
 """The shape every ingestion DAG shares, so a source's DAG file is a few lines.
 
     resolve_window ───────────────────────┐
-    select_tenants ─▶ batch_tenants ───────┴─▶ load_<table> (mapped over tenant batches) ─▶ validate_<table> ──▶ Asset staging.<table>
+    select_tenants ─▶ batch_tenants ───────┴─▶ load_<table> (mapped over tenant batches)
+                                                 ─▶ validate_<table> ──▶ Asset staging.<table>
 
 One ``load_<table>`` task instance per tenant (one in all for a table the vendor
 does not split by tenant), limited by the vendor's pool; with more tenants than
@@ -25,9 +26,9 @@ from chat_ingest.alerts import failure_alerts, landed_by_offset, landing_deadlin
 from chat_ingest.config import config_path, load_config
 from chat_ingest.operators.load import DocumentLoadOperator, LandingOperator
 from chat_ingest.operators.validate import ValidateStagingOperator
+from chat_ingest.project import SQL_DIR
 from chat_ingest.tablespec import TableSpec
 from chat_ingest.timetables import DayNamedDataIntervalTimetable
-from chat_ingest.project import SQL_DIR
 
 #: A task's retries unless sources.yaml says otherwise (``retries``): attempts after the first, the
 #: wait before the first retry, and the cap of the waits, which double (Airflow adds up to one wait
@@ -120,7 +121,8 @@ def _note_window_days(self: LandingOperator, context) -> dict[str, Any]:
         ensure_schema(conn)
         conn.cursor().executemany(
             "INSERT INTO audit.changed_days (run_id, source, table_name, tenant, day) VALUES (%s, %s, %s, %s, %s)",
-            [(context["run_id"], spec.source, spec.name, self.tenant, day) for spec in self.landed_specs for day in days])
+            [(context["run_id"], spec.source, spec.name, self.tenant, day)
+             for spec in self.landed_specs for day in days])
     return {"changed_days": [day.isoformat() for day in days]}
 
 

@@ -391,7 +391,8 @@ def _context(project: Path):
 
     defaults = InMemoryStoreBackendDefaults()
     stores = {**defaults.stores,
-              defaults.expectations_store_name: {"class_name": "ExpectationsStore", "store_backend": files("expectations")},
+              defaults.expectations_store_name: {"class_name": "ExpectationsStore",
+                                                 "store_backend": files("expectations")},
               defaults.validation_results_store_name: {"class_name": "ValidationResultsStore",
                                                        "store_backend": files("uncommitted/validations")}}
     site = {"class_name": "SiteBuilder", "show_how_to_buttons": False,

@@ -71,7 +71,8 @@ def staging_ddl(spec: TableSpec) -> sql.Composed:
         defaults=sql.SQL(", ").join(
             [sql.SQL("ADD COLUMN IF NOT EXISTS {} {}").format(sql.Identifier(c.name), sql.SQL(c.pg_type))
              for c in spec.columns if c.nullable]
-            + [sql.SQL("ALTER COLUMN {} SET DEFAULT {}").format(sql.Identifier(c), sql.SQL(d)) for c, d in defaults.items()]),
+            + [sql.SQL("ALTER COLUMN {} SET DEFAULT {}").format(sql.Identifier(c), sql.SQL(d))
+               for c, d in defaults.items()]),
         btree=sql.Identifier("staging", f"{spec.staging_table}_window_idx"),
         index=sql.Identifier(f"{spec.staging_table}_window_brin"),
         window_cols=sql.SQL(", ").join(map(sql.Identifier, window_cols)),

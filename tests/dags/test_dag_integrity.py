@@ -59,9 +59,8 @@ def test_every_dag_is_owned_retried_tagged_documented(dagbag):
 
 def test_ingestion_dags_cover_the_previous_utc_day_and_name_their_runs_after_it(dagbag):
     from airflow.serialization.serialized_objects import DagSerialization
-    from airflow.utils.types import DagRunType
-
     from airflow.timetables.base import DataInterval, TimeRestriction
+    from airflow.utils.types import DagRunType
 
     from chat_ingest.dag_factory import START_DATE
     from chat_ingest.timetables import DayNamedDataIntervalTimetable
@@ -96,6 +95,7 @@ def test_the_tenants_param_is_an_optional_pick_list_of_the_configured_tenants(da
     """The trigger form offers the configured tenants to pick from (a multi-select in the UI), lets the
     field be cleared (all tenants) and refuses a name that is not configured before any run exists."""
     from airflow.sdk.exceptions import ParamValidationError
+
     from chat_ingest.config import source_config
 
     tenant_keys = {"botslovers_ingest": ("botslovers", "companies"), "a8_ingest": ("a8", "bots"),

@@ -70,7 +70,8 @@ def test_a_rerun_of_an_unchanged_day_rewrites_nothing_and_a_changed_value_reload
     first = {name: load(name, day, bot if spec.tenant_column else None) for name, spec in a8.TABLES.items()}
     lineage = "SELECT md5(string_agg(_run_id || _loaded_at::text, '|' ORDER BY _run_id, _loaded_at)) FROM staging.{}"
     with sandbox.warehouse() as conn:
-        before = {name: conn.execute(lineage.format(spec.staging_table)).fetchone()[0] for name, spec in a8.TABLES.items()}
+        before = {name: conn.execute(lineage.format(spec.staging_table)).fetchone()[0]
+                  for name, spec in a8.TABLES.items()}
     again = {name: load(name, day, bot if spec.tenant_column else None) for name, spec in a8.TABLES.items()}
     for name, summary in again.items():
         assert summary["identical_to_staging"] and summary["rows_unchanged"] == first[name]["rows_landed"] > 0, name
@@ -115,14 +116,15 @@ def test_the_exact_digest_tells_any_one_changed_value_of_every_a8_column_apart(s
         for spec in a8.TABLES.values():
             names = sql.SQL(", ").join(map(sql.Identifier, spec.column_names))
 
-            def digest(*rows: list[str]) -> tuple:
+            def digest(*rows: list[str], spec=spec, names=names) -> tuple:
                 conn.execute("DROP TABLE IF EXISTS digested")
                 conn.execute(sql.SQL("CREATE TEMP TABLE digested ({})").format(sql.SQL(", ").join(
                     sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.pg_type)) for c in spec.columns)))
                 for row in rows:
                     conn.execute(sql.SQL("INSERT INTO digested ({}) VALUES ({})").format(
                         names, sql.SQL(", ").join(map(sql.SQL, row))))
-                return conn.execute(digest_sql(spec, sql.Identifier("digested"), sql.SQL("true"), exact=True)).fetchone()
+                return conn.execute(digest_sql(spec, sql.Identifier("digested"), sql.SQL("true"), exact=True)
+                                    ).fetchone()
 
             base = [DIFFERENT_VALUES[c.pg_type][0] for c in spec.columns]
             assert digest(base) == digest(list(base)), spec.name

@@ -30,7 +30,8 @@ def load(company: str, table: str, day: dt.date, days: int = 1, run_id: str | No
 
 def checksum(sandbox, table: str) -> str:
     with sandbox.warehouse() as conn:
-        return conn.execute(f"SELECT md5(string_agg(t::text, '|' ORDER BY t::text)) FROM staging.{table} t").fetchone()[0]
+        return conn.execute(f"SELECT md5(string_agg(t::text, '|' ORDER BY t::text)) FROM staging.{table} t"
+                            ).fetchone()[0]
 
 
 def ch_rows(sandbox, table: str, rows: list[dict]) -> None:

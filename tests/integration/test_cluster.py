@@ -19,10 +19,26 @@ import yaml
 from sandbox.__main__ import down, up
 from sandbox.debian import apt_install
 from sandbox.demo import REPORTING_DAG, run_reporting, wait_for_runs, wait_until_every_run_ended
-from sandbox.services import (COMPONENTS, REDIS_SERVER, Airflow, Supervisor, celery_cluster, free_port, read_env,
-                             session_processes, signal_all, ui_env)
-from tests.conftest import (DAG_IDS, SANDBOX_ENV_PREFIXES, TEST_START, newcomer_env, outside_the_session_sandbox,
-                            staging_checksum)
+from sandbox.services import (
+    COMPONENTS,
+    REDIS_SERVER,
+    Airflow,
+    Supervisor,
+    celery_cluster,
+    free_port,
+    read_env,
+    session_processes,
+    signal_all,
+    ui_env,
+)
+from tests.conftest import (
+    DAG_IDS,
+    SANDBOX_ENV_PREFIXES,
+    TEST_START,
+    newcomer_env,
+    outside_the_session_sandbox,
+    staging_checksum,
+)
 from tests.integration.test_reporting_truth import REPORTING_TABLES
 
 pytestmark = pytest.mark.integration
@@ -145,13 +161,15 @@ def test_a_backfill_spreads_over_two_celery_workers_and_survives_losing_one(clus
         loaded = sorted({d for (d,) in conn.execute(
             "SELECT DISTINCT data_interval_start::date FROM dag_run WHERE dag_id = ANY(%s)", (list(CLUSTERED_DAGS),))})
     assert hosts == {"worker-1", "worker-2"}  # both ran tasks; none ran anywhere else
-    validate_logs = [p.read_text() for p in (root / "airflow" / "logs").glob("dag_id=*/run_id=*/task_id=validate_*/*.log")]
+    validate_logs = [p.read_text()
+                     for p in (root / "airflow" / "logs").glob("dag_id=*/run_id=*/task_id=validate_*/*.log")]
     assert any("Great Expectations: already imported" in log for log in validate_logs)
     assert not any("Great Expectations: importing it in this task" in log for log in validate_logs)
     assert retried[0] >= 2 and retried[1:] == ("worker-2", "success"), (lost, retried)
     assert set(days) <= set(loaded)
     for pool in {p for p, _, _ in used}:  # the vendor pools capped loads across both workers
-        edges = sorted([(start, 1) for p, start, _ in used if p == pool] + [(end, -1) for p, _, end in used if p == pool])
+        edges = sorted([(start, 1) for p, start, _ in used if p == pool]
+                       + [(end, -1) for p, _, end in used if p == pool])
         running = [0]
         for _, step in edges:
             running.append(running[-1] + step)

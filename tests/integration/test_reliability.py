@@ -108,7 +108,8 @@ def clean_run_checksum(sandbox, source: str) -> tuple[int, str]:
 # 1. -- kill mid-load ---------------------------------------------------------------------------------
 
 #: A statement of a landing that writes: a COPY into the temp table or straight into staging, a check, a merge.
-WRITING = r"^(COPY \"_incoming\"|COPY \"staging\"|WITH landed|WITH touched|WITH bad|INSERT INTO \"staging\"|UPDATE \"staging\"|DELETE FROM \"staging\")"
+WRITING = (r"^(COPY \"_incoming\"|COPY \"staging\"|WITH landed|WITH touched|WITH bad|INSERT INTO \"staging\""
+           r"|UPDATE \"staging\"|DELETE FROM \"staging\")")
 
 
 @pytest.mark.parametrize("source", ["botslovers", "a8", "ultimate", "unless"])
@@ -354,7 +355,8 @@ VENDOR_TYPED = {
     "chat_agent_log": (
         "id UUID, chat_id String, agent_id LowCardinality(String), joined_at DateTime('UTC'), "
         "left_at Nullable(DateTime64(6, 'UTC')), event Enum8('agent_joined' = 4, 'resolved' = 7), "
-        "response_rating Nullable(UInt8), created_at DateTime, updated_at DateTime('UTC'), deleted_at Nullable(DateTime)",
+        "response_rating Nullable(UInt8), created_at DateTime, updated_at DateTime('UTC'), "
+        "deleted_at Nullable(DateTime)",
         "('00000000-0000-4000-8000-000000000001', 'c1', 'a1', '2026-11-10 09:00:00', '2026-11-10 09:05:00.000001', "
         "'resolved', 5, '2026-11-10 09:00:00', '2026-11-10 09:05:00', NULL), "
         "('00000000-0000-4000-8000-000000000002', 'c2', 'a1', '2026-11-10 10:00:00', NULL, 'agent_joined', NULL, "

@@ -66,7 +66,8 @@ def land_everything(sandbox, ultimate_days=None) -> None:
     unless_window = window(sandbox, extra_days=max(2, (today - sandbox.days[-1]).days + 1))
     for website in m["unless"]["websites"]:
         UnlessToStagingOperator(task_id="l", tenant=website, window=unless_window,
-                                bucket=sandbox.env["SANDBOX_UNLESS_BUCKET"], account=m["unless"]["account"]).execute(ctx)
+                                bucket=sandbox.env["SANDBOX_UNLESS_BUCKET"], account=m["unless"]["account"]
+                                ).execute(ctx)
 
 
 def build(sandbox, key: str = "test-hmac-key") -> list:
@@ -167,7 +168,7 @@ def expected_ultimate(sandbox) -> dict:
         groups[(ts(r["conversation_start_time"]).date(), "ultimate", r["bot_id"])].append(r)
     out = {}
     for key, rs in groups.items():
-        ids = lambda cond: len({r["conversation_id"] for r in rs if cond(r)})  # noqa: E731
+        ids = lambda cond, rs=rs: len({r["conversation_id"] for r in rs if cond(r)})  # noqa: E731
         n = ids(lambda r: True)
         visitors = sum(int(r["visitor_messages_count"]) for r in rs)
         not_understood = sum(int(r["not_understood_messages_count"]) for r in rs)
@@ -346,7 +347,7 @@ def expected_a8_status_seconds(sandbox, day: dt.date) -> dict:
     out = defaultdict(float)
     for agent, rows in events.items():
         rows.sort()
-        for (began, status), (ended, _) in zip(rows, rows[1:]):
+        for (began, status), (ended, _) in zip(rows, rows[1:], strict=False):  # each with the next
             overlap = (min(ended, end) - max(began, start)).total_seconds()
             if overlap > 0:
                 out[(agent, status)] += overlap
@@ -619,7 +620,8 @@ def test_the_floors_loads_note_their_days_so_its_reporting_maps_a_real_runs_rebu
                                        bucket=sandbox.env["SANDBOX_UNLESS_BUCKET"],
                                        account=sandbox.manifest["unless"]["account"]).execute({"run_id": "floor"})
     with sandbox.warehouse() as conn:
-        noted = conn.execute("SELECT source, table_name, tenant, day FROM audit.changed_days WHERE run_id = 'floor'").fetchall()
+        noted = conn.execute("SELECT source, table_name, tenant, day FROM audit.changed_days "
+                             "WHERE run_id = 'floor'").fetchall()
         landed = conn.execute("SELECT count(*) FROM audit.load_log").fetchone()[0]
         _, partitions = pending_changes(conn)
     assert sorted(noted) == sorted(

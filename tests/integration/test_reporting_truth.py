@@ -9,10 +9,10 @@ import datetime as dt
 import json
 import logging
 import uuid
-from decimal import Decimal
-from pathlib import Path
 from collections import defaultdict
 from collections.abc import Collection
+from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
@@ -109,7 +109,8 @@ def test_a_participation_gives_each_day_the_part_of_it_inside_that_day(clean_war
     ch_rows(sandbox, f"agent_status_logs_{TEST_COMPANY}", [{  # offline from X 20:00 to X+2 08:00
         "id": "s-weekend", "agent_id": "night-agent", "old_status": "offline", "new_status": "online",
         "status_changed_at": (at + dt.timedelta(days=2, hours=8)).strftime("%Y-%m-%d %H:%M:%S"),
-        "duration_seconds": 36 * 3600, "created_at": (at + dt.timedelta(days=2, hours=8)).strftime("%Y-%m-%d %H:%M:%S")}])
+        "duration_seconds": 36 * 3600,
+        "created_at": (at + dt.timedelta(days=2, hours=8)).strftime("%Y-%m-%d %H:%M:%S")}])
     # the rows arrive with the day they were last updated: X+1 and X+2 (the later day is loaded first)
     summaries = [load_botslovers(TEST_COMPANY, table, x + dt.timedelta(days=2))
                  for table in ("chat_agent_log", "agent_status_logs")]
@@ -196,7 +197,8 @@ def test_an_open_participation_landed_after_later_days_reaches_them_until_a_late
                                 "WHERE agent_id = 'open-agent'").fetchall()
         return {source: {d: float(s) for src, d, s in rows if src == source} for source in ("botslovers", "a8")}
 
-    states = [("newChat", joined - dt.timedelta(minutes=5), None), ("TransferChat", joined - dt.timedelta(minutes=1), "bot-1"),
+    states = [("newChat", joined - dt.timedelta(minutes=5), None),
+              ("TransferChat", joined - dt.timedelta(minutes=1), "bot-1"),
               ("assignedChat", joined, "open-agent")]
     with a8_conn(sandbox) as source:
         for n, (state, at, agent) in enumerate(states):
@@ -247,7 +249,8 @@ def seed_metrics(records: list[dict]) -> tuple:
     return (n, ids(lambda r: status(r) == "bothandled") / n, ids(lambda r: status(r) in SEED_ESCALATED) / n,
             ids(lambda r: status(r) == "failedescalation") / n,
             ids(lambda r: status(r) is not None and status(r) not in SEED_ESCALATED) / n,
-            ids(lambda r: resolution(r) in ("informed", "resolved")) / n, ids(lambda r: resolution(r) == "informed") / n,
+            ids(lambda r: resolution(r) in ("informed", "resolved")) / n,
+            ids(lambda r: resolution(r) == "informed") / n,
             understood)
 
 
@@ -276,7 +279,8 @@ def test_ultimate_kpis_are_the_seeds_sql_with_nulls_and_spelling_variants(clean_
     bot, day = sandbox.manifest["ultimate"]["bots"][0], sandbox.days[1]
     base = next(r for r in ultimate_records(sandbox) if r["bot_id"] == bot)
     start = f"{day}T10:00:00Z"
-    odd = [dict(base, conversation_id=f"odd-{i}", conversation_start_time=start, conversation_end_time=f"{day}T10:05:00Z",
+    odd = [dict(base, conversation_id=f"odd-{i}", conversation_start_time=start,
+                conversation_end_time=f"{day}T10:05:00Z",
                 conversation_status=status, last_resolution=resolution, visitor_messages_count=visitors,
                 not_understood_messages_count=not_understood, bot_messages_count="2")
            for i, (status, resolution, visitors, not_understood) in enumerate([
@@ -438,13 +442,14 @@ def test_an_unless_error_item_spelled_otherwise_is_still_an_error_not_a_message(
     spelled = ["message", "Error", "message", "ERROR"]
     senders = ["user", "user", "bot", "bot"]
     items = [{"type": kind, "sender": who, "uuid": str(uuid.uuid4()), "hidden": False, "content": f"item {n}",
-              "timestamp": first + 1000 * n} for n, (kind, who) in enumerate(zip(spelled, senders))]
+              "timestamp": first + 1000 * n} for n, (kind, who) in enumerate(zip(spelled, senders, strict=True))]
     conversation = key_.rsplit("/", 1)[1].removesuffix(".json")
     with objects(sandbox, {key_: json.dumps(dict(doc, chatHistory=items)).encode()}):
         load(sandbox, run_id="unless-error-spelling")
     build(sandbox)
     with sandbox.warehouse() as conn:
-        counted = conn.execute("SELECT user_messages, bot_messages, agent_messages, outcome FROM reporting.conversations "
+        counted = conn.execute("SELECT user_messages, bot_messages, agent_messages, outcome "
+                               "FROM reporting.conversations "
                                "WHERE source = 'unless' AND conversation_id = %s", (conversation,)).fetchone()
         roles = conn.execute("SELECT sender_role FROM reporting.messages WHERE source = 'unless' AND "
                              "conversation_id = %s ORDER BY sent_at", (conversation,)).fetchall()
@@ -467,7 +472,8 @@ def test_ids_as_long_as_the_loader_accepts_build_every_reporting_key_in_every_so
     from chat_ingest.operators.ultimate import UltimateToStagingOperator
     from chat_ingest.sources import a8
     from chat_ingest.tablespec import KEY_VALUE_MAX_BYTES as K
-    from tests.integration.test_unless import WEBSITE, load as load_unless, objects
+    from tests.integration.test_unless import WEBSITE, objects
+    from tests.integration.test_unless import load as load_unless
 
     def long_(tag: str, size: int = K) -> str:  # incompressible, so no index entry is saved by compression
         return f"{tag}-{secrets.token_hex(size)}"[:size]
@@ -546,7 +552,8 @@ def test_ids_as_long_as_the_loader_accepts_build_every_reporting_key_in_every_so
         agents = rows("SELECT source, tenant, agent_id, chats_joined FROM reporting.agent_daily_kpis")
         statuses = rows("SELECT source, agent_id, status FROM reporting.agent_status_daily")
         open_ = rows("SELECT source, participation_id FROM audit.open_participations")
-        rejected = conn.execute("SELECT run_id, reason FROM audit.rejected_records WHERE run_id LIKE 'long-%'").fetchall()
+        rejected = conn.execute("SELECT run_id, reason FROM audit.rejected_records "
+                                "WHERE run_id LIKE 'long-%'").fetchall()
     assert {("botslovers", session, user_mid), ("botslovers", session, agent_mid), ("a8", chat, a8_mid),
             ("unless", unless_conversation, f"0:{item_uuid}")} <= messages
     assert {("a8", chat, intent), ("ultimate", ultimate_conversation, ultimate_intent),
@@ -565,7 +572,8 @@ def test_every_index_of_the_warehouse_fits_one_entry_by_what_its_values_may_hold
     audit column by what fills it, named here: an index added on a column nobody bounded fails this."""
     from chat_ingest.reporting import SOURCES, ensure_reporting_schema
     from chat_ingest.sources import TABLES_BY_SOURCE
-    from chat_ingest.tablespec import INDEX_ENTRY_MAX_BYTES, KEY_VALUE_MAX_BYTES as K, TENANT_MAX_BYTES
+    from chat_ingest.tablespec import INDEX_ENTRY_MAX_BYTES, TENANT_MAX_BYTES
+    from chat_ingest.tablespec import KEY_VALUE_MAX_BYTES as K
     from chat_ingest.warehouse import connect
 
     filled_by = {  # reporting and audit text columns in an index: what fills them, and so their bound
@@ -613,7 +621,8 @@ def test_weekly_and_monthly_kpis_re_aggregate_the_daily_counts(clean_warehouse):
     land_everything(sandbox)
     build(sandbox)
     with sandbox.warehouse() as conn:
-        daily = conn.execute("SELECT conversation_date, source, tenant, total_conversations, bot_handled_conversations, "
+        daily = conn.execute("SELECT conversation_date, source, tenant, total_conversations, "
+                             "bot_handled_conversations, "
                              "deflected_conversations FROM reporting.daily_bot_kpis").fetchall()
         periods = {(p, s, src, t): (n, b, float(r)) for p, s, src, t, n, b, r in conn.execute(
             "SELECT period, period_start, source, tenant, total_conversations, bot_handled_conversations, "
@@ -661,8 +670,8 @@ def _distribution_postgres() -> Path | None:
 @pytest.fixture(scope="module")
 def pgcrypto_warehouse(tmp_path_factory):
     """A second warehouse on Debian's PostgreSQL, which has pgcrypto (the sandbox's embedded one has not)."""
-    from sandbox.postgres import EmbeddedPostgres
     from sandbox.debian import apt_install
+    from sandbox.postgres import EmbeddedPostgres
     from tests.conftest import free_port
 
     if _distribution_postgres() is None:
@@ -730,7 +739,8 @@ def test_a_conversations_rows_days_apart_are_read_from_its_kept_days_and_an_upgr
 
     assert kept_days() == expected_days
     # a day landed again with a new session goes through the checked road, which keeps its days too
-    ch_rows(sandbox, f"messages_{TEST_COMPANY}", [message("l1", midnight(later) + dt.timedelta(hours=12), session="late")])
+    ch_rows(sandbox, f"messages_{TEST_COMPANY}",
+            [message("l1", midnight(later) + dt.timedelta(hours=12), session="late")])
     again = load_botslovers(TEST_COMPANY, "messages", later)
     assert again["landed_straight"] is False and again["rows_landed"] == 1, again
     expected_days = sorted([*expected_days, ("late", later)])
@@ -743,7 +753,8 @@ def test_a_conversations_rows_days_apart_are_read_from_its_kept_days_and_an_upgr
     with sandbox.warehouse() as conn:
         far = conn.execute(
             "SELECT conversation_date, user_messages, bot_messages, agent_messages, outcome, "
-            "(SELECT count(*) FROM reporting.messages m WHERE m.tenant = c.tenant AND m.conversation_id = c.conversation_id) "
+            "(SELECT count(*) FROM reporting.messages m WHERE m.tenant = c.tenant "
+            "AND m.conversation_id = c.conversation_id) "
             "FROM reporting.conversations c WHERE tenant = %s AND conversation_id = 'far'", (TEST_COMPANY,)).fetchone()
     assert far == (x, 1, 1, 1, "escalated", 3)
     # an upgrade: the days table is new beside a staging table that holds rows

@@ -82,7 +82,8 @@ def test_operator_logs_in_reads_docs_and_triggers_a_day(sandbox, airflow, airflo
         driver.get(f"{services.url}/dags/{dag_id}")
         wait.until(ec.element_to_be_clickable((By.CSS_SELECTOR, "button[aria-label='Dag Docs']"))).click()
         heading = _first_doc_line(airflow, dag_id)
-        wait.until(lambda d: any(heading in dialog.text for dialog in d.find_elements(By.CSS_SELECTOR, "[role=dialog]")))
+        wait.until(lambda d, heading=heading: any(heading in dialog.text
+                                                  for dialog in d.find_elements(By.CSS_SELECTOR, "[role=dialog]")))
         driver.save_screenshot(str(OUTPUT / f"docs-{dag_id}.png"))
 
     # Earlier suites (the secrets audit) trigger this DAG for the same day: only a run created after this
@@ -103,7 +104,8 @@ def test_operator_logs_in_reads_docs_and_triggers_a_day(sandbox, airflow, airflo
         while True:
             with psycopg.connect(airflow.metadata_dsn) as conn:
                 run = conn.execute("SELECT run_id, state FROM dag_run WHERE dag_id = 'botslovers_ingest' "
-                                   "AND run_type = 'manual' AND conf ->> 'date' = %s AND id > %s ORDER BY id DESC LIMIT 1",
+                                   "AND run_type = 'manual' AND conf ->> 'date' = %s AND id > %s "
+                                   "ORDER BY id DESC LIMIT 1",
                                    (day.isoformat(), runs_before)).fetchone()
             if run and run[1] in ("success", "failed"):
                 break

@@ -115,7 +115,8 @@ def test_records_jsonb_cannot_store_and_intents_that_are_not_objects_are_quarant
                                  "FROM staging.ultimate_intents WHERE conversation_id = 'odd-intents' "
                                  "ORDER BY position").fetchall()
     first = good["triggered_intent_replies"][0]
-    assert positions == [(0, first["intent_name"], first.get("intent_timestamp") is not None, first.get("not_meaningful")),
+    assert positions == [(0, first["intent_name"], first.get("intent_timestamp") is not None,
+                          first.get("not_meaningful")),
                          (1, "Order status", True, False)]
     assert rejected[0][0] == "conversations" and rejected[0][1].startswith("contains a NUL character")
     assert [(t, r.split(";")[0], raw) for t, r, raw in rejected[1:]] == [

@@ -304,7 +304,8 @@ def test_a_field_the_seed_does_not_name_lands_with_its_row_and_is_reported_as_dr
     start, end = day_window(TODAY)
     with connect() as conn:
         outcomes = run_gate(conn, sandbox.warehouse_dsn.replace("postgresql://", "postgresql+psycopg2://"),
-                            unless.CONVERSATIONS, run_id="unless-drift", start=start, end=end, tenants=[WEBSITE]).outcomes
+                            unless.CONVERSATIONS, run_id="unless-drift", start=start, end=end,
+                            tenants=[WEBSITE]).outcomes
     [drift] = [o for o in outcomes if o.expectation == "undeclared_fields"]
     assert drift.unexpected_values == [{"value": "customerTier", "count": 1}] and drift.severity == "warning"
 
@@ -316,7 +317,8 @@ def test_a_batch_advances_each_websites_watermark_by_its_own_objects_only(clean_
     start, end = day_window(TODAY)
     op = UnlessToStagingOperator(task_id="load", tenants=[WEBSITE, "web-quiet"],
                                  window={"start": start.isoformat(), "end": end.isoformat()},
-                                 bucket=sandbox.env["SANDBOX_UNLESS_BUCKET"], account=sandbox.manifest["unless"]["account"])
+                                 bucket=sandbox.env["SANDBOX_UNLESS_BUCKET"],
+                                 account=sandbox.manifest["unless"]["account"])
     summaries = op.execute({"run_id": "unless-batch"})
     assert summaries["web-quiet"]["conversations"]["rows_extracted"] == 0
     with sandbox.warehouse() as conn:

@@ -117,7 +117,8 @@ def test_identifier_allow_list_accepts_plain_names():
 def test_a_day_that_has_not_begun_is_refused_and_today_may_be_loaded():
     """A manual run for 2030-01-01 (a mistyped year) used to succeed with 0 rows in every table."""
     now = dt.datetime(2026, 12, 2, 0, 53, tzinfo=UTC)
-    for params in ({"date": "2030-01-01"}, {"date": "2026-12-03"}, {"start_date": "2026-11-30", "end_date": "2026-12-03"}):
+    for params in ({"date": "2030-01-01"}, {"date": "2026-12-03"},
+                   {"start_date": "2026-11-30", "end_date": "2026-12-03"}):
         with pytest.raises(ValueError, match=r"2\d{3}-\d\d-\d\d has not begun yet \(it is 2026-12-02 00:53 UTC\)"):
             resolve_window(params, None, None, now=now)
     assert resolve_window({"date": "2026-12-02"}, None, None, now=now)["end"] == "2026-12-03T00:00:00+00:00"
@@ -234,7 +235,8 @@ def test_values_the_seed_gives_by_example_are_a_warning_and_a_closed_list_a_fail
 
     for spec, column in ((a8.MESSAGES, "msg_type"), (unless.LOGS, "type"), (unless.LOGS, "message_format")):
         [expectation] = in_set(spec, column)
-        assert expectation.severity.value == "warning" and set(expectation.value_set) == set(spec.column(column).examples)
+        assert expectation.severity.value == "warning"
+        assert set(expectation.value_set) == set(spec.column(column).examples)
     assert {"text", "HyperLink", "Attachments"} <= set(a8.MESSAGES.column("msg_type").examples)
     for spec, column in ((a8.MESSAGES, "msg_from"), (unless.LOGS, "sender"), (botslovers.MESSAGES, "sender_type")):
         [expectation] = in_set(spec, column)

@@ -60,4 +60,4 @@ def test_an_unknown_api_version_is_refused_naming_the_known_ones(monkeypatch):
         "conn_type": "ultimate_export", "host": "api.ultimate.ai", "password": "t0ken",
         "extra": {"organization_id": "org-1", "api_version": "v4"}}))
     with pytest.raises(UltimateExportError, match="api_version 'v4' is not one of v3, v2"):
-        UltimateExportHook("ultimate_odd").endpoint
+        assert UltimateExportHook("ultimate_odd").endpoint

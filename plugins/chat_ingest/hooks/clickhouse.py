@@ -41,7 +41,8 @@ class ClickHouseHttpHook(ClickHouseHook):
         except DatabaseError as exc:
             if "Authentication failed" in str(exc) or "AUTHENTICATION_FAILED" in str(exc):
                 raise ClickHouseAuthenticationError(
-                    f"ClickHouse refused the credentials of connection {getattr(self, self.conn_name_attr)!r}: Authentication "
+                    f"ClickHouse refused the credentials of connection {getattr(self, self.conn_name_attr)!r}: "
+                    "Authentication "
                     "failed (check the login and password; not retried)") from None
             raise
 
@@ -53,7 +54,7 @@ class ClickHouseHttpHook(ClickHouseHook):
                 client.query("SELECT 1")
             finally:
                 client.close()
-        except Exception as exc:  # the UI shows the message; it never carries the password
+        except Exception as exc:  # noqa: BLE001 -- the UI shows the message; it never carries the password
             return False, str(exc)
         return True, f"Connection successfully tested (ClickHouse {version})"
 

@@ -34,6 +34,6 @@ class ReportingKeyHook(BaseHook):
     def test_connection(self) -> tuple[bool, str]:
         try:
             key = self.get_key()
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 -- the Test button shows why
             return False, str(exc)
         return True, f"An HMAC key of {len(key)} characters is set"

@@ -66,7 +66,8 @@ class Extraction:
     modulo 2**64, of each row's MD5 (first 8 bytes, big-endian) over its canonical text: its
     columns in spec order joined by ``chr(31)``; text as is, integers in decimal, timestamps as
     ``YYYY-MM-DD HH:MM:SS`` in UTC, followed by their fraction of a second without its trailing
-    zeros when they have one (``…:00.125``), NULL as ``chr(30)``.  When staging's rows of the range hash to the same digest, a
+    zeros when they have one (``…:00.125``), NULL as ``chr(30)``.  When staging's rows of the range hash to
+    the same digest, a
     load would change nothing, so the loader skips it.  Anything else (a changed, new or
     quarantined row, a duplicate, a tampered staging row) makes the digests differ and the
     range load in full.  ``digest_exact``: the source is PostgreSQL too and digests with
@@ -234,7 +235,8 @@ class Batch:
         are put back after them; if one fails, the rollback of its transaction or savepoint puts
         them back (a statement sent to an aborted transaction would replace the error that aborted it)."""
         sorting, memory = self.conn.execute(
-            "SELECT current_setting('enable_sort'), current_setting('work_mem'), set_config('enable_sort', 'off', true), "
+            "SELECT current_setting('enable_sort'), current_setting('work_mem'), "
+            "set_config('enable_sort', 'off', true), "
             "set_config('work_mem', CASE WHEN pg_size_bytes(current_setting('work_mem')) < pg_size_bytes(%(least)s) "
             "THEN %(least)s ELSE current_setting('work_mem') END, true)", {"least": self.HASH_WORK_MEM}).fetchone()[:2]
         yield

@@ -139,7 +139,7 @@ def _upsert(batch: Batch) -> int:
     spec = batch.spec
     target, values = _lineage(batch)
     data = [sql.Identifier(n) for n in spec.column_names if n not in spec.staging_key]
-    value_of = dict(zip(spec.staging_columns, values))
+    value_of = dict(zip(spec.staging_columns, values, strict=True))
     same_key = sql.SQL(" AND ").join(  # a tenant from context is a literal, not a _batch column
         sql.SQL("t.{} = {}").format(sql.Identifier(k), sql.SQL("b.{}").format(sql.Identifier(k))
                                     if k in spec.column_names else value_of[k])

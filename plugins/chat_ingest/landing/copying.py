@@ -72,7 +72,7 @@ def prefetch(items: Iterable, depth: int = 2) -> Iterator:
                 if not put(item):
                     return
             put(done)
-        except BaseException as exc:  # handed to the consumer, which re-raises it
+        except BaseException as exc:  # noqa: BLE001 -- handed to the consumer, which re-raises it
             put(exc)
 
     worker = threading.Thread(target=work, name="prefetch", daemon=True)

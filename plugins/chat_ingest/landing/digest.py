@@ -39,14 +39,16 @@ def digest_sql(spec: TableSpec, relation: sql.Composable, where: sql.Composable,
         row = sql.SQL(", ").join(sql.SQL("({})::{}").format(sql.Identifier(c.name), sql.SQL(c.pg_type))
                                  for c in spec.columns)
         return sql.SQL(
-            "SELECT count(*), coalesce(sum(hash_record_extended(ROW({row}), 0)::numeric), 0) FROM {relation} WHERE {where}"
+            "SELECT count(*), coalesce(sum(hash_record_extended(ROW({row}), 0)::numeric), 0) "
+            "FROM {relation} WHERE {where}"
         ).format(row=row, relation=relation, where=where)
 
     def canonical(col: Column) -> sql.Composable:
         value = sql.Identifier(col.name)
         if col.pg_type == "timestamptz":  # whole seconds, or the fraction's digits up to its last non-zero one
             value = sql.SQL(
-                "CASE WHEN date_trunc('second', {v}) = {v} THEN to_char({v} AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') "
+                "CASE WHEN date_trunc('second', {v}) = {v} "
+                "THEN to_char({v} AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') "
                 "ELSE rtrim(to_char({v} AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US'), '0') END"
             ).format(v=sql.SQL("({})::timestamptz").format(value))
         return sql.SQL("coalesce(({})::text, chr(30))").format(value)

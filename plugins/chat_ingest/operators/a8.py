@@ -89,7 +89,8 @@ class A8ToStagingOperator(ExtractLoadOperator):
             try:
                 rows, hash_sum = conn.execute(
                     digest_sql(spec, sql.Identifier(spec.name), where, exact=True), params).fetchone()
-            except (psycopg.DataError, psycopg.errors.UndefinedFunction) as exc:  # PostgreSQL < 14: no hash_record_extended
+            # PostgreSQL < 14 has no hash_record_extended
+            except (psycopg.DataError, psycopg.errors.UndefinedFunction) as exc:
                 self.log.info("A8 %s: no digest (%s); loading the window", spec.name, str(exc).splitlines()[0])
                 return None
         return rows, int(hash_sum) % (1 << 64)

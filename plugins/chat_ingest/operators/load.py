@@ -215,7 +215,7 @@ class ExtractLoadOperator(LandingOperator):
         summaries = []
         with connect(self.warehouse_conn_id) as conn:
             ensure_schema(conn)
-            for (start, end), extraction in zip(ranges, extractions):
+            for (start, end), extraction in zip(ranges, extractions, strict=True):
                 loader = StagingLoader(conn, spec, run_id=run_id, tenant=self.tenant, window_start=start,
                                        window_end=end)
                 summaries.append(self.report(spec, loader.land(extraction), run_id))

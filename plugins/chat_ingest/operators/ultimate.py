@@ -80,7 +80,8 @@ class UltimateToStagingOperator(DocumentLoadOperator):
                     unexported.append(day.isoformat())
                     continue
                 # read and check the next records while this thread waits on the warehouse
-                for batch in prefetch(iter(lambda: list(itertools.islice(documents, 1000)), []), depth=4):
+                chunks = iter(functools.partial(_chunk, documents, 1000), [])
+                for batch in prefetch(chunks, depth=4):
                     for document in batch:
                         if isinstance(document, BadLine):  # the intents of an unreadable record are unknowable
                             copy.write_row((day, None, document.reason, document.raw, False, False))
@@ -135,6 +136,11 @@ class UltimateToStagingOperator(DocumentLoadOperator):
                         raise
                     self.log.warning("signed URL %d of %s expired; requesting fresh URLs", index + 1, day)
                     urls = hook.get_signed_urls(day, self.tenant, ttl_minutes=self.url_ttl_minutes) or []
+
+
+def _chunk(records: Iterator, size: int) -> list:
+    """The next ``size`` records (fewer at the end; none once they are all read)."""
+    return list(itertools.islice(records, size))
 
 
 def _digest(conn, spec: TableSpec, query: sql.Composable) -> tuple[int, int] | None:

@@ -53,7 +53,8 @@ def _spec(name: str, columns: tuple[Column, ...], description: str, **kw) -> Tab
 
 
 CONVERSATIONS = _spec("conversations", description="One row per conversation, in the file of the day it ended.",
-                      day_column="conversation_start_time", ordered_pairs=(("conversation_end_time", "conversation_start_time"),), columns=(
+                      day_column="conversation_start_time",
+                      ordered_pairs=(("conversation_end_time", "conversation_start_time"),), columns=(
     Column("export_date", "date", "date", nullable=False),
     Column("bot_id", "text", nullable=False, keyed=True, max_bytes=TENANT_MAX_BYTES),
     Column("bot_name", "text"),
@@ -167,7 +168,8 @@ def projection(spec: TableSpec, bot: str) -> sql.Composed:
 
     A field lands as ``->>`` gives it: a string as is, ``true`` / ``false``, a number or a
     container as its JSON text (a time without a digit marked unreadable: ``now`` is no vendor's
-    time, see :data:`~chat_ingest.sources.values.NO_DATE_MARK`) -- but a ``jsonb`` column takes the value as ``jsonb`` (``->``,
+    time, see :data:`~chat_ingest.sources.values.NO_DATE_MARK`) -- but a ``jsonb`` column takes the value as
+    ``jsonb`` (``->``,
     the same text when cast), so a landing that types it does not print and parse it again;
     ``conversations_data`` (a JSON document inside a string) is that string, parsed when it is
     cast to ``jsonb``; ``extra`` is the record less every field a column reads, for a record
@@ -202,9 +204,11 @@ def projection(spec: TableSpec, bot: str) -> sql.Composed:
                  sql.SQL("CASE WHEN {} THEN i.item #>> '{{}}' END").format(bad_item)]
         rows = sql.SQL(
             "_ultimate_documents d CROSS JOIN LATERAL jsonb_array_elements(CASE WHEN jsonb_typeof(d.doc -> {f}) "
-            "= 'array' THEN d.doc -> {f} WHEN jsonb_typeof(d.doc -> {f}) <> 'null' THEN jsonb_build_array(d.doc -> {f}) "
+            "= 'array' THEN d.doc -> {f} "
+            "WHEN jsonb_typeof(d.doc -> {f}) <> 'null' THEN jsonb_build_array(d.doc -> {f}) "
             "END) WITH ORDINALITY i(item, n) CROSS JOIN LATERAL (SELECT CASE WHEN jsonb_typeof(i.item) = 'string' "
-            "AND pg_input_is_valid(i.item #>> '{{}}', 'jsonb') THEN (i.item #>> '{{}}')::jsonb ELSE i.item END AS intent) o"
+            "AND pg_input_is_valid(i.item #>> '{{}}', 'jsonb') THEN (i.item #>> '{{}}')::jsonb ELSE i.item END "
+            "AS intent) o"
         ).format(f=sql.Literal("triggered_intent_replies"))
     else:
         raise ValueError(f"no projection for {spec.qualified_name}")
@@ -214,7 +218,8 @@ def projection(spec: TableSpec, bot: str) -> sql.Composed:
     columns["export_date"] = sql.SQL("d.export_date::text")
     return sql.SQL("SELECT {} FROM {}").format(sql.SQL(", ").join(
         [sql.SQL("{} AS {}").format(columns[name], sql.Identifier(name)) for name in spec.column_names]
-        + [sql.SQL("{} AS {}").format(mark, sql.Identifier(name)) for mark, name in zip(marks, MARK_COLUMNS)]), rows)
+        + [sql.SQL("{} AS {}").format(mark, sql.Identifier(name))
+           for mark, name in zip(marks, MARK_COLUMNS, strict=True)]), rows)
 
 
 #: An epoch number as text: digits, perhaps a fraction.  Fifteen digits at most, so that the time it
@@ -235,4 +240,5 @@ def _time(text: sql.Composable) -> sql.Composed:
         "CASE WHEN {t} ~ {epoch} THEN to_char(to_timestamp(CASE WHEN abs({t}::numeric) < {seconds} THEN {t}::numeric "
         "ELSE {t}::numeric / 1000 END) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.USZ') "
         "WHEN {t} !~ '[0-9]' THEN {t} || {mark} ELSE {t} END").format(
-        t=text, epoch=sql.Literal(_EPOCH_TEXT), seconds=sql.Literal(EPOCH_SECONDS_BELOW), mark=sql.Literal(NO_DATE_MARK))
+        t=text, epoch=sql.Literal(_EPOCH_TEXT), seconds=sql.Literal(EPOCH_SECONDS_BELOW),
+        mark=sql.Literal(NO_DATE_MARK))

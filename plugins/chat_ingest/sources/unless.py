@@ -130,7 +130,8 @@ _DIGIT = re.compile("[0-9]")
 
 
 def epoch_time(value: Any) -> dt.datetime | str | None:
-    """An epoch number (milliseconds, or seconds: :data:`~chat_ingest.sources.values.EPOCH_SECONDS_BELOW`), a string of one or
+    """An epoch number (milliseconds, or seconds: :data:`~chat_ingest.sources.values.EPOCH_SECONDS_BELOW`), a
+    string of one or
     an ISO 8601 string (UTC when it names no offset) as a UTC time; any other value as its text,
     which the loader quarantines with its reason unless PostgreSQL reads it as a timestamp (a text
     without a digit is marked unreadable: :data:`~chat_ingest.sources.values.NO_DATE_MARK`)."""
