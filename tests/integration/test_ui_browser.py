@@ -9,10 +9,12 @@ Screenshots go to ``test-output/ui/``.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
@@ -41,6 +43,9 @@ def browser():
     options.binary_location = CHROMIUM
     for flag in FLAGS:
         options.add_argument(flag)
+    # the network closed: the browser resolves no host but this machine's, and logs every request it sends
+    options.add_argument("--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1 , EXCLUDE localhost")
+    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     OUTPUT.mkdir(parents=True, exist_ok=True)
     yield driver
@@ -141,6 +146,24 @@ def test_operator_logs_in_reads_docs_and_triggers_a_day(sandbox, airflow, airflo
     wait.until(lambda d: "/chat-ingest/data-docs/" in d.current_url
                and "botslovers_messages" in d.find_element(By.TAG_NAME, "body").text)
     driver.save_screenshot(str(OUTPUT / "data-docs.png"))
+
+    # The site's index with the network closed: styled by the Bootstrap the plugin serves (its reboot
+    # sets the body's margin to 0), its table (drawn by bootstrap-table's script) listing the
+    # validations, and not one request beyond 127.0.0.1.  GX's pages load their styles and scripts
+    # from CDNs: before, the index was unstyled and listed no validation here.
+    driver.get_log("performance")  # the requests of what came before
+    driver.get(f"{services.url}/chat-ingest/data-docs/index.html")
+    listed = "return [...document.querySelectorAll('table tbody tr')].map(r => r.innerText).join('\\n')"
+    wait.until(lambda d: "botslovers_messages" in d.execute_script(listed))
+    assert driver.execute_script("return getComputedStyle(document.body).marginTop") == "0px"
+    driver.save_screenshot(str(OUTPUT / "data-docs-index.png"))
+    events = [json.loads(entry["message"])["message"] for entry in driver.get_log("performance")]
+    requested = {event["params"]["request"]["url"] for event in events
+                 if event["method"] == "Network.requestWillBeSent"}
+    assert any("/chat-ingest/data-docs/_offline/" in url for url in requested), sorted(requested)
+    beyond = sorted(url for url in requested if urlsplit(url).scheme in ("http", "https")
+                    and urlsplit(url).hostname not in ("127.0.0.1", "localhost"))
+    assert not beyond, beyond
 
     # Admin → Connections lists every sandbox connection; Test turns each icon green.
     driver.get(f"{services.url}/connections")
