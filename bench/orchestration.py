@@ -4,10 +4,10 @@
 dag-processor, triggerer on the LocalExecutor; unpausing the DAGs makes the scheduler start
 yesterday's daily run of every ingestion DAG, whose passed validations trigger the reporting DAG),
 each in a fresh sandbox of the default dataset.  The floor runs the same DAGs with no task working on
-data (``CHAT_INGEST_NOOP_TASKS``; same task ids, mapping, pools, outlets): validations and reporting
-rebuilds do nothing, and landings only note their window's days as changed, so the reporting runs map
-a ``rebuild`` per partition as the real runs' do.  That is what Airflow itself costs on this machine for
-the real shape.  ``validate_table`` compares the task
+data (:mod:`bench.floor`, a task policy of the floor's services alone; same task ids, mapping, pools,
+outlets): validations and reporting rebuilds do nothing, and landings only note their window's days as
+changed, so the reporting runs map a ``rebuild`` per partition as the real runs' do.  That is what
+Airflow itself costs on this machine for the real shape.  ``validate_table`` compares the task
 instances of the two runs: ``validate_messages`` of the A8 run, cleared after the run and run again
 alone by the scheduler (three times, the median), against its no-op twin run alone the same way (in
 the daily run eighteen validations start together on two cores, and their medians are reported too).
@@ -32,7 +32,7 @@ from pathlib import Path
 import psycopg
 import yaml
 
-from chat_ingest.dag_factory import NOOP_TASKS_ENV
+from bench.floor import SETTINGS as FLOOR_SETTINGS
 from sandbox.__main__ import down, up
 from sandbox.demo import INGESTION_DAGS, REPORTING_DAG, reporting_busy
 from sandbox.services import Airflow, Supervisor, api_token, free_port, login, read_env, ui_env
@@ -67,8 +67,8 @@ def daily_run(root: Path, *, noop: bool, ingestion: tuple[str, ...] = INGESTION_
         raise RuntimeError(f"the sandbox in {root} did not start")
     try:
         env = ui_env({**os.environ, **read_env(root / "env")}, free_port())
-        if noop:
-            env[NOOP_TASKS_ENV] = "1"
+        if noop:  # the floor's task policy, in every Airflow process of this run (bench.floor)
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(FLOOR_SETTINGS), str(REPO), env.get("PYTHONPATH")]))
         if tenants:
             env["CHAT_INGEST_CONFIG"] = str(scaled_config(Path(env["CHAT_INGEST_CONFIG"]), tenants, root))
         airflow = Airflow(env)

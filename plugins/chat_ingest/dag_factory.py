@@ -17,10 +17,9 @@ which is what schedules the reporting DAG.
 from __future__ import annotations
 
 import datetime as dt
-import os
 from typing import Any
 
-from airflow.sdk import DAG, Asset, BaseOperator, Param, get_current_context, task
+from airflow.sdk import DAG, Asset, Param, get_current_context, task
 
 from chat_ingest.alerts import failure_alerts, landed_by_offset, landing_deadline
 from chat_ingest.config import config_path, load_config
@@ -86,44 +85,6 @@ def daily_schedule() -> DayNamedDataIntervalTimetable:
         raise ValueError(f"{config_path()}: alerts.landed_by {landed_by} is before the scheduled runs start "
                          f"({settle} min after midnight UTC, settle_minutes): every day would raise the alert")
     return DayNamedDataIntervalTimetable("@daily", timezone="UTC", settle=dt.timedelta(minutes=settle))
-
-
-#: Set (to anything) in the environment of Airflow's services, every task that works on data does none:
-#: the same DAGs, task ids, mapping, pools and outlets, so a run measures what Airflow itself costs on the
-#: machine for the shape a real run has (``make bench``'s ``airflow_floor``; bench/README.md).
-NOOP_TASKS_ENV = "CHAT_INGEST_NOOP_TASKS"
-
-
-def noop_tasks() -> bool:
-    """Whether this process runs the floor's tasks (see :data:`NOOP_TASKS_ENV`)."""
-    return bool(os.environ.get(NOOP_TASKS_ENV))
-
-
-def noop_twin(operator: type[BaseOperator]) -> type[BaseOperator]:
-    """``operator`` doing no work (see :data:`NOOP_TASKS_ENV`).  A validation does nothing.  A landing
-    reads nothing and lands nothing, but notes its window's days as changed for each tenant and table,
-    as a first load of the window does: the reporting runs it triggers then map a ``rebuild`` per
-    partition, as a real run's do (no-ops too, ``dags/reporting.py``), so the floor has a real run's
-    shape, reporting included."""
-    work = {"land": _note_window_days} if issubclass(operator, LandingOperator) else \
-        {"execute": lambda self, context: None}
-    return type(operator.__name__, (operator,), {**work, "__module__": operator.__module__})
-
-
-def _note_window_days(self: LandingOperator, context) -> dict[str, Any]:
-    """The no-op landing of :func:`noop_twin`: ``audit.changed_days`` of ``self.tenant``'s window, every
-    table this task lands."""
-    from chat_ingest.warehouse import connect, ensure_schema
-    from chat_ingest.windows import parse_window, window_days
-
-    days = window_days(*parse_window(self.window))
-    with connect(self.warehouse_conn_id) as conn:
-        ensure_schema(conn)
-        conn.cursor().executemany(
-            "INSERT INTO audit.changed_days (run_id, source, table_name, tenant, day) VALUES (%s, %s, %s, %s, %s)",
-            [(context["run_id"], spec.source, spec.name, self.tenant, day)
-             for spec in self.landed_specs for day in days])
-    return {"changed_days": [day.isoformat() for day in days]}
 
 
 def staging_asset(spec: TableSpec) -> Asset:
@@ -209,9 +170,6 @@ def ingest_dag(*, dag_id: str, source: str, doc_md: str, tenant_label: str, tena
                load_operator: type[LandingOperator], pool: str, tags: list[str],
                operator_kwargs: dict[str, Any] | None = None) -> DAG:
     """Build the daily ingestion DAG of one source."""
-    validate_operator: type[BaseOperator] = ValidateStagingOperator
-    if noop_tasks():
-        load_operator, validate_operator = noop_twin(load_operator), noop_twin(validate_operator)
     with DAG(
         dag_id=dag_id,
         schedule=daily_schedule(),
@@ -249,7 +207,7 @@ def ingest_dag(*, dag_id: str, source: str, doc_md: str, tenant_label: str, tena
                 else:  # the vendor does not split this table by tenant: one load covers the whole window
                     loads[table] = load_operator(task_id=f"load_{table}", tenant=None, table=table, **common)
         for table, spec in load_operator.tables.items():
-            loads[table] >> validate_operator(
+            loads[table] >> ValidateStagingOperator(
                 task_id=f"validate_{table}", source=source, table=table, window=window, tenants=selected,
                 outlets=[staging_asset(spec)],
             )

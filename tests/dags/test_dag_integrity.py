@@ -191,40 +191,56 @@ def test_a_deadline_alert_only_when_landed_by_and_a_target_are_set(tmp_path, mon
         with_alerts(smtp_conn_id="mail")
 
 
-def test_the_floor_runs_the_same_shapes_with_tasks_that_do_nothing(dagbag, tmp_path, monkeypatch):
-    """``make bench``'s airflow_floor (CHAT_INGEST_NOOP_TASKS): the same task ids, dependencies, mapping,
-    pools and outlets; validations that do nothing, loads that only note their window's days (the
-    integration test of reporting runs one), and reporting rebuilds that do nothing."""
-    from airflow.dag_processing.dagbag import DagBag
-    from airflow.sdk.execution_time.context import set_current_context
+def test_the_floor_runs_the_same_shapes_with_tasks_that_do_nothing(dagbag, tmp_path):
+    """``make bench``'s airflow_floor: Airflow, given the floor's local settings on its path (and only
+    then: production code knows nothing of it), parses the same task ids, dependencies, mapping, pools
+    and outlets, with validations that do nothing, loads that only note their window's days (the
+    integration test of reporting runs one) and reporting rebuilds that do nothing."""
+    import os
+    import subprocess
+    import sys
 
-    from chat_ingest.dag_factory import NOOP_TASKS_ENV, _note_window_days
+    from bench.floor import SETTINGS
 
-    monkeypatch.setenv(NOOP_TASKS_ENV, "1")
-    for key, value in STUB_CONNECTIONS.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path))
-    floor = DagBag(dag_folder=str(REPO / "dags"))
-    assert floor.import_errors == {} and set(floor.dags) == set(dagbag.dags)
+    def shape(dag) -> dict:
+        return {t.task_id: [getattr(t, "operator_class", type(t)).__name__, sorted(t.downstream_task_ids), t.pool,
+                            hasattr(t, "expand_input"), [a.name for a in t.outlets]] for t in dag.tasks}
 
-    def operator_class(task) -> type:
-        return getattr(task, "operator_class", type(task))  # a mapped task's, or the task's own
-
-    def shape(dag):
-        return {t.task_id: (operator_class(t).__name__, sorted(t.downstream_task_ids), t.pool,
-                            hasattr(t, "expand_input"), [a.name for a in t.outlets]) for t in dag.tasks}
-
-    for dag_id, dag in dagbag.dags.items():
-        assert shape(floor.dags[dag_id]) == shape(dag), dag_id
-        for task in floor.dags[dag_id].tasks:
-            cls = operator_class(task)
-            if task.task_id.startswith("validate"):
-                assert cls.execute is not cls.__mro__[1].execute and cls.execute(task, {}) is None, task.task_id
-            elif task.task_id.startswith("load"):
-                assert cls.land is _note_window_days, task.task_id
-    rebuild = floor.dags["reporting"].get_task("rebuild")
-    with set_current_context({}):  # with the stub warehouse, a real rebuild would fail to connect
-        assert rebuild.python_callable({"source": "a8", "day": "2026-01-01"}) == 0
+    probe = """
+import json
+from airflow.dag_processing.dagbag import DagBag
+from airflow.sdk.execution_time.context import set_current_context
+from bench import floor
+bag = DagBag(dag_folder="dags")
+def shape(dag):
+    return {t.task_id: [getattr(t, "operator_class", type(t)).__name__, sorted(t.downstream_task_ids), t.pool,
+                        hasattr(t, "expand_input"), [a.name for a in t.outlets]] for t in dag.tasks}
+worked = {}
+for dag_id, dag in bag.dags.items():
+    for task in dag.tasks:
+        cls = getattr(task, "operator_class", type(task))
+        if task.task_id.startswith("validate"):
+            worked[task.task_id] = cls.execute(task, {}) is None and cls.execute is not cls.__mro__[1].execute
+        elif task.task_id.startswith("load"):
+            worked[task.task_id] = cls.land is floor._note_window_days
+with set_current_context({}):  # with the stub warehouse, a real rebuild would fail to connect
+    rebuilt = bag.dags["reporting"].get_task("rebuild").python_callable({"source": "a8", "day": "2026-01-01"})
+print(json.dumps({"errors": list(bag.import_errors), "shapes": {i: shape(d) for i, d in bag.dags.items()},
+                  "noop": worked, "rebuilt": rebuilt}))
+"""
+    env = {**os.environ, **STUB_CONNECTIONS, "AIRFLOW_HOME": str(tmp_path),
+           "PYTHONPATH": os.pathsep.join([str(SETTINGS), str(REPO / "plugins"), str(REPO)])}
+    env.pop("CHAT_INGEST_CONFIG", None)
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, env=env,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    floor = json.loads(done.stdout.strip().splitlines()[-1])
+    assert floor["errors"] == [] and floor["shapes"] == {dag_id: shape(dag) for dag_id, dag in dagbag.dags.items()}
+    assert floor["noop"] and all(floor["noop"].values()), floor["noop"]
+    assert floor["rebuilt"] == 0
+    # the same DAGs parsed without the floor's settings do their work
+    rebuild = dagbag.dags["reporting"].get_task("rebuild").python_callable
+    assert rebuild.__module__ != "bench.floor"
 
 
 def test_every_task_backs_off_exponentially_between_retries_as_the_scheduler_computes_it(dagbag):

@@ -599,10 +599,10 @@ def test_a_late_ultimate_file_changes_the_earlier_day_and_nothing_else(clean_war
 
 
 def test_the_floors_loads_note_their_days_so_its_reporting_maps_a_real_runs_rebuilds(clean_warehouse):
-    """``make bench``'s floor (CHAT_INGEST_NOOP_TASKS) lands nothing, but each of its loads notes its
+    """``make bench``'s floor (``bench/floor.py``) lands nothing, but each of its loads notes its
     window's days for each tenant and table, as a first load of the window does: the reporting run it
     triggers plans the partitions a real run's would, so the floor has a real run's shape."""
-    from chat_ingest.dag_factory import noop_twin
+    from bench.floor import noop_twin
     from chat_ingest.operators.botslovers import BotsloversToStagingOperator
     from chat_ingest.operators.unless import UnlessToStagingOperator
     from chat_ingest.reporting import pending_changes
