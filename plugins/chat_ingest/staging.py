@@ -94,7 +94,7 @@ class StagingLoader:
         elif extraction.digest:
             identical = identical_rows(batch, extraction)
             if identical is not None:
-                return batch.result(rows_extracted=identical, rows_unchanged=identical, identical_to_staging=True)
+                return batch.result(rows_extracted=identical, rows_unchanged=identical, road="identical")
         return land_checked(batch, extraction)
 
     def _log(self, r: LoadResult) -> None:

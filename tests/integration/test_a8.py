@@ -74,7 +74,7 @@ def test_a_rerun_of_an_unchanged_day_rewrites_nothing_and_a_changed_value_reload
                   for name, spec in a8.TABLES.items()}
     again = {name: load(name, day, bot if spec.tenant_column else None) for name, spec in a8.TABLES.items()}
     for name, summary in again.items():
-        assert summary["identical_to_staging"] and summary["rows_unchanged"] == first[name]["rows_landed"] > 0, name
+        assert summary["road"] == "identical" and summary["rows_unchanged"] == first[name]["rows_landed"] > 0, name
         assert summary["rows_landed"] == summary["rows_deleted"] == 0, name
     with sandbox.warehouse() as conn:
         assert {name: conn.execute(lineage.format(spec.staging_table)).fetchone()[0]
@@ -87,7 +87,7 @@ def test_a_rerun_of_an_unchanged_day_rewrites_nothing_and_a_changed_value_reload
             (start, end - dt.timedelta(seconds=1), bot)).fetchone()[0]
     try:
         changed = load("chat_state", day, bot)
-        assert not changed["identical_to_staging"] and changed["rows_landed"] == first["chat_state"]["rows_landed"]
+        assert changed["road"] != "identical" and changed["rows_landed"] == first["chat_state"]["rows_landed"]
     finally:
         with a8_conn(sandbox) as source:
             source.execute("UPDATE chat_state SET time = time - interval '1 microsecond' WHERE ctid = %s::tid",

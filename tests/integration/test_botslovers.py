@@ -144,24 +144,24 @@ def test_a_rerun_of_an_unchanged_day_extracts_nothing_and_any_difference_loads_i
     ch_rows(sandbox, f"messages_{TEST_COMPANY}", [
         message("m1", at), message("m2", at, text=None), message("m3", at + dt.timedelta(hours=1), text="ünïcode 👋")])
     first = load(TEST_COMPANY, "messages", at.date())
-    assert (first["rows_landed"], first["identical_to_staging"]) == (3, False)
+    assert (first["rows_landed"], first["road"] == "identical") == (3, False)
     again = load(TEST_COMPANY, "messages", at.date())
-    assert again["identical_to_staging"]  # ClickHouse's digest of the day equals staging's
+    assert again["road"] == "identical"  # ClickHouse's digest of the day equals staging's
     assert (again["rows_extracted"], again["rows_unchanged"], again["rows_landed"]) == (3, 3, 0)
 
     ch_rows(sandbox, f"messages_{TEST_COMPANY}", [message("m4", at)])  # the vendor adds a row
     grown = load(TEST_COMPANY, "messages", at.date())
-    assert (grown["identical_to_staging"], grown["rows_landed"], grown["rows_unchanged"]) == (False, 1, 3)
+    assert (grown["road"] == "identical", grown["rows_landed"], grown["rows_unchanged"]) == (False, 1, 3)
 
     with sandbox.warehouse() as conn:  # staging loses a row behind the loader's back
         conn.execute("DELETE FROM staging.botslovers_messages WHERE company = %s AND id = 'm1'", (TEST_COMPANY,))
     restored = load(TEST_COMPANY, "messages", at.date())
-    assert (restored["identical_to_staging"], restored["rows_landed"], restored["rows_unchanged"]) == (False, 1, 3)
+    assert (restored["road"] == "identical", restored["rows_landed"], restored["rows_unchanged"]) == (False, 1, 3)
 
     ch_rows(sandbox, f"messages_{TEST_COMPANY}", [message("", at)])  # a row staging never holds
     for _ in range(2):  # so the digests never match: every rerun quarantines it again
         summary = load(TEST_COMPANY, "messages", at.date())
-        assert (summary["identical_to_staging"], summary["rows_rejected"], summary["rows_unchanged"]) == (False, 1, 4)
+        assert (summary["road"] == "identical", summary["rows_rejected"], summary["rows_unchanged"]) == (False, 1, 4)
     with sandbox.warehouse() as conn:
         logged = conn.execute("SELECT count(*) FROM audit.load_log WHERE source = 'botslovers' AND tenant = %s",
                               (TEST_COMPANY,)).fetchone()[0]

@@ -264,7 +264,7 @@ def test_a_scheduled_run_lands_what_the_vendor_wrote_late_into_the_day_before_an
     assert lineage == [("next-1", "run-next"), ("x-1", "run-day"), ("x-2", "run-day"), ("x-late", "run-next")]
     assert noted == [("2026-11-10",), ("2026-11-11",)]
     [unchanged] = scheduled(dt.date(2026, 11, 12), "run-after")["rechecked"]
-    assert unchanged["identical_to_staging"] and unchanged["rows_unchanged"] == 1
+    assert unchanged["road"] == "identical" and unchanged["rows_unchanged"] == 1
 
 # 4. -- two runs of the same day at once -------------------------------------------------------------
 
@@ -292,7 +292,7 @@ def test_a_new_source_column_is_reported_and_the_rest_lands(clean_warehouse, edg
         assert conn.execute("SELECT ignored_columns FROM audit.load_log WHERE run_id = 'run-drift'"
                             ).fetchone() == (["mood"],)
     again = load_edge(at.date(), rid="run-drift-again")  # unchanged: found identical, nothing extracted
-    assert again["identical_to_staging"] and again["ignored_columns"] == ["mood"]
+    assert again["road"] == "identical" and again["ignored_columns"] == ["mood"]
 
 
 def agent_log_rows(client, rows: list[dict]) -> None:
@@ -408,17 +408,17 @@ def test_column_types_a_real_clickhouse_may_use_land_the_same_values_by_both_roa
                 sql.Identifier("staging", spec.staging_table)), (EDGE,)).fetchall()
 
     first = land()
-    assert (first["landed_straight"], first["rows_landed"], first["rows_rejected"]) == (True, 2, 0)
+    assert (first["road"] == "straight", first["rows_landed"], first["rows_rejected"]) == (True, 2, 0)
     edgeco.command(f"ALTER TABLE {source_table} UPDATE {change} WHERE id = '00000000-0000-4000-8000-000000000002' "
                    "SETTINGS mutations_sync = 1")
     changed = land()
-    assert (changed["landed_straight"], changed["rows_landed"], changed["rows_unchanged"],
+    assert (changed["road"] == "straight", changed["rows_landed"], changed["rows_unchanged"],
             changed["rows_rejected"]) == (False, 1, 1, 0)
     assert staged() == expected
     again = land()
     assert (again["rows_landed"], again["rows_deleted"], again["rows_rejected"]) == (0, 0, 0)
     # the rerun reads nothing: both digests render a DateTime64's fraction alike (…:00.125, …:31:00)
-    assert again["identical_to_staging"]
+    assert again["road"] == "identical"
 
 
 # 6. -- bad payloads ---------------------------------------------------------------------------------
@@ -455,7 +455,7 @@ def test_a_key_or_conversation_too_large_for_an_index_entry_is_quarantined_not_t
                              {"id": "c-1", "created_at": at[long_session_day], "session": "ok"},
                              {"id": "c-2", "created_at": at[long_session_day], "session": long_session}])
     by_id, by_session = load_edge(long_id_day, rid="run-long-id"), load_edge(long_session_day, rid="run-long-session")
-    assert [(s["rows_landed"], s["rows_rejected"], s["landed_straight"]) for s in (by_id, by_session)] == [
+    assert [(s["rows_landed"], s["rows_rejected"], s["road"] == "straight") for s in (by_id, by_session)] == [
         (1, 1, False), (1, 1, True)]
     with clean_warehouse.warehouse() as conn:
         rejected = conn.execute("SELECT run_id, reason, payload->>'id' FROM audit.rejected_records "
@@ -511,7 +511,7 @@ def test_a_new_day_lands_straight_and_what_copy_refuses_lands_through_the_checke
                              {"id": "r-2", "created_at": at[refused_day], "text": "nul \x00 byte"}])
     straight = load_edge(straight_day, rid="run-straight")
     refused = load_edge(refused_day, rid="run-refused")
-    assert straight["landed_straight"] and not refused["landed_straight"]
+    assert straight["road"] == "straight" and refused["road"] == "checked"
     counts = [(s["rows_extracted"], s["rows_landed"], s["rows_rejected"]) for s in (straight, refused)]
     assert counts == [(3, 2, 1), (2, 1, 1)]
     with clean_warehouse.warehouse() as conn:
@@ -529,7 +529,7 @@ def test_a_new_day_lands_straight_and_what_copy_refuses_lands_through_the_checke
     assert changed == [("run-refused", refused_day), ("run-straight", straight_day)]
     for day in (straight_day, refused_day):
         again = load_edge(day)
-        assert (again["rows_landed"], again["rows_deleted"], again["landed_straight"]) == (0, 0, False)
+        assert (again["rows_landed"], again["rows_deleted"], again["road"] == "straight") == (0, 0, False)
 
 
 def test_clickhouse_strings_that_are_not_utf8_are_quarantined_with_the_byte_and_the_rest_of_the_day_lands(
@@ -547,7 +547,7 @@ def test_clickhouse_strings_that_are_not_utf8_are_quarantined_with_the_byte_and_
                        f"toDateTime('{day} {at}', 'UTC'), 'web', 's1', 'inbound', 'inbound', {text}, 'en'")
     summary = load_edge(day, rid="run-bytes")
     assert (summary["rows_extracted"], summary["rows_landed"], summary["rows_rejected"],
-            summary["landed_straight"]) == (3, 1, 2, False)
+            summary["road"] == "straight") == (3, 1, 2, False)
     with clean_warehouse.warehouse() as conn:
         rejected = conn.execute("SELECT reason, payload->>'id', payload->>'text' FROM audit.rejected_records "
                                 "WHERE run_id = 'run-bytes' ORDER BY 1").fetchall()

@@ -28,7 +28,7 @@ def test_a_day_lands_one_row_per_conversation_and_per_intent_and_reruns_change_n
     records = json.loads((sandbox.dataset / "ultimate" / "ult-bank" / f"{day}.json").read_text())
     summary = load(day)
     # a new day of good records: projected from the copied documents straight into staging
-    assert summary["conversations"]["landed_straight"] and summary["intents"]["landed_straight"]
+    assert summary["conversations"]["road"] == summary["intents"]["road"] == "straight"
     # what the reporting layer rebuilds: the days the conversations *started* (file X may hold day X-1's)
     started = {dt.datetime.fromisoformat(r["conversation_start_time"].replace("Z", "+00:00"))
                .astimezone(dt.timezone.utc).date().isoformat() for r in records}
@@ -54,7 +54,7 @@ def test_a_day_lands_one_row_per_conversation_and_per_intent_and_reruns_change_n
     rerun = load(day)
     # an unchanged file: its rows' digest equals staging's, so nothing is rewritten
     for table in ("conversations", "intents"):
-        assert rerun[table]["identical_to_staging"] and rerun[table]["rows_landed"] == 0
+        assert rerun[table]["road"] == "identical" and rerun[table]["rows_landed"] == 0
     assert rerun["conversations"]["rows_unchanged"] == len(records)
     with sandbox.warehouse() as conn:
         assert conn.execute("SELECT count(*) FROM staging.ultimate_conversations").fetchone()[0] == len(records)
@@ -105,7 +105,7 @@ def test_records_jsonb_cannot_store_and_intents_that_are_not_objects_are_quarant
         path.write_bytes(original)
     conversations, intents = summary["conversations"], summary["intents"]
     # rows the source marked bad cannot be kept by a straight landing: both tables went the checked way
-    assert not conversations["landed_straight"] and not intents["landed_straight"]
+    assert conversations["road"] == intents["road"] == "checked"
     assert (conversations["rows_landed"], conversations["rows_rejected"]) == (2, 1)
     assert (intents["rows_landed"], intents["rows_rejected"]) == (len(good["triggered_intent_replies"]) + 2, 2)
     with sandbox.warehouse() as conn:

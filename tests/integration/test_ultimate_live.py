@@ -206,7 +206,7 @@ def test_a_file_that_grows_after_a_first_run_is_completed_by_the_next_scheduled_
     [recheck] = second["rechecked"]
     assert recheck["window_start"] == day_window(day)[0].isoformat()
     assert (recheck["rows_landed"], recheck["rows_deleted"]) == (expected, expected - 2)
-    assert recheck["changed_days"] and not recheck["identical_to_staging"]
+    assert recheck["changed_days"] and recheck["road"] != "identical"
     with sandbox.warehouse() as conn:
         held = conn.execute("SELECT count(*) FROM staging.ultimate_conversations WHERE export_date = %s "
                             "AND bot_id = 'ult-bank'", (day,)).fetchone()[0]
@@ -214,7 +214,7 @@ def test_a_file_that_grows_after_a_first_run_is_completed_by_the_next_scheduled_
                                             "run_id = %s", (second["run_id"],))}
     assert held == expected and {dt.date.fromisoformat(d) for d in recheck["changed_days"]} <= noted
     third = land(day + dt.timedelta(days=1), "ult-bank", window=scheduled)["conversations"]["rechecked"][0]
-    assert third["identical_to_staging"] and third["rows_landed"] == 0
+    assert third["road"] == "identical" and third["rows_landed"] == 0
 
 
 @pytest.fixture

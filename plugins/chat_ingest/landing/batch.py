@@ -94,6 +94,10 @@ class Extraction:
     unexported_days: tuple[str, ...] = ()
 
 
+#: The ways a range lands, cheapest first (:class:`~chat_ingest.staging.StagingLoader`).
+ROADS = ("identical", "straight", "checked")
+
+
 @dataclass
 class LoadResult:
     run_id: str
@@ -112,10 +116,10 @@ class LoadResult:
     ignored_columns: tuple[str, ...] = ()
     #: The reporting days (ISO dates) this load changed rows of.
     changed_days: tuple[str, ...] = ()
-    #: The source's rows were found identical to staging's by their digest, so none were extracted.
-    identical_to_staging: bool = False
-    #: A range staging did not hold yet was copied straight into the staging table, then checked there.
-    landed_straight: bool = False
+    #: How the range landed (:data:`ROADS`): ``identical`` (the source's rows hash to staging's, so none
+    #: were extracted), ``straight`` (a range staging did not hold yet, copied straight into the staging
+    #: table and checked there) or ``checked`` (through a temp table, quarantine and the merge).
+    road: str = "checked"
     #: What the source delivered that the spec does not name, with the rows holding it: a table's
     #: ignored columns (every row) and a document's undeclared fields (see :class:`Extraction`).
     drift: dict[str, int] = field(default_factory=dict)

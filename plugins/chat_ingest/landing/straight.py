@@ -43,7 +43,7 @@ def land_straight(batch: Batch, extraction: Extraction) -> LoadResult:
     proves no row landed outside the range; the bad rows are then moved to quarantine.
     """
     conn, spec = batch.conn, batch.spec
-    result = batch.result(landed_straight=True)
+    result = batch.result(road="straight")
     batch.create_changed()
     conn.execute("SELECT set_config('chat_ingest.run_id', %s, true), set_config('chat_ingest.tenant', %s, true)",
                  (batch.run_id, batch.tenant or ""))

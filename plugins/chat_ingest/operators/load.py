@@ -158,7 +158,7 @@ class LandingOperator(BaseOperator):
             result.duration_seconds, f"{result.rows_extracted / max(result.duration_seconds, 1e-3):,.0f}",
             ", ".join(result.changed_days) or "none",
         )
-        if result.identical_to_staging:
+        if result.road == "identical":
             self.log.info("the source's %d rows of this window hash to exactly what staging holds: "
                           "nothing extracted or rewritten", result.rows_extracted)
         elif result.rows_extracted == 0:
