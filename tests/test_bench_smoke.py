@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO, newcomer_env
+from tests.support.sandbox import REPO, newcomer_env
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from tests.conftest import REPO, run_python
+from tests.support.sandbox import REPO, run_python
 
 DAG_FILES = sorted((REPO / "dags").glob("*.py"))
 #: Connections stubbed the Astronomer way, so parsing needs no sandbox and no secrets.

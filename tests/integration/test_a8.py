@@ -14,7 +14,8 @@ from chat_ingest.sources import a8
 from chat_ingest.validation import ValidationFailed, run_gate
 from chat_ingest.warehouse import connect
 from chat_ingest.windows import day_window
-from tests.conftest import load_window, staging_checksum
+from tests.support.sandbox import load_window, staging_checksum
+from tests.support.sources import a8_conn
 
 pytestmark = pytest.mark.integration
 
@@ -28,10 +29,6 @@ def load_day(sandbox, day: dt.date, days: int = 1) -> None:
     for name, spec in a8.TABLES.items():
         for tenant in sandbox.manifest["a8"]["bots"] if spec.tenant_column else [None]:
             load(name, day, tenant, days=days)
-
-
-def a8_conn(sandbox) -> psycopg.Connection:
-    return psycopg.connect(sandbox.env["AIRFLOW_CONN_A8_TIMESCALE"], autocommit=True)
 
 
 def test_every_table_lands_the_days_rows(clean_warehouse):

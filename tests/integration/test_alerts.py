@@ -13,8 +13,8 @@ import psycopg
 import pytest
 import yaml
 
-from sandbox.services import Airflow
-from tests.conftest import Webhook, free_port
+from sandbox.services import Airflow, free_port
+from tests.support.sandbox import Webhook
 
 pytestmark = pytest.mark.integration
 AIRFLOW = str(Path(sys.executable).parent / "airflow")

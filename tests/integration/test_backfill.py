@@ -17,7 +17,7 @@ from chat_ingest.operators.botslovers import BotsloversToStagingOperator
 from chat_ingest.sources import botslovers
 from chat_ingest.windows import day_window
 from sandbox.demo import wait_until_every_run_ended
-from tests.conftest import staging_checksum
+from tests.support.sandbox import staging_checksum
 
 pytestmark = pytest.mark.integration
 AIRFLOW = str(Path(sys.executable).parent / "airflow")

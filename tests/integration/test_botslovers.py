@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
-import uuid
 
 import psycopg
 import pytest
@@ -16,51 +15,17 @@ from chat_ingest.sources import botslovers
 from chat_ingest.validation import ValidationFailed, run_gate
 from chat_ingest.warehouse import connect
 from chat_ingest.windows import day_window
-from tests.conftest import empty_botslovers_company, load_window
+from tests.support.sandbox import load_window
+from tests.support.sources import TEST_COMPANY, agent_log, ch_rows, message
+from tests.support.sources import load_botslovers as load
 
 pytestmark = pytest.mark.integration
-TEST_COMPANY = "testco"
-
-
-def load(company: str, table: str, day: dt.date, days: int = 1, run_id: str | None = None) -> dict:
-    op = BotsloversToStagingOperator(task_id=f"load_{table}", tenant=company, table=table,
-                                     window=load_window(day, days))
-    return op.execute({"run_id": run_id or f"test-{uuid.uuid4().hex[:8]}"})
 
 
 def checksum(sandbox, table: str) -> str:
     with sandbox.warehouse() as conn:
         return conn.execute(f"SELECT md5(string_agg(t::text, '|' ORDER BY t::text)) FROM staging.{table} t"
                             ).fetchone()[0]
-
-
-def ch_rows(sandbox, table: str, rows: list[dict]) -> None:
-    """Insert rows into a stand-in table as the vendor would write them."""
-    def value(v):
-        return v.strftime("%Y-%m-%d %H:%M:%S") if isinstance(v, dt.datetime) else v
-
-    body = "\n".join(json.dumps({k: value(v) for k, v in r.items()}) for r in rows)
-    sandbox.clickhouse_admin().command(f"INSERT INTO {table} FORMAT JSONEachRow {body}")
-
-
-@pytest.fixture
-def testco(sandbox):
-    """A company of the test's own: empty tables the test fills with exactly the rows it needs."""
-    with empty_botslovers_company(sandbox, TEST_COMPANY) as client:
-        yield client
-
-
-def message(id_: str, at: dt.datetime, **over) -> dict:
-    row = {"sender_id": "u1", "sender_type": "user", "id": id_, "created_at": at, "channel": "web",
-           "session": "s1", "direction": "inbound", "type": "inbound", "text": "hello", "language": "en"}
-    return {**row, **over}
-
-
-def agent_log(id_: str, updated: dt.datetime, **over) -> dict:
-    row = {"id": id_, "chat_id": "c1", "agent_id": "a1", "joined_at": updated, "left_at": None,
-           "event": "agent_joined", "response_rating": None, "created_at": updated, "updated_at": updated,
-           "deleted_at": None}
-    return {**row, **over}
 
 
 # -- the hook -------------------------------------------------------------------------------------

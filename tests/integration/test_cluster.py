@@ -31,7 +31,8 @@ from sandbox.services import (
     signal_all,
     ui_env,
 )
-from tests.conftest import (
+from tests.support.reporting import REPORTING_TABLES
+from tests.support.sandbox import (
     DAG_IDS,
     SANDBOX_ENV_PREFIXES,
     TEST_START,
@@ -39,7 +40,6 @@ from tests.conftest import (
     outside_the_session_sandbox,
     staging_checksum,
 )
-from tests.integration.test_reporting_truth import REPORTING_TABLES
 
 pytestmark = pytest.mark.integration
 DAYS = 1  # a backfill of one day, beside the daily run unpausing makes: enough runs to lose a worker in
@@ -177,9 +177,8 @@ def test_a_backfill_spreads_over_two_celery_workers_and_survives_losing_one(clus
     clustered = checksums(env)
 
     # the same days, landed and reported by one process
-    from tests.conftest import Sandbox
-    from tests.integration.test_reporting import build
-    from tests.integration.test_reporting_truth import land_day
+    from tests.support.reporting import build, land_day
+    from tests.support.sandbox import Sandbox
 
     sandbox_env = read_env(root / "env")  # with the connections (the services read them from the database)
     for key, value in sandbox_env.items():

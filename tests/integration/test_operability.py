@@ -20,8 +20,8 @@ import psycopg
 import pytest
 import requests
 
-from sandbox.services import session_processes
-from tests.conftest import REPO, free_port, newcomer_env, outside_the_session_sandbox
+from sandbox.services import free_port, session_processes
+from tests.support.sandbox import REPO, newcomer_env, outside_the_session_sandbox
 
 pytestmark = pytest.mark.integration
 LOOPBACK = {"127.0.0.1", "::1"}

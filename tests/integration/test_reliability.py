@@ -30,7 +30,7 @@ from chat_ingest.operators.botslovers import BotsloversToStagingOperator
 from chat_ingest.operators.ultimate import UltimateToStagingOperator
 from chat_ingest.operators.unless import UnlessToStagingOperator
 from chat_ingest.sources import a8, botslovers, ultimate, unless
-from tests.conftest import REPO, empty_botslovers_company, load_window, staging_checksum
+from tests.support.sandbox import REPO, empty_botslovers_company, load_window, staging_checksum
 
 pytestmark = pytest.mark.integration
 TODAY = dt.datetime.now(dt.timezone.utc).date()

@@ -17,78 +17,12 @@ from collections import defaultdict
 import psycopg
 import pytest
 
-from tests.conftest import jsonl
+from tests.support.reporting import UTC, build, kpis, land_everything, ts, ultimate_records, window
+from tests.support.sandbox import jsonl
 
 pytestmark = pytest.mark.integration
 
-UTC = dt.timezone.utc
 EXCLUDED = ("Greeting", "Talk to a human/agent")
-
-
-def ts(value) -> dt.datetime:
-    if isinstance(value, (int, float)):
-        return dt.datetime.fromtimestamp(value / 1000, UTC)
-    value = value.replace("Z", "+00:00").replace(" ", "T")
-    parsed = dt.datetime.fromisoformat(value)
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-def window(sandbox, extra_days: int = 2) -> dict[str, str]:
-    start = dt.datetime.combine(sandbox.days[0], dt.time(), UTC)
-    end = dt.datetime.combine(sandbox.days[-1] + dt.timedelta(days=extra_days), dt.time(), UTC)
-    return {"start": start.isoformat(), "end": end.isoformat()}
-
-
-def land_everything(sandbox, ultimate_days=None) -> None:
-    """Land all four sources over the dataset's days (and the days after, for late rows)."""
-    from chat_ingest.operators.a8 import A8ToStagingOperator
-    from chat_ingest.operators.botslovers import BotsloversToStagingOperator
-    from chat_ingest.operators.ultimate import UltimateToStagingOperator
-    from chat_ingest.operators.unless import UnlessToStagingOperator
-    from chat_ingest.sources import a8
-
-    ctx = {"run_id": f"test-{uuid.uuid4().hex[:8]}"}
-    m = sandbox.manifest
-    for company in m["botslovers"]["companies"]:
-        for table in ("messages", "chat_agent_log", "agent_status_logs"):
-            BotsloversToStagingOperator(task_id="l", tenant=company, table=table, window=window(sandbox)).execute(ctx)
-    for table, spec in a8.TABLES.items():
-        for bot in m["a8"]["bots"] if spec.tenant_column else [None]:
-            A8ToStagingOperator(task_id="l", tenant=bot, table=table, window=window(sandbox)).execute(ctx)
-    for bot in m["ultimate"]["bots"]:
-        for day in ultimate_days or [*sandbox.days, sandbox.days[-1] + dt.timedelta(days=1)]:
-            start = dt.datetime.combine(day, dt.time(), UTC)
-            UltimateToStagingOperator(task_id="l", tenant=bot, window={
-                "start": start.isoformat(), "end": (start + dt.timedelta(days=1)).isoformat()}).execute(ctx)
-    # Unless selects objects by LastModified, and other suites rewrite objects in place (as the vendor
-    # does): reach up to now, so a rewritten conversation is read wherever its day is.
-    today = dt.datetime.now(UTC).date()
-    unless_window = window(sandbox, extra_days=max(2, (today - sandbox.days[-1]).days + 1))
-    for website in m["unless"]["websites"]:
-        UnlessToStagingOperator(task_id="l", tenant=website, window=unless_window,
-                                bucket=sandbox.env["SANDBOX_UNLESS_BUCKET"], account=m["unless"]["account"]
-                                ).execute(ctx)
-
-
-def build(sandbox, key: str = "test-hmac-key") -> list:
-    """The reporting DAG's steps: plan the pending changes, rebuild each partition, consume."""
-    from chat_ingest.reporting import mark_consumed, plan_build, rebuild_day
-    from chat_ingest.warehouse import connect
-
-    with connect() as conn:
-        ids, partitions = plan_build(conn)
-        for source, day in partitions:
-            rebuild_day(conn, source, day, pii_key=key, run_id="test-build")
-        mark_consumed(conn, ids)
-    return partitions
-
-
-def kpis(sandbox) -> dict:
-    with sandbox.warehouse() as conn:
-        rows = conn.execute("SELECT conversation_date, source, tenant, total_conversations, bot_handled_rate, "
-                            "escalation_rate, failed_escalation_rate, deflection_rate, automation_rate, "
-                            "informed_rate, messages_understood_rate FROM reporting.daily_bot_kpis").fetchall()
-    return {(d, s, t): (n, *[None if v is None else float(v) for v in rest]) for d, s, t, n, *rest in rows}
 
 
 def rates(outcomes: list[str], understood: tuple[int, int] | None = None) -> tuple:
@@ -148,15 +82,6 @@ def expected_a8(sandbox) -> dict:
         understood[0] += sum(m["msg_from"] == "user" for m in msgs)
         understood[1] += not_handled[chat]
     return {key: rates(o, tuple(u)) for key, (o, u) in by_key.items()}
-
-
-def ultimate_records(sandbox) -> list[dict]:
-    records = {}
-    for bot in sandbox.manifest["ultimate"]["bots"]:
-        for path in sorted((sandbox.dataset / "ultimate" / bot).glob("*.json")):
-            for r in json.loads(path.read_text()):
-                records[(bot, r["conversation_id"])] = r
-    return list(records.values())
 
 
 def expected_ultimate(sandbox) -> dict:
@@ -607,7 +532,7 @@ def test_the_floors_loads_note_their_days_so_its_reporting_maps_a_real_runs_rebu
     from chat_ingest.operators.unless import UnlessToStagingOperator
     from chat_ingest.reporting import pending_changes
     from chat_ingest.sources import unless
-    from tests.conftest import load_window
+    from tests.support.sandbox import load_window
 
     sandbox = clean_warehouse
     day = sandbox.days[0]

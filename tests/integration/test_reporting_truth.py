@@ -10,61 +10,25 @@ import json
 import logging
 import uuid
 from collections import defaultdict
-from collections.abc import Collection
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
-from tests.integration.test_a8 import a8_conn
-from tests.integration.test_botslovers import TEST_COMPANY, agent_log, ch_rows, message, testco  # noqa: F401 (fixture)
-from tests.integration.test_botslovers import load as load_botslovers
-from tests.integration.test_reporting import build, kpis, land_everything, ultimate_records
+from tests.support.reporting import (
+    UTC,
+    build,
+    fingerprint,
+    kpis,
+    land_day,
+    land_everything,
+    midnight,
+    ultimate_records,
+)
+from tests.support.sources import TEST_COMPANY, a8_conn, agent_log, ch_rows, load_botslovers, message
 
 pytestmark = pytest.mark.integration
 
-UTC = dt.timezone.utc
-REPORTING_TABLES = ("conversations", "messages", "daily_bot_kpis", "intent_metrics", "agent_daily_kpis",
-                    "agent_status_daily")
-
-
-def fingerprint(sandbox) -> dict[str, str]:
-    with sandbox.warehouse() as conn:
-        return {t: conn.execute(f"SELECT count(*) || ':' || coalesce(md5(string_agg(r::text, '|' ORDER BY "
-                                f"r::text)), '') FROM reporting.{t} r").fetchone()[0] for t in REPORTING_TABLES}
-
-
-def midnight(day: dt.date) -> dt.datetime:
-    return dt.datetime.combine(day, dt.time(), UTC)
-
-
-def land_day(sandbox, day: dt.date, sources: Collection[str] = ("botslovers", "a8", "ultimate", "unless")) -> None:
-    """One day of every source (or of ``sources``), as one scheduled or manual run of each ingestion DAG
-    lands it."""
-    from chat_ingest.operators.a8 import A8ToStagingOperator
-    from chat_ingest.operators.botslovers import BotsloversToStagingOperator
-    from chat_ingest.operators.ultimate import UltimateToStagingOperator
-    from chat_ingest.operators.unless import UnlessToStagingOperator
-    from chat_ingest.sources import a8
-
-    one_day = {"start": midnight(day).isoformat(), "end": midnight(day + dt.timedelta(days=1)).isoformat()}
-    ctx, m = {"run_id": f"day-{day}-{uuid.uuid4().hex[:6]}"}, sandbox.manifest
-    if "botslovers" in sources:
-        for company in m["botslovers"]["companies"]:
-            for table in ("messages", "chat_agent_log", "agent_status_logs"):
-                BotsloversToStagingOperator(task_id="l", tenant=company, table=table, window=one_day).execute(ctx)
-    if "a8" in sources:
-        for table, spec in a8.TABLES.items():
-            for bot in m["a8"]["bots"] if spec.tenant_column else [None]:
-                A8ToStagingOperator(task_id="l", tenant=bot, table=table, window=one_day).execute(ctx)
-    if "ultimate" in sources:
-        for bot in m["ultimate"]["bots"]:
-            UltimateToStagingOperator(task_id="l", tenant=bot, window=one_day).execute(ctx)
-    if "unless" in sources:
-        for website in m["unless"]["websites"]:
-            UnlessToStagingOperator(task_id="l", tenant=website, window=one_day,
-                                    bucket=sandbox.env["SANDBOX_UNLESS_BUCKET"],
-                                    account=m["unless"]["account"]).execute(ctx)
 
 
 def test_days_loaded_backwards_report_exactly_what_days_loaded_in_order_do(clean_warehouse, caplog):
@@ -95,7 +59,7 @@ def test_days_loaded_backwards_report_exactly_what_days_loaded_in_order_do(clean
 # -- participations and statuses across midnight ---------------------------------------------------
 
 
-def test_a_participation_gives_each_day_the_part_of_it_inside_that_day(clean_warehouse, testco):  # noqa: F811
+def test_a_participation_gives_each_day_the_part_of_it_inside_that_day(clean_warehouse, testco):
     sandbox = clean_warehouse
     x = sandbox.days[0]
     at = midnight(x)
@@ -138,7 +102,7 @@ def test_a_participation_gives_each_day_the_part_of_it_inside_that_day(clean_war
     assert offline == expected_offline and offline[x + dt.timedelta(days=1)] == 86400.0
 
 
-def test_an_open_participation_lasts_until_the_loaded_data_ends_not_the_clock(clean_warehouse, testco):  # noqa: F811
+def test_an_open_participation_lasts_until_the_loaded_data_ends_not_the_clock(clean_warehouse, testco):
     """A participation without an end reaches as far as its source is loaded: the same loads give the
     same report whenever they are built (the wall clock made a day's report depend on the hour), and a
     later day's load gives that day its part though none of its rows changed."""
@@ -173,7 +137,7 @@ def test_an_open_participation_lasts_until_the_loaded_data_ends_not_the_clock(cl
 
 
 def test_an_open_participation_landed_after_later_days_reaches_them_until_a_later_row_closes_it(
-        clean_warehouse, testco):  # noqa: F811
+        clean_warehouse, testco):
     """The outage flow with a participation left open: the schedule landed day X+3 first, the backfill
     brings X, where an agent joined at 22:00 and had not left, then X+1, where they left at 06:00.
     Every day between is reported as it would be had the days landed in order, for Botslovers (the end
@@ -411,7 +375,10 @@ def test_a8_agent_status_names_the_seed_gives_by_example_count_as_the_statuses_t
 
 
 def test_an_unless_rerun_of_an_earlier_day_lands_a_later_rewrite(clean_warehouse):
-    from tests.integration.test_unless import WEBSITE, documents, load, objects
+    from tests.support.sources import UNLESS_WEBSITE as WEBSITE
+    from tests.support.sources import load_unless as load
+    from tests.support.sources import unless_documents as documents
+    from tests.support.sources import unless_objects as objects
 
     sandbox = clean_warehouse
     day = sandbox.days[0]
@@ -434,7 +401,9 @@ def test_an_unless_error_item_spelled_otherwise_is_still_an_error_not_a_message(
     the same thing: not a message, a failed hand-off when no agent wrote, a system item in
     ``reporting.messages`` (before, it counted as the user's message and the conversation as
     bot-handled)."""
-    from tests.integration.test_unless import documents, load, objects
+    from tests.support.sources import load_unless as load
+    from tests.support.sources import unless_documents as documents
+    from tests.support.sources import unless_objects as objects
 
     sandbox = clean_warehouse
     key_, doc = sorted(documents(sandbox).items())[3]
@@ -460,7 +429,7 @@ def test_an_unless_error_item_spelled_otherwise_is_still_an_error_not_a_message(
 # -- ids as long as the loader lets through, in every key of every source ------------------------------
 
 
-def test_ids_as_long_as_the_loader_accepts_build_every_reporting_key_in_every_source(clean_warehouse, testco):  # noqa: F811
+def test_ids_as_long_as_the_loader_accepts_build_every_reporting_key_in_every_source(clean_warehouse, testco):
     """Conversation, message, agent, participation and intent names of ``KEY_VALUE_MAX_BYTES`` each, in
     every source, land and build every reporting key they reach, where two of them meet in one index
     entry.  Each value passed its own landing check before, but a 1,400-byte session and message id
@@ -472,8 +441,9 @@ def test_ids_as_long_as_the_loader_accepts_build_every_reporting_key_in_every_so
     from chat_ingest.operators.ultimate import UltimateToStagingOperator
     from chat_ingest.sources import a8
     from chat_ingest.tablespec import KEY_VALUE_MAX_BYTES as K
-    from tests.integration.test_unless import WEBSITE, objects
-    from tests.integration.test_unless import load as load_unless
+    from tests.support.sources import UNLESS_WEBSITE as WEBSITE
+    from tests.support.sources import load_unless
+    from tests.support.sources import unless_objects as objects
 
     def long_(tag: str, size: int = K) -> str:  # incompressible, so no index entry is saved by compression
         return f"{tag}-{secrets.token_hex(size)}"[:size]
@@ -672,7 +642,7 @@ def pgcrypto_warehouse(tmp_path_factory):
     """A second warehouse on Debian's PostgreSQL, which has pgcrypto (the sandbox's embedded one has not)."""
     from sandbox.debian import apt_install
     from sandbox.postgres import EmbeddedPostgres
-    from tests.conftest import free_port
+    from sandbox.services import free_port
 
     if _distribution_postgres() is None:
         reason = apt_install(["postgresql"], needed=[])
@@ -713,7 +683,7 @@ def test_the_user_key_is_the_hmac_of_the_id_on_servers_with_and_without_pgcrypto
 
 
 def test_a_conversations_rows_days_apart_are_read_from_its_kept_days_and_an_upgrade_fills_them(
-        clean_warehouse, testco):  # noqa: F811
+        clean_warehouse, testco):
     """Botslovers messages have no index on the session (its upkeep slowed every load): a rebuild reads a
     session's messages from the days the loader kept for it.  A session with messages three days apart,
     landed by two loads, is reported whole; a warehouse that predates the days table gets them from the

@@ -13,7 +13,7 @@ import requests
 
 from chat_ingest.sources import a8
 from sandbox.__main__ import down, process_alive, up
-from tests.conftest import jsonl, outside_the_session_sandbox
+from tests.support.sandbox import jsonl, outside_the_session_sandbox
 
 pytestmark = pytest.mark.integration
 
@@ -206,7 +206,7 @@ def test_seed_fills_network_stand_ins_with_a_dataset_as_the_sandbox_loads_its_ow
     from sandbox.generator import generate
     from sandbox.seed import main as seed_main
     from sandbox.services import read_env
-    from tests.conftest import Sandbox
+    from tests.support.sandbox import Sandbox
 
     root = tmp_path / "stand-ins"
     with outside_the_session_sandbox():

@@ -20,7 +20,7 @@ import psycopg
 import pytest
 
 from sandbox.debian import apt_install
-from tests.conftest import DAG_IDS, REPO
+from tests.support.sandbox import DAG_IDS, REPO
 
 pytestmark = pytest.mark.integration
 AIRFLOW = str(Path(sys.executable).parent / "airflow")

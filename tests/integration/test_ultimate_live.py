@@ -15,8 +15,8 @@ from chat_ingest.operators.ultimate import UltimateToStagingOperator
 from chat_ingest.windows import day_window
 from sandbox.generator import generate
 from sandbox.ultimate_server import ZENDESK_PREFIX, UltimateConfig, UltimateHTTPServer
-from tests.conftest import TEST_DAYS, TEST_START
-from tests.integration.test_reporting import build
+from tests.support.reporting import build
+from tests.support.sandbox import TEST_DAYS, TEST_START
 
 pytestmark = pytest.mark.integration
 

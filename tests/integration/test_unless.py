@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
 import time
@@ -12,51 +11,19 @@ import pytest
 
 from chat_ingest.operators.unless import UnlessToStagingOperator
 from chat_ingest.windows import day_window
+from tests.support.sources import TODAY
+from tests.support.sources import UNLESS_WEBSITE as WEBSITE
+from tests.support.sources import load_unless as load
+from tests.support.sources import unless_documents as documents
+from tests.support.sources import unless_objects as objects
 
 pytestmark = pytest.mark.integration
-
-WEBSITE = "web-shop"
-TODAY = dt.datetime.now(dt.timezone.utc).date()
-
-
-def operator(sandbox, day: dt.date = TODAY, cls=UnlessToStagingOperator, **kw) -> UnlessToStagingOperator:
-    start, end = day_window(day)
-    return cls(task_id="load", tenant=WEBSITE, window={"start": start.isoformat(), "end": end.isoformat()},
-               bucket=sandbox.env["SANDBOX_UNLESS_BUCKET"], account=sandbox.manifest["unless"]["account"], **kw)
-
-
-def load(sandbox, day: dt.date = TODAY, run_id: str | None = None, **kw) -> dict:
-    return operator(sandbox, day, **kw).execute({"run_id": run_id or f"test-{uuid.uuid4().hex[:8]}"})
-
-
-def documents(sandbox) -> dict[str, dict]:
-    root = sandbox.dataset / "unless"
-    return {p.relative_to(root).as_posix(): json.loads(p.read_text())
-            for p in (root / sandbox.manifest["unless"]["account"] / "conversations" / WEBSITE).rglob("*.json")}
 
 
 def fingerprint(conn) -> tuple:
     return tuple(conn.execute(
         f"SELECT md5(string_agg(t::text, '|' ORDER BY t::text)) FROM staging.unless_{table} t").fetchone()[0]
         for table in ("conversations", "logs"))
-
-
-@contextlib.contextmanager
-def objects(sandbox, bodies: dict[str, bytes]):
-    """Put objects for one test; afterwards delete them, or put back the dataset's version."""
-    client, bucket = sandbox.s3(), sandbox.env["SANDBOX_UNLESS_BUCKET"]
-    for key, body in bodies.items():
-        client.put_object(Bucket=bucket, Key=key, Body=body)
-    try:
-        yield client
-    finally:
-        root = sandbox.dataset / "unless"
-        for key in bodies:
-            original = root / key
-            if original.exists():
-                client.put_object(Bucket=bucket, Key=key, Body=original.read_bytes())
-            else:
-                client.delete_object(Bucket=bucket, Key=key)
 
 
 def test_first_run_loads_every_object_and_a_rerun_changes_nothing(clean_warehouse):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from sandbox.generator import generate
-from tests.conftest import jsonl
+from tests.support.sandbox import jsonl
 
 START = dt.date(2026, 3, 1)
 

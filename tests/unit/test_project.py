@@ -8,7 +8,7 @@ import importlib
 import yaml
 
 from chat_ingest.project import SCHEDULER_FORKSERVER_PRELOAD, TASK_PRELOAD_MODULES, host_name
-from tests.conftest import REPO
+from tests.support.sandbox import REPO
 
 
 def test_the_task_host_name_is_the_workers_own_when_set(monkeypatch):
