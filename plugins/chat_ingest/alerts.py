@@ -23,11 +23,8 @@ def _alerts_config() -> dict:
 
 def alert_targets(alerts: dict) -> dict:
     """``http_conn_id`` (chat webhook), ``smtp_conn_id`` + ``email_to`` + ``email_from`` (e-mail)."""
-    targets = {"http_conn_id": alerts.get("http_conn_id"), "smtp_conn_id": alerts.get("smtp_conn_id"),
-               "email_to": alerts.get("email_to") or [], "email_from": alerts.get("email_from")}
-    if targets["smtp_conn_id"] and not (targets["email_to"] and targets["email_from"]):
-        raise ValueError("alerts.smtp_conn_id needs alerts.email_to (a list of addresses) and alerts.email_from")
-    return targets
+    return {"http_conn_id": alerts.get("http_conn_id"), "smtp_conn_id": alerts.get("smtp_conn_id"),
+            "email_to": alerts.get("email_to") or [], "email_from": alerts.get("email_from")}
 
 
 def _configured(targets: dict) -> bool:

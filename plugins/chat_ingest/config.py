@@ -31,15 +31,20 @@ def load_config() -> dict[str, Any]:
         text = path.read_text()
     except FileNotFoundError as exc:
         raise FileNotFoundError(f"chat-ingest config not found: {path} (set CHAT_INGEST_CONFIG)") from exc
-    data = _parsed(text)
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping of source name to settings")
-    return copy.deepcopy(data)
+    return copy.deepcopy(_checked(text, str(path)))
 
 
 @functools.lru_cache(maxsize=4)
-def _parsed(text: str) -> Any:
-    return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+def _checked(text: str, where: str) -> dict[str, Any]:
+    """The file's settings, parsed and checked against the typed model (:mod:`chat_ingest.settings`) once
+    per text."""
+    from chat_ingest.settings import check
+
+    data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    if not isinstance(data, dict):
+        raise ValueError(f"{where}: expected a mapping of source name to settings")
+    check(data, where)
+    return data
 
 
 def source_config(source: str) -> dict[str, Any]:
@@ -68,16 +73,9 @@ DEFAULT_MAX_QUARANTINED = 0.05
 def max_quarantined_for(source: str, table: str) -> float:
     """The share of a window's rows ``source.table`` may quarantine and still pass its gate (most specific
     key of ``validation.max_quarantined`` wins, then ``validation.default_max_quarantined``)."""
-    validation = load_config().get("validation", {})
-    overrides = validation.get("max_quarantined", {}) or {}
+    validation = load_config().get("validation") or {}
+    overrides = validation.get("max_quarantined") or {}
     for key in (f"{source}.{table}", source):
         if key in overrides:
-            return _share(overrides[key], f"validation.max_quarantined.{key}")
-    return _share(validation.get("default_max_quarantined", DEFAULT_MAX_QUARANTINED),
-                  "validation.default_max_quarantined")
-
-
-def _share(value: Any, key: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-        raise ValueError(f"{config_path()}: {key}: expected a share from 0 to 1, got {value!r}")
-    return float(value)
+            return float(overrides[key])
+    return float(validation.get("default_max_quarantined", DEFAULT_MAX_QUARANTINED))

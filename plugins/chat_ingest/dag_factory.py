@@ -21,8 +21,8 @@ from typing import Any
 
 from airflow.sdk import DAG, Asset, Param, get_current_context, task
 
-from chat_ingest.alerts import failure_alerts, landed_by_offset, landing_deadline
-from chat_ingest.config import config_path, load_config
+from chat_ingest.alerts import failure_alerts, landing_deadline
+from chat_ingest.config import load_config
 from chat_ingest.operators.load import DocumentLoadOperator, LandingOperator
 from chat_ingest.operators.validate import ValidateStagingOperator
 from chat_ingest.project import SQL_DIR
@@ -38,25 +38,7 @@ DEFAULT_RETRIES = {"attempts": 3, "first_delay_seconds": 60, "max_delay_minutes"
 def default_args() -> dict[str, Any]:
     """Every task's owner and retries, the retries as configured: how hard to retry a vendor that is
     down is the deployment's choice (a test cluster retries within seconds, production within minutes)."""
-    configured = load_config().get("retries") or {}
-    if not isinstance(configured, dict):
-        raise ValueError(f"{config_path()}: retries: expected a mapping of {sorted(DEFAULT_RETRIES)}, "
-                         f"got {configured!r}")
-    unknown = sorted(set(configured) - set(DEFAULT_RETRIES))
-    if unknown:
-        raise ValueError(f"{config_path()}: retries: unknown keys {unknown} (known: {sorted(DEFAULT_RETRIES)})")
-    retries = {**DEFAULT_RETRIES, **configured}
-    for key, value in retries.items():
-        kind = int if key == "attempts" else (int, float)
-        if isinstance(value, bool) or not isinstance(value, kind) or value < 0:
-            raise ValueError(f"{config_path()}: retries.{key}: expected a {'whole ' * (kind is int)}number >= 0, "
-                             f"got {value!r}")
-    # Airflow reads a zero max_retry_delay as "no cap" (waits then double up to a day), and caps the
-    # first wait too: a cap below the first delay would silently shorten it.
-    if retries["max_delay_minutes"] * 60 < max(retries["first_delay_seconds"], 1):
-        raise ValueError(f"{config_path()}: retries.max_delay_minutes: the cap of the waits must be above 0 and at "
-                         f"least first_delay_seconds ({retries['first_delay_seconds']} s), "
-                         f"got {retries['max_delay_minutes']!r}")
+    retries = {**DEFAULT_RETRIES, **(load_config().get("retries") or {})}  # checked: chat_ingest.settings
     return {
         "owner": "chat-ingest",
         "retries": retries["attempts"],
@@ -77,13 +59,9 @@ DEFAULT_RECHECK_DAYS = 1
 def daily_schedule() -> DayNamedDataIntervalTimetable:
     """Each UTC day, loaded ``settle_minutes`` after it ends: the rows a vendor writes a little late
     (a pipeline's batches, a replica's lag) are then in the run's window instead of missed for good.
-    A late-data deadline (``alerts.landed_by``) before the run may even start is refused: it would
-    alert every day."""
-    settle = _configured_count("settle_minutes", DEFAULT_SETTLE_MINUTES, "minutes", 24 * 60 - 1)
-    landed_by = (load_config().get("alerts") or {}).get("landed_by")
-    if landed_by and landed_by_offset(landed_by) < dt.timedelta(minutes=settle):
-        raise ValueError(f"{config_path()}: alerts.landed_by {landed_by} is before the scheduled runs start "
-                         f"({settle} min after midnight UTC, settle_minutes): every day would raise the alert")
+    A late-data deadline (``alerts.landed_by``) before the run may even start is refused when the
+    configuration is read (:mod:`chat_ingest.settings`): it would alert every day."""
+    settle = load_config().get("settle_minutes", DEFAULT_SETTLE_MINUTES)
     return DayNamedDataIntervalTimetable("@daily", timezone="UTC", settle=dt.timedelta(minutes=settle))
 
 
@@ -125,16 +103,8 @@ def resolve_window(recheck_days: int = 0) -> dict[str, str]:
 
 
 def recheck_days() -> int:
-    """How many days before its own a scheduled run of a table source lands again (``recheck_days``)."""
-    return _configured_count("recheck_days", DEFAULT_RECHECK_DAYS, "days", 7)
-
-
-def _configured_count(name: str, default: int, unit: str, most: int) -> int:
-    """sources.yaml's whole number ``name`` (``default`` when unset), refused outside ``[0, most]``."""
-    value = load_config().get(name, default)
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= most:
-        raise ValueError(f"{config_path()}: {name}: expected whole {unit} from 0 to {most}, got {value!r}")
-    return value
+    """How many days before its own a scheduled run lands again (``recheck_days``)."""
+    return load_config().get("recheck_days", DEFAULT_RECHECK_DAYS)
 
 
 #: Load task instances per table at most, unless sources.yaml says otherwise (``max_load_tasks_per_table``).
