@@ -293,6 +293,17 @@ def test_a_new_source_column_is_reported_and_the_rest_lands(clean_warehouse, edg
                             ).fetchone() == (["mood"],)
     again = load_edge(at.date(), rid="run-drift-again")  # unchanged: found identical, nothing extracted
     assert again["road"] == "identical" and again["ignored_columns"] == ["mood"]
+    # as drift, with the rows holding it, in the summary, the load log and the gate's report
+    assert summary["drift"] == again["drift"] == {"mood": 1}
+    from chat_ingest.validation import load_outcomes
+    from chat_ingest.warehouse import connect
+    from chat_ingest.windows import day_window
+
+    with connect() as conn:
+        [drift] = [o for o in load_outcomes(conn, botslovers.TABLES["messages"], run_id="run-drift",
+                                            start=day_window(at.date())[0], end=day_window(at.date())[1],
+                                            tenants=[EDGE]) if o.expectation == "undeclared_fields"]
+    assert drift.unexpected_values == [{"value": "mood", "count": 1}] and "(not landed)" in drift.describe()
 
 
 def agent_log_rows(client, rows: list[dict]) -> None:
