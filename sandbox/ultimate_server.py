@@ -53,6 +53,8 @@ class Fault:
     message: str | None = None
     #: A download served without its last this many records (a file still being built); 0: not this fault.
     withhold_records: int = 0
+    #: Matching requests to let through before this fault plays (a fault of a later request).
+    skip: int = 0
 
 
 @dataclass
@@ -88,6 +90,9 @@ class UltimateHTTPServer(ThreadingHTTPServer):
         with self.faults_lock:
             for fault in self.faults:
                 if fault.target == target and fault.times > 0 and bool(fault.withhold_records) == withholding:
+                    if fault.skip:
+                        fault.skip -= 1
+                        return None
                     fault.times -= 1
                     return fault
         return None

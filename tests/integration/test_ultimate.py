@@ -250,3 +250,16 @@ def test_a_time_an_hour_ahead_lands_and_passes_the_gate_and_one_days_past_tomorr
         conn.execute("UPDATE staging.ultimate_conversations SET conversation_end_time = %s", (beyond,))
     with connect() as conn, pytest.raises(ValidationFailed, match="conversation_end_time"):
         run_gate(conn, dsn, ultimate.CONVERSATIONS, run_id="ult-ahead", start=start, end=end, tenants=["ult-telco"])
+
+
+def test_an_export_that_vanishes_while_its_urls_are_refreshed_fails_the_day_saying_so(clean_warehouse, faults):
+    """A URL expires mid-run and the fresh answer has no export any more (404): the day fails with that
+    reason and lands nothing, instead of an IndexError on the file list."""
+    from chat_ingest.hooks.ultimate import UltimateExportError
+
+    faults({"target": "download", "status": 403, "times": 1, "message": "AccessDenied: Request has expired"},
+           {"target": "signed-urls", "status": 404, "times": 1, "skip": 1, "message": "No export found"})
+    with pytest.raises(UltimateExportError, match="changed while it was read .1 file.s., now none"):
+        load(clean_warehouse.days[1], run_id="ult-vanished")
+    with clean_warehouse.warehouse() as conn:
+        assert conn.execute("SELECT count(*) FROM staging.ultimate_conversations").fetchone() == (0,)

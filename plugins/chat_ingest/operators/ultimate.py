@@ -124,7 +124,7 @@ class UltimateToStagingOperator(DocumentLoadOperator):
         return self._records(hook, day, urls)
 
     def _records(self, hook: UltimateExportHook, day: dt.date, urls: list[str]) -> Iterator[Document | BadLine]:
-        from chat_ingest.hooks.ultimate import SignedUrlExpired
+        from chat_ingest.hooks.ultimate import SignedUrlExpired, UltimateExportError
 
         for index in range(len(urls)):
             for refresh in range(self.max_url_refreshes + 1):
@@ -135,7 +135,13 @@ class UltimateToStagingOperator(DocumentLoadOperator):
                     if refresh == self.max_url_refreshes:
                         raise
                     self.log.warning("signed URL %d of %s expired; requesting fresh URLs", index + 1, day)
-                    urls = hook.get_signed_urls(day, self.tenant, ttl_minutes=self.url_ttl_minutes) or []
+                    fresh = hook.get_signed_urls(day, self.tenant, ttl_minutes=self.url_ttl_minutes)
+                    if fresh is None or len(fresh) != len(urls):
+                        now = "none" if fresh is None else len(fresh)
+                        raise UltimateExportError(
+                            f"the export of {self.tenant} for {day} changed while it was read ({len(urls)} file(s), "
+                            f"now {now}): the day lands nothing; run it again") from None
+                    urls = fresh
 
 
 def _chunk(records: Iterator, size: int) -> list:
