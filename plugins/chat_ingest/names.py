@@ -10,7 +10,7 @@ import re
 
 from airflow.sdk.exceptions import AirflowFailException
 
-from chat_ingest.tablespec import TENANT_MAX_BYTES
+from chat_ingest.rules import TENANT_MAX_BYTES
 
 #: Names that may become part of a SQL / ClickHouse identifier (``messages_<company>``).
 IDENTIFIER = re.compile(r"[a-z][a-z0-9_]{0,62}", re.ASCII)

@@ -35,7 +35,8 @@ from airflow.sdk.exceptions import AirflowFailException
 from psycopg import sql
 
 from chat_ingest.config import mostly_for
-from chat_ingest.tablespec import EARLIEST_TIMESTAMP, FUTURE_TOLERANCE, TableSpec
+from chat_ingest.rules import EARLIEST_TIMESTAMP, FUTURE_TOLERANCE
+from chat_ingest.tablespec import TableSpec
 
 log = logging.getLogger(__name__)
 # GX logs hundreds of "Skipping registering function ..." lines at INFO while it imports: noise that

@@ -23,7 +23,7 @@ import re
 from collections.abc import Mapping
 
 from chat_ingest.config import load_config
-from chat_ingest.tablespec import KEY_VALUE_MAX_BYTES
+from chat_ingest.rules import KEY_VALUE_MAX_BYTES
 
 #: (source, column) → the meanings reporting understands, with the seeds' own names (and the
 #: names the vendors' consoles write) as defaults.  ``sources.yaml`` may add values or remap them.

@@ -439,8 +439,8 @@ def test_ids_as_long_as_the_loader_accepts_build_every_reporting_key_in_every_so
 
     from chat_ingest.operators.a8 import A8ToStagingOperator
     from chat_ingest.operators.ultimate import UltimateToStagingOperator
+    from chat_ingest.rules import KEY_VALUE_MAX_BYTES as K
     from chat_ingest.sources import a8
-    from chat_ingest.tablespec import KEY_VALUE_MAX_BYTES as K
     from tests.support.sources import UNLESS_WEBSITE as WEBSITE
     from tests.support.sources import load_unless
     from tests.support.sources import unless_objects as objects
@@ -541,9 +541,9 @@ def test_every_index_of_the_warehouse_fits_one_entry_by_what_its_values_may_hold
     load or rebuild).  A staging column is bounded by its spec (``Column.max_bytes``), a reporting or
     audit column by what fills it, named here: an index added on a column nobody bounded fails this."""
     from chat_ingest.reporting import SOURCES, ensure_reporting_schema
+    from chat_ingest.rules import INDEX_ENTRY_MAX_BYTES, TENANT_MAX_BYTES
+    from chat_ingest.rules import KEY_VALUE_MAX_BYTES as K
     from chat_ingest.sources import TABLES_BY_SOURCE
-    from chat_ingest.tablespec import INDEX_ENTRY_MAX_BYTES, TENANT_MAX_BYTES
-    from chat_ingest.tablespec import KEY_VALUE_MAX_BYTES as K
     from chat_ingest.warehouse import connect
 
     filled_by = {  # reporting and audit text columns in an index: what fills them, and so their bound

@@ -212,7 +212,7 @@ def test_the_gate_checks_that_conversations_end_after_they_start(clean_warehouse
 
 def test_a_time_an_hour_ahead_lands_and_passes_the_gate_and_one_days_past_tomorrow_is_refused_by_both(
         clean_warehouse):
-    """One rule for the loader and the gate (``tablespec.FUTURE_TOLERANCE``): a vendor clock an hour
+    """One rule for the loader and the gate (``rules.FUTURE_TOLERANCE``): a vendor clock an hour
     ahead lands and passes; beyond the tolerance, the loader quarantines it, and the gate, reading a row
     staging holds from before, fails it too.  (The gate allowed only ten minutes, so a row the loader
     had landed blocked the table's Asset.)"""

@@ -8,8 +8,9 @@ import pendulum
 import pytest
 
 from chat_ingest.hooks.clickhouse import UnsafeIdentifierError, check_identifier
+from chat_ingest.rules import EARLIEST_TIMESTAMP, FUTURE_TOLERANCE
 from chat_ingest.sources import a8, botslovers
-from chat_ingest.tablespec import EARLIEST_TIMESTAMP, FUTURE_TOLERANCE, Column, MergeRule, TableSpec
+from chat_ingest.tablespec import Column, MergeRule, TableSpec
 from chat_ingest.validation import build_expectations
 from chat_ingest.windows import resolve_window
 
@@ -51,8 +52,8 @@ def test_every_b_tree_key_a_row_fills_fits_one_index_entry_by_the_limits_of_its_
     (a keyed value, a tenant), so no row needs a check of its key's size; a spec whose key could hold
     more, or whose tenant could be larger than a configured one, is refused where it is declared."""
     from chat_ingest.landing.checks import value_checks
+    from chat_ingest.rules import INDEX_ENTRY_MAX_BYTES, KEY_VALUE_MAX_BYTES, TENANT_MAX_BYTES
     from chat_ingest.sources import TABLES_BY_SOURCE, unless
-    from chat_ingest.tablespec import INDEX_ENTRY_MAX_BYTES, KEY_VALUE_MAX_BYTES, TENANT_MAX_BYTES
 
     assert botslovers.MESSAGES.indexed_keys == (("id", "company"), ("session", "company"))
     assert a8.TABLES["messages"].indexed_keys == (("chat_id", "bot_handle"),)

@@ -9,15 +9,8 @@ from __future__ import annotations
 from psycopg import sql
 
 from chat_ingest.landing.batch import Batch
-from chat_ingest.tablespec import (
-    EARLIEST_TIMESTAMP,
-    FUTURE_TOLERANCE,
-    MAX_VALUE_BYTES,
-    Column,
-    MergeRule,
-    TableSpec,
-    spoken,
-)
+from chat_ingest.rules import EARLIEST_TIMESTAMP, FUTURE_TOLERANCE, MAX_VALUE_BYTES, spoken
+from chat_ingest.tablespec import Column, MergeRule, TableSpec
 
 #: How much of a value over the size limit a quarantined payload keeps (characters).
 QUARANTINE_KEEP_CHARS = 2000

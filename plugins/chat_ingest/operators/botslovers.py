@@ -8,8 +8,8 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
 
 from chat_ingest.operators.load import ExtractLoadOperator
+from chat_ingest.rules import NO_DATE_MARK
 from chat_ingest.sources import botslovers
-from chat_ingest.sources.values import NO_DATE_MARK
 
 if TYPE_CHECKING:
     from chat_ingest.landing.batch import Extraction
@@ -60,7 +60,7 @@ def _value(column: Column, source_type: str) -> str:
     values are rendered in UTC, so no time zone (the server's or ours) can shift them on the way
     into staging's ``timestamptz``.  A ``String`` is taken as it is (the common case costs nothing),
     but one that lands in a ``timestamptz`` is marked unreadable when it holds no digit
-    (:data:`~chat_ingest.sources.values.NO_DATE_MARK`: PostgreSQL would read ``now`` as the load's
+    (:data:`~chat_ingest.rules.NO_DATE_MARK`: PostgreSQL would read ``now`` as the load's
     time), as the other sources mark their text times."""
     name = f"src.`{column.name}`"
     if "DateTime" in source_type:

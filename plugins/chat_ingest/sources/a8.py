@@ -7,7 +7,8 @@ tables (user message details, agent activities, agent sessions, agent message
 details) carry no bot and are replaced per window for the whole database.
 """
 
-from chat_ingest.tablespec import TENANT_MAX_BYTES, Column, MergeRule, TableSpec
+from chat_ingest.rules import TENANT_MAX_BYTES
+from chat_ingest.tablespec import Column, MergeRule, TableSpec
 
 SOURCE = "a8"
 

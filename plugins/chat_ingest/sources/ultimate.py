@@ -24,8 +24,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from chat_ingest.sources.values import EPOCH_SECONDS_BELOW, NO_DATE_MARK
-from chat_ingest.tablespec import MARK_COLUMNS, TENANT_MAX_BYTES, Column, MergeRule, TableSpec
+from chat_ingest.rules import EPOCH_SECONDS_BELOW, NO_DATE_MARK, TENANT_MAX_BYTES
+from chat_ingest.tablespec import MARK_COLUMNS, Column, MergeRule, TableSpec
 
 if TYPE_CHECKING:
     from psycopg import sql
@@ -168,7 +168,7 @@ def projection(spec: TableSpec, bot: str) -> sql.Composed:
 
     A field lands as ``->>`` gives it: a string as is, ``true`` / ``false``, a number or a
     container as its JSON text (a time without a digit marked unreadable: ``now`` is no vendor's
-    time, see :data:`~chat_ingest.sources.values.NO_DATE_MARK`) -- but a ``jsonb`` column takes the value as
+    time, see :data:`~chat_ingest.rules.NO_DATE_MARK`) -- but a ``jsonb`` column takes the value as
     ``jsonb`` (``->``,
     the same text when cast), so a landing that types it does not print and parse it again;
     ``conversations_data`` (a JSON document inside a string) is that string, parsed when it is
@@ -230,9 +230,9 @@ _EPOCH_TEXT = r'^\s*-?[0-9]{1,15}(\.[0-9]+)?\s*$'
 
 def _time(text: sql.Composable) -> sql.Composed:
     """A time field's text as the loader should read it: an epoch number (seconds or milliseconds, as
-    :data:`~chat_ingest.sources.values.EPOCH_SECONDS_BELOW` tells them apart, the rule Unless's times
+    :data:`~chat_ingest.rules.EPOCH_SECONDS_BELOW` tells them apart, the rule Unless's times
     follow) as the UTC time it says; a text without a digit marked unreadable (``now`` is no vendor's
-    time, :data:`~chat_ingest.sources.values.NO_DATE_MARK`); anything else as it is."""
+    time, :data:`~chat_ingest.rules.NO_DATE_MARK`); anything else as it is."""
     from psycopg import sql
 
     text = sql.SQL("({})").format(text)

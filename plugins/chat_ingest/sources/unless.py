@@ -15,8 +15,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from chat_ingest.sources.values import EPOCH_SECONDS_BELOW, NO_DATE_MARK, as_text
-from chat_ingest.tablespec import TENANT_MAX_BYTES, Column, MergeRule, TableSpec
+from chat_ingest.rules import EPOCH_SECONDS_BELOW, NO_DATE_MARK, TENANT_MAX_BYTES
+from chat_ingest.sources.values import as_text
+from chat_ingest.tablespec import Column, MergeRule, TableSpec
 
 SOURCE = "unless"
 SENDERS = ("bot", "user", "support")
@@ -130,11 +131,11 @@ _DIGIT = re.compile("[0-9]")
 
 
 def epoch_time(value: Any) -> dt.datetime | str | None:
-    """An epoch number (milliseconds, or seconds: :data:`~chat_ingest.sources.values.EPOCH_SECONDS_BELOW`), a
+    """An epoch number (milliseconds, or seconds: :data:`~chat_ingest.rules.EPOCH_SECONDS_BELOW`), a
     string of one or
     an ISO 8601 string (UTC when it names no offset) as a UTC time; any other value as its text,
     which the loader quarantines with its reason unless PostgreSQL reads it as a timestamp (a text
-    without a digit is marked unreadable: :data:`~chat_ingest.sources.values.NO_DATE_MARK`)."""
+    without a digit is marked unreadable: :data:`~chat_ingest.rules.NO_DATE_MARK`)."""
     if value is None:
         return None
     if isinstance(value, str):

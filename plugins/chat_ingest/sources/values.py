@@ -6,17 +6,6 @@ from typing import Any
 
 import orjson
 
-#: Appended to a time given as text without a digit, so that the loader's cast refuses it and the
-#: row is quarantined: PostgreSQL reads ``now``, ``today``, ``tomorrow`` and ``yesterday`` as times
-#: of the load, which would land as if the vendor had said them.
-NO_DATE_MARK = " (no date in it)"
-
-#: An epoch number below this is seconds, from it on milliseconds: vendors that name no unit (Unless's
-#: ``timestamp``, Ultimate's live export) write either.  Only one reading of a number can land: below
-#: it, milliseconds fall before 1973, and from it on, seconds fall after the year 5138 (both quarantined,
-#: before 2000-01-01 or in the future).
-EPOCH_SECONDS_BELOW = 100_000_000_000
-
 
 def as_text(value: Any) -> str | None:
     """JSON for containers, lower-case for booleans, ``str`` otherwise; None stays NULL.
