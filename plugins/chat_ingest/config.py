@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from chat_ingest.project import CONFIG_DIR
+from chat_ingest.settings import DEFAULT_MAX_QUARANTINED, DEFAULT_MOSTLY
 
 DEFAULT_CONFIG = CONFIG_DIR / "sources.yaml"
 
@@ -62,12 +63,7 @@ def mostly_for(source: str, table: str, column: str, expectation: str) -> float:
                 source):
         if key in overrides:
             return float(overrides[key])
-    return float(validation.get("default_mostly", 1.0))
-
-
-#: The share of a window's rows a table may quarantine before its gate fails, unless sources.yaml says
-#: otherwise (``validation.max_quarantined``).
-DEFAULT_MAX_QUARANTINED = 0.05
+    return float(validation.get("default_mostly", DEFAULT_MOSTLY))
 
 
 def max_quarantined_for(source: str, table: str) -> float:

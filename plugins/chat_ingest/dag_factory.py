@@ -26,13 +26,14 @@ from chat_ingest.config import load_config
 from chat_ingest.operators.load import DocumentLoadOperator, LandingOperator
 from chat_ingest.operators.validate import ValidateStagingOperator
 from chat_ingest.project import SQL_DIR
+from chat_ingest.settings import (
+    DEFAULT_MAX_LOAD_TASKS_PER_TABLE,
+    DEFAULT_RECHECK_DAYS,
+    DEFAULT_RETRIES,
+    DEFAULT_SETTLE_MINUTES,
+)
 from chat_ingest.tablespec import TableSpec
 from chat_ingest.timetables import DayNamedDataIntervalTimetable
-
-#: A task's retries unless sources.yaml says otherwise (``retries``): attempts after the first, the
-#: wait before the first retry, and the cap of the waits, which double (Airflow adds up to one wait
-#: of jitter).
-DEFAULT_RETRIES = {"attempts": 3, "first_delay_seconds": 60, "max_delay_minutes": 30}
 
 
 def default_args() -> dict[str, Any]:
@@ -49,11 +50,6 @@ def default_args() -> dict[str, Any]:
 
 
 START_DATE = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
-#: How long after its day ends a scheduled run starts, unless sources.yaml says otherwise (``settle_minutes``).
-DEFAULT_SETTLE_MINUTES = 60
-#: Days before its own that a scheduled run of a table source lands again, unless sources.yaml says
-#: otherwise (``recheck_days``): rows a vendor writes later than ``settle_minutes`` land the next day.
-DEFAULT_RECHECK_DAYS = 1
 
 
 def daily_schedule() -> DayNamedDataIntervalTimetable:
@@ -107,8 +103,6 @@ def recheck_days() -> int:
     return load_config().get("recheck_days", DEFAULT_RECHECK_DAYS)
 
 
-#: Load task instances per table at most, unless sources.yaml says otherwise (``max_load_tasks_per_table``).
-MAX_LOAD_TASKS_PER_TABLE = 16
 
 
 def tenant_batches(tenants: list[str], max_tasks: int) -> list[list[str]]:
@@ -158,7 +152,8 @@ def ingest_dag(*, dag_id: str, source: str, doc_md: str, tenant_label: str, tena
         # watermark) lands no day again
         window = resolve_window(recheck_days() if load_operator.lands_recheck_days else 0)
         selected = select_tenants(tenants)
-        batches = batch_tenants(selected, load_config().get("max_load_tasks_per_table", MAX_LOAD_TASKS_PER_TABLE))
+        batches = batch_tenants(selected, load_config().get("max_load_tasks_per_table",
+                                                                     DEFAULT_MAX_LOAD_TASKS_PER_TABLE))
         common = {"window": window, "pool": pool, **(operator_kwargs or {})}
         # the UI labels each mapped load by its tenants, not "Map Index 0": "acme", or "a … k (11)"
         by_tenant = ("{{ task.tenants[0] }}{% if task.tenants | length > 1 %} … {{ task.tenants[-1] }} "

@@ -9,6 +9,15 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, StrictInt, ValidationError, field_validator, model_validator
 
+#: The settings a file may leave out, and what they are then (include/config/sources.yaml says what each
+#: means): the one place they are defined, for the model and for whoever reads a setting.
+DEFAULT_RETRIES = {"attempts": 3, "first_delay_seconds": 60, "max_delay_minutes": 30}
+DEFAULT_SETTLE_MINUTES = 60
+DEFAULT_RECHECK_DAYS = 1
+DEFAULT_MAX_LOAD_TASKS_PER_TABLE = 16
+DEFAULT_MOSTLY = 1.0
+DEFAULT_MAX_QUARANTINED = 0.05
+
 #: A UTC time of day, ``HH:MM``.
 _CLOCK = re.compile(r"([01]\d|2[0-3]):([0-5]\d)")
 
@@ -50,9 +59,9 @@ class Unless(_Section):
 class Retries(_Section):
     """Every task's retries: attempts after the first, the first wait, the cap of the doubling waits."""
 
-    attempts: Any = 3
-    first_delay_seconds: Any = 60
-    max_delay_minutes: Any = 30
+    attempts: Any = DEFAULT_RETRIES["attempts"]
+    first_delay_seconds: Any = DEFAULT_RETRIES["first_delay_seconds"]
+    max_delay_minutes: Any = DEFAULT_RETRIES["max_delay_minutes"]
 
     @field_validator("attempts")
     @classmethod
@@ -79,10 +88,10 @@ class Retries(_Section):
 
 
 class Validation(_Section):
-    default_mostly: float = 1.0
+    default_mostly: float = DEFAULT_MOSTLY
     #: Per ``source[.table[.column[.expectation]]]``.
     mostly: dict[str, float] = {}
-    default_max_quarantined: float = 0.05
+    default_max_quarantined: float = DEFAULT_MAX_QUARANTINED
     #: Per ``source[.table]``.
     max_quarantined: dict[str, float] = {}
 
@@ -133,9 +142,9 @@ class Settings(_Section):
     a8: Bots | None = None
     ultimate: Bots | None = None
     unless: Unless | None = None
-    settle_minutes: Any = 60
-    recheck_days: Any = 1
-    max_load_tasks_per_table: StrictInt = 16
+    settle_minutes: Any = DEFAULT_SETTLE_MINUTES
+    recheck_days: Any = DEFAULT_RECHECK_DAYS
+    max_load_tasks_per_table: StrictInt = DEFAULT_MAX_LOAD_TASKS_PER_TABLE
     retries: Retries = Retries()
     validation: Validation = Validation()
     #: source -> column -> vendor value -> meaning (chat_ingest.vocabulary).

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import codecs
 import datetime as dt
+import functools
 import gzip
 import json
 import math
@@ -128,7 +129,7 @@ class UltimateExportHook(HttpHook):
             self._base = api_base(conn.host, conn.port, conn.schema)
         return self._session
 
-    @property
+    @functools.cached_property
     def api_version(self) -> str:
         """The connection's ``api_version`` (default: the newest, :data:`API_VERSIONS`), checked."""
         version = self._field(self.get_connection(self.http_conn_id).extra_dejson, "api_version") or API_VERSIONS[0]
