@@ -206,7 +206,7 @@ def report_unmapped(conn, spec: TableSpec, counts: dict[str, dict], *, run_id: s
 
 
 #: The outcomes :func:`load_outcomes` adds to GX's: the quarantined share, and the drift.
-LOAD_CHECKS = ("rows_quarantined", "undeclared_fields")
+ROWS_QUARANTINED, UNDECLARED_FIELDS = LOAD_CHECKS = ("rows_quarantined", "undeclared_fields")
 #: A reason's quoted values (``'many'``), left out where quarantine reasons are counted by kind.
 _QUOTED = r"'(?:[^']|'')*'"
 #: The commonest reasons a failed quarantine check names.
@@ -259,12 +259,12 @@ def load_outcomes(conn, spec: TableSpec, *, run_id: str, start: dt.datetime, end
         + "; ".join(f"{kind} ×{count}" for kind, count in reasons)
         + " (audit.rejected_records holds the rows with their payloads)")
     outcomes = [ExpectationOutcome(
-        expectation="rows_quarantined", column=None, success=passed, element_count=extracted,
+        expectation=ROWS_QUARANTINED, column=None, success=passed, element_count=extracted,
         unexpected_count=rejected, unexpected_values=[{"value": kind, "count": count} for kind, count in reasons],
         mostly=1 - tolerance, detail=detail)]
     if drift:
         outcomes.append(ExpectationOutcome(
-            expectation="undeclared_fields", column=None, success=False, element_count=extracted,
+            expectation=UNDECLARED_FIELDS, column=None, success=False, element_count=extracted,
             unexpected_count=max(rows for _, rows in drift),
             unexpected_values=[{"value": name, "count": rows} for name, rows in drift], severity="warning",
             detail=f"(table): the source delivered what no column of {spec.qualified_name} names (drift): "
